@@ -1,0 +1,60 @@
+"""JAX settings that every traced function in hil relies on, applied once at import.
+
+- float64 everywhere: the physics is checked against a reference integrator to 1e-6 m.
+- synchronous CPU dispatch: a tick loop makes one small call at a time, and asynchronous
+  dispatch costs ~100 µs per call there for no overlap gained.
+- XLA's CPU scheduler without thread hand-offs between tiny kernels;
+- the persistent compilation cache, so a warm start skips XLA compilation. Its directory is
+  ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil/jax`` (``~/.cache/hil/jax``).
+"""
+
+import os
+from pathlib import Path
+
+# Before the CPU backend starts. XLA's concurrency-optimised scheduler spreads a tick's few
+# dozen tiny kernels over threads, and the hand-offs cost more than the kernels (~30 % of a tick).
+_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", "")] + [f for f in _XLA_FLAGS if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
+).strip()
+
+import jax  # noqa: E402
+
+
+def cache_directory() -> Path:
+    explicit = os.environ.get("HIL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hil" / "jax"
+
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_cpu_enable_async_dispatch", False)
+jax.config.update("jax_compilation_cache_dir", str(cache_directory()))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _unroll_threefry_on_cpu() -> bool:
+    """Lower threefry on CPU as straight-line code instead of a loop.
+
+    JAX rolls threefry's 20 rounds into a loop on CPU to save compile time; in a tick loop each
+    iteration is a separate XLA step and the PRNG costs more than the physics. The arithmetic,
+    and so every random bit, is the same either way (tests/test_determinism.py checks). Uses a
+    private JAX module; if it moves, the default lowering stays and only speed is lost.
+    """
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32
+    except ImportError:
+        return False
+    rule = getattr(threefry2x32, "_threefry2x32_lowering_rule", None)
+    primitive = getattr(threefry2x32, "threefry2x32_p", None)
+    if rule is None or primitive is None:
+        return False
+    mlir.register_lowering(primitive, rule, platform="cpu")
+    return True
+
+
+THREEFRY_UNROLLED = _unroll_threefry_on_cpu()

@@ -1,0 +1,340 @@
+"""The scenario file: what to fly, in what world, with which sensors and firmware, and what must hold.
+
+Everything is validated here, on the host, before anything is traced. See docs/scenarios.md.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hil import schema, yamlsource
+from hil.schema import Check, spec
+
+SCENARIO_VERSION = 1
+Vec3 = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Physics:
+    rate_hz: int = spec(1000, unit="Hz", gt=0, le=100_000, help="tick rate: sensors and commands are exchanged once per tick")
+    substeps: int = spec(1, gt=0, le=1000, help="RK4 steps per tick")
+
+
+@dataclass(frozen=True)
+class LandingGear:
+    foot_spread: float = spec(0.15, unit="m", gt=0, help="half-distance between feet, front/back and left/right")
+    foot_depth: float = spec(0.08, unit="m", ge=0, help="feet below the centre of mass")
+    stiffness: float = spec(8000.0, unit="N/m", gt=0, help="per foot")
+    damping: float = spec(250.0, unit="N s/m", ge=0, help="per foot")
+    friction: float = spec(0.6, ge=0, help="Coulomb coefficient")
+
+
+@dataclass(frozen=True)
+class Vehicle:
+    type: Literal["quadrotor"] = spec("quadrotor")
+    mass: float = spec(1.5, unit="kg", gt=0)
+    inertia: Vec3 = spec((0.029, 0.029, 0.055), unit="kg m^2", gt=0, help="principal moments about body x, y, z")
+    arm_length: float = spec(0.23, unit="m", gt=0)
+    thrust_coefficient: float = spec(8.5e-6, unit="N/(rad/s)^2", gt=0)
+    torque_coefficient: float = spec(1.4e-7, unit="N m/(rad/s)^2", ge=0)
+    max_rotor_speed: float = spec(1100.0, unit="rad/s", gt=0)
+    motor_time_constant: float = spec(0.03, unit="s", gt=0)
+    drag_linear: Vec3 = spec((0.25, 0.25, 0.4), unit="N/(m/s)", ge=0)
+    drag_quadratic: Vec3 = spec((0.05, 0.05, 0.1), unit="N/(m/s)^2", ge=0)
+    angular_drag: float = spec(0.003, unit="N m/(rad/s)", ge=0)
+    landing_gear: LandingGear = spec(factory=LandingGear)
+
+    def __check__(self, check, path):
+        thrust = 4 * self.thrust_coefficient * self.max_rotor_speed**2
+        weight = self.mass * 9.80665
+        if thrust <= weight:
+            check.fail(path + ("max_rotor_speed",), f"full thrust {thrust:.2f} N cannot lift the weight {weight:.2f} N; "
+                       "raise max_rotor_speed or thrust_coefficient, or lower mass")
+
+
+@dataclass(frozen=True)
+class Initial:
+    position: Vec3 | None = spec(None, unit="m NED", help="centre of mass (ground at down = 0); unset: resting on its feet")
+    velocity: Vec3 = spec((0.0, 0.0, 0.0), unit="m/s NED")
+    attitude_deg: Vec3 = spec((0.0, 0.0, 0.0), unit="deg", help="roll, pitch, yaw")
+    angular_rate: Vec3 = spec((0.0, 0.0, 0.0), unit="rad/s body")
+    rotor_speed: float = spec(0.0, unit="rad/s", ge=0)
+
+
+@dataclass(frozen=True)
+class Turbulence:
+    intensity: Vec3 = spec((0.0, 0.0, 0.0), unit="m/s", ge=0, help="standard deviation north, east, down")
+    time_constant: float = spec(2.0, unit="s", gt=0)
+
+
+@dataclass(frozen=True)
+class Gust:
+    start: float = spec(unit="s", ge=0)
+    duration: float = spec(unit="s", gt=0)
+    peak: Vec3 = spec(unit="m/s NED")
+
+
+@dataclass(frozen=True)
+class Wind:
+    steady: Vec3 = spec((0.0, 0.0, 0.0), unit="m/s NED", help="velocity of the air (the direction it blows towards)")
+    turbulence: Turbulence = spec(factory=Turbulence)
+    gusts: list[Gust] = spec(factory=list)
+
+
+@dataclass(frozen=True)
+class Environment:
+    home_altitude: float = spec(0.0, unit="m AMSL", ge=-400, le=10000)
+    ground: bool = spec(True, help="false removes the ground: free flight for physics checks")
+    magnetic_field: Vec3 = spec((2.1e-5, 0.0, 4.3e-5), unit="T NED")
+    wind: Wind = spec(factory=Wind)
+
+
+@dataclass(frozen=True)
+class Imu:
+    rate_hz: float = spec(1000.0, unit="Hz", gt=0)
+    gyro_noise_density: float = spec(8.7e-5, unit="rad/s/sqrt(Hz)", ge=0)
+    gyro_bias_random_walk: float = spec(4.0e-5, unit="rad/s/sqrt(s)", ge=0)
+    gyro_range: float = spec(34.9, unit="rad/s", gt=0)
+    accel_noise_density: float = spec(1.2e-3, unit="m/s^2/sqrt(Hz)", ge=0)
+    accel_bias_random_walk: float = spec(6.0e-4, unit="m/s^2/sqrt(s)", ge=0)
+    accel_range: float = spec(156.9, unit="m/s^2", gt=0)
+
+
+@dataclass(frozen=True)
+class Baro:
+    rate_hz: float = spec(50.0, unit="Hz", gt=0)
+    noise: float = spec(3.0, unit="Pa", ge=0)
+
+
+@dataclass(frozen=True)
+class Mag:
+    rate_hz: float = spec(100.0, unit="Hz", gt=0)
+    noise: float = spec(3.0e-7, unit="T", ge=0)
+
+
+@dataclass(frozen=True)
+class Gps:
+    rate_hz: float = spec(10.0, unit="Hz", gt=0)
+    latency: float = spec(0.05, unit="s", ge=0, help="from measurement to delivery; at most one sample period")
+    position_noise: Vec3 = spec((0.3, 0.3, 0.5), unit="m", ge=0)
+    velocity_noise: Vec3 = spec((0.05, 0.05, 0.1), unit="m/s", ge=0)
+
+    def __check__(self, check, path):
+        if self.latency > 1.0 / self.rate_hz:
+            check.fail(path + ("latency",), f"{self.latency} s is longer than one sample period ({1 / self.rate_hz} s)")
+
+
+@dataclass(frozen=True)
+class Sensors:
+    imu: Imu | None = spec(None)
+    baro: Baro | None = spec(None)
+    mag: Mag | None = spec(None)
+    gps: Gps | None = spec(None)
+
+    def present(self) -> dict:
+        return {name: getattr(self, name) for name in ("imu", "baro", "mag", "gps") if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    position: Vec3 = spec(unit="m NED")
+    yaw_deg: float = spec(0.0, unit="deg")
+    hold: float = spec(0.0, unit="s", ge=0, help="time to stay within acceptance before the next waypoint")
+
+
+@dataclass(frozen=True)
+class Mission:
+    waypoints: list[Waypoint] = spec(factory=list)
+    acceptance: float = spec(0.5, unit="m", gt=0)
+    land: bool = spec(False, help="after the last waypoint, descend, detect touchdown and disarm")
+
+
+@dataclass(frozen=True)
+class Gains:
+    position: Vec3 = spec((1.0, 1.0, 1.2), unit="1/s", ge=0)
+    velocity: Vec3 = spec((2.5, 2.5, 4.0), unit="1/s", ge=0)
+    velocity_integral: Vec3 = spec((0.5, 0.5, 2.0), unit="1/s^2", ge=0)
+    attitude: Vec3 = spec((7.0, 7.0, 3.0), unit="1/s", ge=0)
+    rate: Vec3 = spec((22.0, 22.0, 10.0), unit="1/s", ge=0)
+    rate_integral: Vec3 = spec((10.0, 10.0, 5.0), unit="1/s^2", ge=0)
+
+
+@dataclass(frozen=True)
+class Firmware:
+    name: Literal["quad_pid", "open_loop"] = spec("quad_pid")
+    arm_at: float = spec(1.0, unit="s", ge=0, help="quad_pid: arming time; the mission starts 1 s later")
+    max_speed: Vec3 = spec((3.0, 3.0, 1.5), unit="m/s", gt=0, help="quad_pid: north, east, vertical limits")
+    max_tilt_deg: float = spec(30.0, unit="deg", gt=0, lt=80)
+    land_speed: float = spec(0.7, unit="m/s", gt=0)
+    idle_throttle: float = spec(0.08, ge=0, lt=1)
+    gains: Gains = spec(factory=Gains)
+    mission: Mission = spec(factory=Mission)
+    throttle: tuple[float, float, float, float] = spec((0.0, 0.0, 0.0, 0.0), ge=0, le=1,
+                                                       help="open_loop: constant motor throttles")
+
+
+QUANTITIES = {
+    "north": "m", "east": "m", "down": "m", "altitude": "m (-down)",
+    "velocity_north": "m/s", "velocity_east": "m/s", "velocity_down": "m/s", "speed": "m/s",
+    "roll_deg": "deg", "pitch_deg": "deg", "yaw_deg": "deg", "tilt_deg": "deg",
+    "rate_roll": "rad/s", "rate_pitch": "rad/s", "rate_yaw": "rad/s", "motor_max": "throttle", "motor_mean": "throttle",
+}
+Quantity = Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class Within:
+    quantity: Quantity
+    after: float = spec(0.0, unit="s", ge=0)
+    until: float | None = spec(None, unit="s", ge=0)
+    min: float | None = spec(None)
+    max: float | None = spec(None)
+
+    def __check__(self, check, path):
+        if self.min is None and self.max is None:
+            check.fail(path, "give min, max or both")
+        elif self.min is not None and self.max is not None and self.min > self.max:
+            check.fail(path + ("min",), f"min {self.min} is above max {self.max}")
+        if self.until is not None and self.until <= self.after:
+            check.fail(path + ("until",), f"until {self.until} s is not after after {self.after} s")
+
+
+@dataclass(frozen=True)
+class Bound:
+    quantity: Quantity
+    bound: float
+    after: float = spec(0.0, unit="s", ge=0)
+
+
+@dataclass(frozen=True)
+class Reach:
+    point: Vec3 = spec(unit="m NED")
+    tolerance: float = spec(unit="m", gt=0)
+    before: float = spec(unit="s", gt=0)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    within: Within | None = spec(None, help="the quantity stays in [min, max] from `after` (to `until`)")
+    never_above: Bound | None = spec(None, help="the quantity never exceeds `bound` (from `after`)")
+    never_below: Bound | None = spec(None, help="the quantity never goes under `bound` (from `after`)")
+    reach: Reach | None = spec(None, help="the vehicle comes within `tolerance` of `point` before `before`")
+
+    def check(self):
+        return next(getattr(self, kind) for kind in CHECK_KINDS if getattr(self, kind) is not None)
+
+    def kind(self) -> str:
+        return next(kind for kind in CHECK_KINDS if getattr(self, kind) is not None)
+
+    def __check__(self, check, path):
+        given = [kind for kind in CHECK_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            check.fail(path, f"expectation {self.name!r} needs exactly one of {', '.join(CHECK_KINDS)}"
+                       + (f"; it has {', '.join(given)}" if given else ""))
+
+
+CHECK_KINDS = ("within", "never_above", "never_below", "reach")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    version: int
+    name: str
+    duration: float = spec(unit="s", gt=0, le=86400)
+    description: str = spec("")
+    seed: int = spec(0, ge=0, lt=2**63)
+    physics: Physics = spec(factory=Physics)
+    vehicle: Vehicle = spec(factory=Vehicle)
+    initial: Initial = spec(factory=Initial)
+    environment: Environment = spec(factory=Environment)
+    sensors: Sensors = spec(factory=Sensors)
+    firmware: Firmware = spec(factory=Firmware)
+    expect: list[Expectation] = spec(factory=list)
+
+    @property
+    def ticks(self) -> int:
+        return round(self.duration * self.physics.rate_hz)
+
+    def decimation(self, rate_hz: float) -> int:
+        return round(self.physics.rate_hz / rate_hz)
+
+    def __check__(self, check, path):
+        if self.version != SCENARIO_VERSION:
+            check.fail(("version",), f"this hil reads scenario version {SCENARIO_VERSION}, the file says {self.version}")
+        rate = self.physics.rate_hz
+        for name, sensor in self.sensors.present().items():
+            ratio = rate / sensor.rate_hz
+            if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+                check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz does not divide the tick rate "
+                           f"{rate} Hz; pick a rate of {rate} Hz divided by a whole number")
+        if abs(self.duration * rate - round(self.duration * rate)) > 1e-6:
+            check.fail(("duration",), f"{self.duration} s is not a whole number of {rate} Hz ticks")
+        if self.firmware.name == "quad_pid":
+            for needed in ("imu", "baro", "mag", "gps"):
+                if getattr(self.sensors, needed) is None:
+                    check.fail(("sensors",), f"firmware quad_pid flies on imu, baro, mag and gps; add sensors.{needed}")
+            if not self.firmware.mission.waypoints:
+                check.fail(("firmware", "mission", "waypoints"), "quad_pid needs at least one waypoint")
+        for index, expectation in enumerate(self.expect):
+            check_ = expectation.check()
+            for key in ("after", "until", "before"):
+                value = getattr(check_, key, None)
+                if value is not None and value > self.duration:
+                    check.fail(("expect", index, expectation.kind(), key),
+                               f"{value} s is past the end of the run ({self.duration} s)")
+        names = [e.name for e in self.expect]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                check.fail(("expect", index, "name"), f"expectation name {name!r} is used twice")
+
+
+@dataclass(frozen=True)
+class Located:
+    """One problem in a scenario file, with where it is."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self):
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+class ScenarioError(Exception):
+    def __init__(self, problems: list[Located]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _line_of(lines: dict, path: tuple) -> int:
+    while path not in lines:
+        path = path[:-1]
+    return lines[path]
+
+
+def parse_text(text: str, filename: str = "<scenario>") -> Scenario:
+    """Parse and validate scenario YAML; raises :class:`ScenarioError` listing every problem."""
+    try:
+        data, lines, duplicates = yamlsource.load(text)
+    except yamlsource.YamlSourceError as error:
+        raise ScenarioError([Located(filename, error.line, "(syntax)", error.message)]) from None
+    located = [Located(filename, p.line, schema.format_path(p.path), p.message) for p in duplicates]
+    if data is None:
+        data = {}
+    check = Check()
+    scenario = schema.parse(Scenario, data, check)
+    located += [Located(filename, _line_of(lines, p.path), schema.format_path(p.path), p.message) for p in check.problems]
+    if located:
+        raise ScenarioError(sorted(located, key=lambda p: p.line))
+    return scenario
+
+
+def load(path) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError([Located(str(path), 1, "(file)", f"cannot read: {error}")]) from None
+    return parse_text(text, str(path))

@@ -1,0 +1,164 @@
+"""A small declarative schema: frozen dataclasses whose fields carry units, bounds and help.
+
+``parse(cls, data, lines)`` turns plain YAML values into a dataclass tree, or collects every
+problem it finds (unknown key with the nearest valid one, wrong type, missing field, value out
+of bounds) with the key path and the line it came from.
+"""
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass
+
+
+def spec(default=dataclasses.MISSING, *, unit="", help="", gt=None, ge=None, lt=None, le=None, factory=None):
+    """A schema field: its default, unit, help text and bounds on its value (or on each element)."""
+    metadata = {"unit": unit, "help": help, "gt": gt, "ge": ge, "lt": lt, "le": le}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple
+    message: str
+
+
+def format_path(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+class Check:
+    """Collects problems while a tree is parsed; classes add their own with ``__check__``."""
+
+    def __init__(self):
+        self.problems: list[Problem] = []
+
+    def fail(self, path, message):
+        self.problems.append(Problem(tuple(path), message))
+
+
+def parse(cls, data, check: Check, path=()):
+    """Parse ``data`` as ``cls``; returns ``None`` where it recorded a problem."""
+    return _parse_type(cls, data, check, path, {})
+
+
+_TYPE_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _describe(tp) -> str:
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {len(typing.get_args(tp))} numbers"
+    if origin is list:
+        return "a list"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return str(tp)
+
+
+def _parse_type(tp, value, check, path, meta):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _parse_type(options[0], value, check, path, meta)
+    if dataclasses.is_dataclass(tp):
+        return _parse_dataclass(tp, value, check, path)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = _nearest(str(value), [str(a) for a in allowed])
+            check.fail(path, f"{value!r} is not {_describe(tp)}{hint}")
+            return None
+        return value
+    if origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(value, list) or len(value) != len(items):
+            check.fail(path, f"expected {_describe(tp)}, got {value!r}")
+            return None
+        parsed = [_parse_type(t, v, check, path + (i,), meta) for i, (t, v) in enumerate(zip(items, value))]
+        return None if any(p is None for p in parsed) else tuple(parsed)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            check.fail(path, f"expected a list, got {value!r}")
+            return None
+        parsed = [_parse_type(item, v, check, path + (i,), meta) for i, v in enumerate(value)]
+        return None if any(p is None for p in parsed) else parsed
+    return _parse_scalar(tp, value, check, path, meta)
+
+
+def _parse_scalar(tp, value, check, path, meta):
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            check.fail(path, f"expected a number, got {value!r}")
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            check.fail(path, f"expected a finite number, got {value!r}")
+            return None
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            check.fail(path, f"expected an integer, got {value!r}")
+            return None
+    elif tp is bool:
+        if not isinstance(value, bool):
+            check.fail(path, f"expected true or false, got {value!r}")
+            return None
+        return value
+    elif tp is str:
+        if not isinstance(value, str):
+            check.fail(path, f"expected a string, got {value!r}")
+            return None
+        return value
+    for key, test, words in (("gt", lambda v, b: v > b, "greater than"), ("ge", lambda v, b: v >= b, "at least"),
+                             ("lt", lambda v, b: v < b, "less than"), ("le", lambda v, b: v <= b, "at most")):
+        bound = meta.get(key)
+        if bound is not None and not test(value, bound):
+            unit = f" {meta['unit']}" if meta.get("unit") else ""
+            check.fail(path, f"must be {words} {bound}{unit}, got {value}")
+            return None
+    return value
+
+
+def _nearest(word, candidates) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_dataclass(cls, value, check, path):
+    if not isinstance(value, dict):
+        check.fail(path, f"expected a mapping, got {value!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            check.fail(path + (key,), f"unknown key{_nearest(str(key), list(fields))}; valid keys: {', '.join(fields)}")
+    before = len(check.problems)
+    kwargs = {}
+    for name, field in fields.items():
+        if name in value:
+            kwargs[name] = _parse_type(hints[name], value[name], check, path + (name,), field.metadata)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            check.fail(path + (name,), f"missing required field ({_describe(hints[name])}"
+                       + (f", {field.metadata['unit']}" if field.metadata.get("unit") else "") + ")")
+    if len(check.problems) > before:
+        return None
+    instance = cls(**kwargs)
+    validate = getattr(instance, "__check__", None)
+    if validate is not None:
+        validate(check, path)
+    return instance

@@ -1,0 +1,297 @@
+"""The compiled tick: wind, physics substeps, the sensors due at the tick, and (in-process) the firmware.
+
+A run is ``start`` once, then ``advance`` once per tick:
+
+- ``start(state)`` samples the sensors at tick 0 (and, in-process, lets the firmware answer);
+- ``advance(state, command)`` integrates tick k -> k + 1 with the command in force, then samples
+  the sensors due at k + 1. In-process, the firmware's own last command is used and it answers
+  the new readings inside the same call.
+
+Both return the new state (kept on the device) and one flat float64 vector for the host whose
+layout is :attr:`Simulation.layout`. Randomness for tick k and consumer s is
+``fold_in(fold_in(key(seed), k), s)`` with the fixed stream ids of :data:`STREAMS`; each stream
+yields a block of standard-normal draws for its consumer (:func:`tick_noise`).
+"""
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+import hil.jaxconfig  # noqa: F401
+from hil.firmware_stubs import open_loop, quad_pid
+from hil.models import environment, quadrotor, quaternion, sensors
+from hil.models.pytree import pytree
+from hil.models.quadrotor import LandingGear, QuadrotorParams, QuadrotorState
+from hil.models.rigid_body import RigidBodyParams, RigidBodyState
+from hil.scenario import Scenario
+
+# Fixed per-consumer stream ids: adding a consumer never shifts another's noise.
+STREAMS = {"wind": 1, "imu": 16, "baro": 17, "mag": 18, "gps": 19}
+SENSOR_ORDER = ("imu", "baro", "mag", "gps")
+READING_SIZE = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}
+FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop}
+MOTORS = 4
+UNROLLED_SUBSTEPS = 4
+
+
+def tick_noise(key, tick, streams: tuple[str, ...]) -> dict:
+    """Standard-normal draws for each consumer at ``tick``, from its own stream.
+
+    All streams are derived in one vectorised call: XLA on CPU runs threefry as a loop, and one
+    loop per consumer per tick would cost more than the physics.
+    """
+    ids = jnp.array([STREAMS[name] for name in streams], dtype=jnp.uint32)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, tick), ids)
+    draws = jax.vmap(lambda k: jax.random.normal(k, (sensors.NORMALS_PER_STREAM,)))(keys)
+    return {name: draws[i] for i, name in enumerate(streams)}
+
+
+@pytree
+class Channel:
+    """One sensor's persistent state: its model's state, the last delivered reading, one in flight."""
+
+    model: Any
+    reading: jnp.ndarray
+    pending: jnp.ndarray
+
+
+@pytree
+class SimState:
+    tick: jnp.ndarray  # int64 scalar: sim time is tick / rate, never accumulated
+    vehicle: QuadrotorState
+    wind: environment.WindState
+    channels: dict
+    firmware: Any  # the in-process firmware's state, or None
+    command: jnp.ndarray  # (4,) throttle in force
+
+
+@dataclass(frozen=True)
+class SensorSetup:
+    name: str
+    sample: Callable
+    params: Any
+    init: Any
+    decimation: int  # ticks between samples
+    latency: int  # ticks from measurement to delivery, at most one decimation
+
+
+def _sensor_setups(scenario: Scenario) -> list[SensorSetup]:
+    present = scenario.sensors.present()
+    setups = []
+    for name in SENSOR_ORDER:
+        if name not in present:
+            continue
+        config = present[name]
+        decimation = scenario.decimation(config.rate_hz)
+        if name == "imu":
+            params = sensors.ImuParams(
+                period=1.0 / config.rate_hz, gyro_noise_density=config.gyro_noise_density,
+                gyro_bias_random_walk=config.gyro_bias_random_walk, gyro_range=config.gyro_range,
+                accel_noise_density=config.accel_noise_density, accel_bias_random_walk=config.accel_bias_random_walk,
+                accel_range=config.accel_range)
+            setups.append(SensorSetup(name, sensors.imu_sample, params, sensors.imu_init(params), decimation, 0))
+        elif name == "baro":
+            setups.append(SensorSetup(name, sensors.baro_sample, sensors.BaroParams(config.noise), (), decimation, 0))
+        elif name == "mag":
+            params = sensors.MagParams(np.array(scenario.environment.magnetic_field), config.noise)
+            setups.append(SensorSetup(name, sensors.mag_sample, params, (), decimation, 0))
+        elif name == "gps":
+            params = sensors.GpsParams(np.array(config.position_noise), np.array(config.velocity_noise))
+            latency = round(config.latency * scenario.physics.rate_hz)
+            setups.append(SensorSetup(name, sensors.gps_sample, params, (), decimation, latency))
+    return setups
+
+
+def vehicle_params(scenario: Scenario) -> QuadrotorParams:
+    v = scenario.vehicle
+    gear = None
+    if scenario.environment.ground:
+        g = v.landing_gear
+        spread, depth = g.foot_spread, g.foot_depth
+        feet = np.array([[spread, spread, depth], [spread, -spread, depth], [-spread, spread, depth], [-spread, -spread, depth]])
+        gear = LandingGear(feet, g.stiffness, g.damping, g.friction, 0.05)
+    return QuadrotorParams(
+        body=RigidBodyParams.of(v.mass, np.diag(v.inertia)), arm_length=v.arm_length,
+        thrust_coefficient=v.thrust_coefficient, torque_coefficient=v.torque_coefficient,
+        max_rotor_speed=v.max_rotor_speed, motor_time_constant=v.motor_time_constant,
+        drag_linear=np.array(v.drag_linear), drag_quadratic=np.array(v.drag_quadratic),
+        angular_drag=v.angular_drag, gear=gear)
+
+
+def rest_height(scenario: Scenario) -> float:
+    """Down coordinate of the centre of mass resting on its feet: touching, plus the static sag."""
+    v = scenario.vehicle
+    return -v.landing_gear.foot_depth + v.mass * environment.GRAVITY / (4 * v.landing_gear.stiffness)
+
+
+class Simulation:
+    """Host-side builder of the tick for one scenario; its methods are the pure functions that get compiled."""
+
+    def __init__(self, scenario: Scenario, in_process_firmware: bool = True):
+        self.scenario = scenario
+        self.rate = scenario.physics.rate_hz
+        self.dt = 1.0 / self.rate
+        self.substeps = scenario.physics.substeps
+        self.params = vehicle_params(scenario)
+        wind = scenario.environment.wind
+        self.wind_params = environment.WindParams(
+            steady=np.array(wind.steady), turbulence_intensity=np.array(wind.turbulence.intensity),
+            turbulence_time_constant=wind.turbulence.time_constant,
+            gust_start=np.array([g.start for g in wind.gusts]).reshape(-1),
+            gust_duration=np.array([g.duration for g in wind.gusts]).reshape(-1),
+            gust_peak=np.array([g.peak for g in wind.gusts]).reshape(-1, 3))
+        self.home_altitude = scenario.environment.home_altitude
+        self.sensors = _sensor_setups(scenario)
+        self.in_process = in_process_firmware
+        self.firmware = FIRMWARES[scenario.firmware.name] if in_process_firmware else None
+        self.firmware_params = self.firmware.params_from_scenario(scenario) if self.firmware else None
+        self.key = jax.random.key(scenario.seed)
+        self.layout = self._layout()
+        self.width = sum(size for _, size in self.layout.values()) if self.layout else 0
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def initial_state(self) -> SimState:
+        init = self.scenario.initial
+        position = np.array(init.position if init.position is not None else (0.0, 0.0, rest_height(self.scenario)))
+        attitude = quaternion.from_euler(*np.radians(init.attitude_deg))
+        body = RigidBodyState(jnp.asarray(position), jnp.asarray(init.velocity), attitude, jnp.asarray(init.angular_rate))
+        vehicle = QuadrotorState(body, jnp.full(MOTORS, init.rotor_speed))
+        channels = {s.name: Channel(s.init, jnp.zeros(READING_SIZE[s.name]), jnp.zeros(READING_SIZE[s.name]))
+                    for s in self.sensors}
+        firmware = self.firmware.init(self.firmware_params) if self.firmware else None
+        return SimState(jnp.array(0, dtype=jnp.int64), vehicle, environment.wind_init(self.wind_params),
+                        channels, firmware, jnp.zeros(MOTORS))
+
+    # ---- stages ------------------------------------------------------------------------------
+
+    def air(self, vehicle: QuadrotorState, wind: environment.WindState, tick):
+        atmosphere = environment.isa(self.home_altitude - vehicle.body.position[2])
+        velocity = environment.wind_velocity(self.wind_params, wind, tick * self.dt)
+        return atmosphere, quadrotor.Air(atmosphere.density, velocity)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return ("wind",) + tuple(s.name for s in self.sensors)
+
+    def physics(self, state: SimState, command, noise) -> SimState:
+        """Integrate one tick with ``command`` and the air at the tick's start held constant."""
+        _, air = self.air(state.vehicle, state.wind, state.tick)
+        substep = self.dt / self.substeps
+
+        def one(vehicle):
+            return quadrotor.step(self.params, vehicle, command, air, substep)
+
+        vehicle = state.vehicle
+        if self.substeps <= UNROLLED_SUBSTEPS:  # a loop of one XLA op per iteration costs more than it saves
+            for _ in range(self.substeps):
+                vehicle = one(vehicle)
+        else:
+            vehicle = jax.lax.fori_loop(0, self.substeps, lambda _, v: one(v), vehicle)
+        wind = environment.wind_step(self.wind_params, state.wind, self.dt, noise["wind"])
+        return SimState(state.tick + 1, vehicle, wind, state.channels, state.firmware, command)
+
+    def sample(self, state: SimState, noise):
+        """Sample the sensors due at ``state.tick``; returns the state and a freshness flag per sensor."""
+        atmosphere, air = self.air(state.vehicle, state.wind, state.tick)
+        body = state.vehicle.body
+        truth = sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate,
+                              quadrotor.specific_force(self.params, state.vehicle, state.command, air), atmosphere)
+        channels, fresh = {}, {}
+        for setup in self.sensors:
+            channel = state.channels[setup.name]
+            measure = state.tick % setup.decimation == 0
+            model, measurement = setup.sample(setup.params, channel.model, truth, noise[setup.name])
+            model = jax.tree_util.tree_map(lambda new, old: jnp.where(measure, new, old), model, channel.model)
+            if setup.latency == 0:
+                channels[setup.name] = Channel(model, jnp.where(measure, measurement, channel.reading), channel.pending)
+                fresh[setup.name] = measure
+            else:
+                deliver = (state.tick >= setup.latency) & ((state.tick - setup.latency) % setup.decimation == 0)
+                reading = jnp.where(deliver, channel.pending, channel.reading)
+                channels[setup.name] = Channel(model, reading, jnp.where(measure, measurement, channel.pending))
+                fresh[setup.name] = deliver
+        return SimState(state.tick, state.vehicle, state.wind, channels, state.firmware, state.command), fresh
+
+    def fly_firmware(self, state: SimState, fresh) -> SimState:
+        readings = {name: channel.reading for name, channel in state.channels.items()}
+        firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick * self.dt)
+        return SimState(state.tick, state.vehicle, state.wind, state.channels, firmware, command)
+
+    # ---- what the host sees ------------------------------------------------------------------
+
+    def _layout(self) -> dict[str, tuple[int, int]]:
+        sizes = [("position", 3), ("velocity", 3), ("attitude", 4), ("angular_rate", 3), ("rotor_speed", 4),
+                 ("wind", 3), ("command", MOTORS)]
+        sizes += [(f"reading.{s.name}", READING_SIZE[s.name]) for s in self.sensors]
+        sizes += [("fresh", len(self.sensors))]
+        layout, offset = {}, 0
+        for name, size in sizes:
+            layout[name] = (offset, size)
+            offset += size
+        return layout
+
+    def observe(self, state: SimState, fresh):
+        body = state.vehicle.body
+        _, air = self.air(state.vehicle, state.wind, state.tick)
+        parts = [body.position, body.velocity, body.attitude, body.angular_rate, state.vehicle.rotor_speed,
+                 air.wind, state.command]
+        parts += [state.channels[s.name].reading for s in self.sensors]
+        parts += [jnp.stack([fresh[s.name] for s in self.sensors]).astype(jnp.float64)] if self.sensors else [jnp.zeros(0)]
+        return jnp.concatenate(parts)
+
+    # ---- the two entry points ----------------------------------------------------------------
+
+    def start(self, state: SimState):
+        return self._sample_and_answer(state, tick_noise(self.key, state.tick, self.streams))
+
+    def advance(self, state: SimState, command=None):
+        noise = tick_noise(self.key, state.tick + 1, self.streams)
+        state = self.physics(state, state.command if command is None else command, noise)
+        return self._sample_and_answer(state, noise)
+
+    def _sample_and_answer(self, state: SimState, noise):
+        state, fresh = self.sample(state, noise)
+        if self.firmware:
+            state = self.fly_firmware(state, fresh)
+        return state, self.observe(state, fresh)
+
+    def compile(self) -> "CompiledTick":
+        """Lower and compile both entry points for this scenario's shapes, before tick 0.
+
+        Across the compiled boundary the state is one flat float64 vector: every argument and
+        result buffer costs about a microsecond per call, and the state has dozens of leaves.
+        """
+        state = self.initial_state()
+        flat, unravel = ravel_pytree(state)
+
+        def start(vector):
+            new, out = self.start(unravel(vector))
+            return ravel_pytree(new)[0], out
+
+        def advance(vector, *command):
+            new, out = self.advance(unravel(vector), *command)
+            return ravel_pytree(new)[0], out
+
+        command = () if self.in_process else (np.zeros(MOTORS),)
+        return CompiledTick(
+            start=jax.jit(start).lower(flat).compile(),
+            advance=jax.jit(advance).lower(flat, *command).compile(),
+            initial=flat,
+            unravel=unravel,
+        )
+
+
+@dataclass(frozen=True)
+class CompiledTick:
+    """The two compiled entry points over a flat state vector; ``unravel`` rebuilds a :class:`SimState`."""
+
+    start: Any
+    advance: Any
+    initial: jax.Array
+    unravel: Callable

@@ -1,0 +1,74 @@
+"""The world the vehicle flies in: gravity, the ISA atmosphere, the geomagnetic field and wind."""
+
+import jax.numpy as jnp
+
+from hil.models.pytree import pytree
+from hil.models.small import matvec_t
+
+GRAVITY = 9.80665  # m/s^2, standard
+SEA_LEVEL_PRESSURE = 101325.0  # Pa
+SEA_LEVEL_TEMPERATURE = 288.15  # K
+SEA_LEVEL_DENSITY = 1.225  # kg/m^3
+LAPSE_RATE = 0.0065  # K/m, troposphere
+TROPOPAUSE = 11000.0  # m
+GAS_CONSTANT_AIR = 287.05287  # J/(kg K)
+_EXPONENT = GRAVITY / (GAS_CONSTANT_AIR * LAPSE_RATE)
+
+
+@pytree
+class Atmosphere:
+    temperature: jnp.ndarray  # K
+    pressure: jnp.ndarray  # Pa
+    density: jnp.ndarray  # kg/m^3
+
+
+def isa(altitude):
+    """International Standard Atmosphere at a geopotential altitude (m), troposphere and lower stratosphere."""
+    troposphere_t = SEA_LEVEL_TEMPERATURE - LAPSE_RATE * jnp.minimum(altitude, TROPOPAUSE)
+    tropopause_p = SEA_LEVEL_PRESSURE * (troposphere_t / SEA_LEVEL_TEMPERATURE) ** _EXPONENT
+    above = jnp.maximum(altitude - TROPOPAUSE, 0.0)
+    pressure = tropopause_p * jnp.exp(-GRAVITY * above / (GAS_CONSTANT_AIR * troposphere_t))
+    return Atmosphere(troposphere_t, pressure, pressure / (GAS_CONSTANT_AIR * troposphere_t))
+
+
+def pressure_altitude(pressure):
+    """Inverse of :func:`isa` in the troposphere: the altitude (m) at which ISA has ``pressure``."""
+    return SEA_LEVEL_TEMPERATURE / LAPSE_RATE * (1.0 - (pressure / SEA_LEVEL_PRESSURE) ** (1.0 / _EXPONENT))
+
+
+@pytree
+class WindParams:
+    steady: jnp.ndarray  # (3,) m/s NED: the direction the air moves towards
+    turbulence_intensity: jnp.ndarray  # (3,) m/s, standard deviation per axis
+    turbulence_time_constant: float  # s, correlation time of the Gauss-Markov turbulence
+    gust_start: jnp.ndarray  # (G,) s
+    gust_duration: jnp.ndarray  # (G,) s
+    gust_peak: jnp.ndarray  # (G, 3) m/s NED, velocity at the middle of a 1-cosine gust
+
+
+@pytree
+class WindState:
+    turbulence: jnp.ndarray  # (3,) m/s
+
+
+def wind_init(params: WindParams) -> WindState:
+    return WindState(jnp.zeros(3))
+
+
+def wind_step(params: WindParams, state: WindState, dt, normals) -> WindState:
+    """First-order Gauss-Markov turbulence, discretised exactly so its variance does not depend on dt.
+
+    ``normals``: three standard-normal draws for this step.
+    """
+    decay = jnp.exp(-dt / params.turbulence_time_constant)
+    drive = params.turbulence_intensity * jnp.sqrt(1.0 - decay**2)
+    return WindState(decay * state.turbulence + drive * normals[:3])
+
+
+def wind_velocity(params: WindParams, state: WindState, time):
+    """Air velocity (m/s NED) at ``time``: steady + turbulence + scheduled 1-cosine gusts."""
+    phase = (time - params.gust_start) / params.gust_duration
+    active = (phase >= 0.0) & (phase <= 1.0)
+    shape = jnp.where(active, 0.5 * (1.0 - jnp.cos(2.0 * jnp.pi * phase)), 0.0)
+    gusts = matvec_t(params.gust_peak, shape) if params.gust_peak.shape[0] else 0.0
+    return params.steady + state.turbulence + gusts

@@ -1,0 +1,139 @@
+"""Quadrotor in X configuration: rotor lag, thrust and reaction torque, body drag, landing-gear contact.
+
+Motor order and spin (as PX4's quad X): 0 front-right CCW, 1 rear-left CCW, 2 front-left CW,
+3 rear-right CW, seen from above. A command is one normalised throttle per motor in [0, 1];
+the rotor speed it asks for is ``throttle * max_rotor_speed`` and the rotor approaches it with
+a first-order lag.
+
+The derivative is a pipeline of wrenches, each a pure function of parameters and state:
+rotors, aerodynamic drag, ground contact and gravity, summed into the rigid-body equations.
+"""
+
+import jax.numpy as jnp
+
+from hil.models import quaternion, rigid_body
+from hil.models.environment import GRAVITY, SEA_LEVEL_DENSITY
+from hil.models.integrators import rk4
+from hil.models.pytree import pytree
+from hil.models.rigid_body import RigidBodyParams, RigidBodyState
+from hil.models.small import matvec, matvec_t, sum_rows
+
+MOTOR_DIRECTIONS = jnp.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]) / jnp.sqrt(2.0)
+# +1: counter-clockwise seen from above, whose reaction torque yaws the body right (+z in FRD).
+MOTOR_SPIN = jnp.array([1.0, 1.0, -1.0, -1.0])
+
+
+@pytree
+class LandingGear:
+    feet: jnp.ndarray  # (F, 3) m, contact points in the body frame
+    stiffness: float  # N/m per foot
+    damping: float  # N s/m per foot
+    friction: float  # Coulomb coefficient
+    slip_speed: float  # m/s, below which friction is regularised (linear in slip speed)
+
+
+@pytree
+class QuadrotorParams:
+    body: RigidBodyParams
+    arm_length: float  # m, centre to rotor axis
+    thrust_coefficient: float  # N/(rad/s)^2 at sea-level density
+    torque_coefficient: float  # N m/(rad/s)^2 at sea-level density
+    max_rotor_speed: float  # rad/s at full throttle
+    motor_time_constant: float  # s
+    drag_linear: jnp.ndarray  # (3,) N/(m/s), body axes
+    drag_quadratic: jnp.ndarray  # (3,) N/(m/s)^2, body axes
+    angular_drag: float  # N m/(rad/s)
+    gear: LandingGear | None  # None: no ground (free flight, for physics checks)
+
+    def motor_positions(self):
+        return jnp.concatenate([self.arm_length * MOTOR_DIRECTIONS, jnp.zeros((4, 1))], axis=1)
+
+
+@pytree
+class QuadrotorState:
+    body: RigidBodyState
+    rotor_speed: jnp.ndarray  # (4,) rad/s
+
+
+@pytree
+class Air:
+    """What the environment stage hands the dynamics for one tick."""
+
+    density: jnp.ndarray  # kg/m^3
+    wind: jnp.ndarray  # (3,) m/s NED
+
+
+def hover_rotor_speed(params: QuadrotorParams, density=SEA_LEVEL_DENSITY):
+    """Rotor speed (rad/s) at which four rotors carry the weight in still air."""
+    lift = params.thrust_coefficient * density / SEA_LEVEL_DENSITY
+    return jnp.sqrt(params.body.mass * GRAVITY / (4.0 * lift))
+
+
+def rotor_wrench(params: QuadrotorParams, rotor_speed, density):
+    """Force and torque of the rotors, body frame."""
+    scale = density / SEA_LEVEL_DENSITY
+    thrust = params.thrust_coefficient * scale * rotor_speed**2
+    positions = params.motor_positions()
+    # Each rotor pushes along body -z at its position: torque r x (0, 0, -T) = (-r_y T, r_x T, 0).
+    reaction = sum_rows(MOTOR_SPIN * params.torque_coefficient * scale * rotor_speed**2)
+    torque = jnp.stack([-sum_rows(positions[:, 1] * thrust), sum_rows(positions[:, 0] * thrust), reaction])
+    return jnp.stack([0.0, 0.0, -sum_rows(thrust)]), torque
+
+
+def drag_wrench(params: QuadrotorParams, body: RigidBodyState, air: Air):
+    """Linear + quadratic drag on the air-relative velocity, and rotational damping; body frame."""
+    rotation = quaternion.to_matrix(body.attitude)
+    airspeed = matvec_t(rotation, body.velocity - air.wind)
+    scale = air.density / SEA_LEVEL_DENSITY
+    force = -scale * (params.drag_linear * airspeed + params.drag_quadratic * jnp.abs(airspeed) * airspeed)
+    return force, -params.angular_drag * body.angular_rate
+
+
+def contact_wrench(gear: LandingGear, body: RigidBodyState):
+    """Spring-damper feet on flat ground at z = 0 with regularised Coulomb friction.
+
+    Returns the force in the world frame and the torque in the body frame.
+    """
+    rotation = quaternion.to_matrix(body.attitude)
+    arms_world = jnp.stack([matvec(rotation, foot) for foot in gear.feet])
+    foot_position = body.position + arms_world
+    foot_velocity = body.velocity + jnp.cross(matvec(rotation, body.angular_rate), arms_world)
+    depth = foot_position[:, 2]
+    normal = jnp.where(depth > 0.0, jnp.maximum(gear.stiffness * depth + gear.damping * foot_velocity[:, 2], 0.0), 0.0)
+    slip = foot_velocity[:, :2]
+    slip_speed = jnp.sqrt(slip[:, 0] ** 2 + slip[:, 1] ** 2 + gear.slip_speed**2)
+    tangential = -gear.friction * normal[:, None] * slip / slip_speed[:, None]
+    forces = jnp.concatenate([tangential, -normal[:, None]], axis=1)
+    torque_world = sum_rows(jnp.cross(arms_world, forces))
+    return sum_rows(forces), matvec_t(rotation, torque_world)
+
+
+def derivative(params: QuadrotorParams, state: QuadrotorState, command, air: Air) -> QuadrotorState:
+    body = state.body
+    rotation = quaternion.to_matrix(body.attitude)
+    rotor_force, rotor_torque = rotor_wrench(params, state.rotor_speed, air.density)
+    drag_force, drag_torque = drag_wrench(params, body, air)
+    force_world = matvec(rotation, rotor_force + drag_force) + jnp.array([0.0, 0.0, params.body.mass * GRAVITY])
+    torque_body = rotor_torque + drag_torque
+    if params.gear is not None:
+        contact_force, contact_torque = contact_wrench(params.gear, body)
+        force_world = force_world + contact_force
+        torque_body = torque_body + contact_torque
+    target_speed = jnp.clip(command, 0.0, 1.0) * params.max_rotor_speed
+    return QuadrotorState(
+        body=rigid_body.derivative(params.body, body, force_world, torque_body),
+        rotor_speed=(target_speed - state.rotor_speed) / params.motor_time_constant,
+    )
+
+
+def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt) -> QuadrotorState:
+    """Advance one RK4 step with the command and air held constant, attitude renormalised."""
+    advanced = rk4(lambda s: derivative(params, s, command, air), state, dt)
+    return QuadrotorState(rigid_body.renormalize(advanced.body), advanced.rotor_speed)
+
+
+def specific_force(params: QuadrotorParams, state: QuadrotorState, command, air: Air):
+    """What an ideal accelerometer at the centre of mass reads (m/s^2, body frame): acceleration minus gravity."""
+    acceleration = derivative(params, state, command, air).body.velocity
+    rotation = quaternion.to_matrix(state.body.attitude)
+    return matvec_t(rotation, acceleration - jnp.array([0.0, 0.0, GRAVITY]))

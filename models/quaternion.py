@@ -1,0 +1,62 @@
+"""Unit quaternions, scalar first ``[w, x, y, z]``, rotating body (FRD) vectors into the world (NED)."""
+
+import jax.numpy as jnp
+
+from hil.models.small import norm
+
+
+def multiply(a, b):
+    aw, ax, ay, az = a[0], a[1], a[2], a[3]
+    bw, bx, by, bz = b[0], b[1], b[2], b[3]
+    return jnp.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ])
+
+
+def normalize(q):
+    return q / norm(q)
+
+
+def to_matrix(q):
+    """Rotation matrix R with ``v_world = R @ v_body``."""
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    return jnp.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def from_euler(roll, pitch, yaw):
+    """Quaternion from intrinsic Z-Y-X (yaw, pitch, roll) angles in radians."""
+    cr, sr = jnp.cos(roll / 2), jnp.sin(roll / 2)
+    cp, sp = jnp.cos(pitch / 2), jnp.sin(pitch / 2)
+    cy, sy = jnp.cos(yaw / 2), jnp.sin(yaw / 2)
+    return jnp.stack([
+        cr * cp * cy + sr * sp * sy,
+        sr * cp * cy - cr * sp * sy,
+        cr * sp * cy + sr * cp * sy,
+        cr * cp * sy - sr * sp * cy,
+    ])
+
+
+def to_euler(q):
+    """Roll, pitch, yaw (radians, Z-Y-X) of a unit quaternion."""
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    roll = jnp.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = jnp.arcsin(jnp.clip(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return jnp.stack([roll, pitch, yaw])
+
+
+def integrate(q, angular_rate, dt):
+    """Rotate ``q`` by a constant body rate over ``dt`` (exact exponential map), renormalised."""
+    angle = norm(angular_rate) * dt
+    half = 0.5 * angle
+    # sin(x)/x written so that it stays finite and exact to first order at zero rate.
+    scale = jnp.where(angle > 1e-12, jnp.sin(half) / jnp.where(angle > 1e-12, angle, 1.0), 0.5) * dt
+    delta = jnp.concatenate([jnp.cos(half)[None], angular_rate * scale])
+    return normalize(multiply(q, delta))
