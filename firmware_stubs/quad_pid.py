@@ -23,6 +23,7 @@ SPIN_UP_TIME = 1.0  # s of idle throttle between arming and the mission
 ACCEL_GAIN, MAG_GAIN, GYRO_BIAS_GAIN = 1.0, 0.5, 0.05  # Mahony gains, 1/s
 BARO_GAINS = (2.8, 4.0)  # altitude and vertical-velocity correction, 1/s and 1/s^2
 GPS_GAINS = (1.0, 2.0)  # position and velocity correction, 1/s
+MAX_YAW_STEP = 0.3  # rad
 TOUCHDOWN_THRUST, TOUCHDOWN_TIME = 0.4, 0.5  # fraction of hover thrust, held this long (s), means landed
 
 
@@ -175,7 +176,11 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
 
     rotation = quaternion.to_matrix(attitude)
     collective = jnp.maximum(thrust @ -rotation[:, 2], 0.0)
-    desired = attitude_from_thrust(thrust, p.waypoint_yaw[waypoint])
+    # Turn at most MAX_YAW_STEP ahead of the current heading, so a large heading change never
+    # pulls the geometric attitude error (and so the tilt) off the thrust direction.
+    heading = jnp.arctan2(rotation[1, 0], rotation[0, 0])
+    turn = jnp.arctan2(jnp.sin(p.waypoint_yaw[waypoint] - heading), jnp.cos(p.waypoint_yaw[waypoint] - heading))
+    desired = attitude_from_thrust(thrust, heading + jnp.clip(turn, -MAX_YAW_STEP, MAX_YAW_STEP))
     mismatch = desired.T @ rotation - rotation.T @ desired
     attitude_error = 0.5 * jnp.stack([mismatch[2, 1], mismatch[0, 2], mismatch[1, 0]])
     rate_setpoint = -p.gain_attitude * attitude_error

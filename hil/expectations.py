@@ -34,10 +34,10 @@ def evaluate(expectation: Expectation, trace: Trace) -> Outcome:
     time = trace.time
     if kind == "reach":
         distance = np.linalg.norm(trace.column("position") - np.array(check.point), axis=1)
-        window = time < check.before
+        window = (time < check.before) & _window(time, check.after)
         inside = np.flatnonzero(window & (distance <= check.tolerance))
         closest = int(np.argmin(np.where(window, distance, np.inf))) if window.any() else None
-        bound = f"<= {check.tolerance:g} m before {check.before:g} s"
+        bound = f"<= {check.tolerance:g} m before {check.before:g} s" + (f" (from {check.after:g} s)" if check.after else "")
         if inside.size:
             return Outcome(expectation.name, kind, True, f"{distance[inside[0]]:.3f} m at {time[inside[0]]:.2f} s", bound)
         if closest is None:

@@ -84,11 +84,10 @@ def _fly(simulation: Simulation, tick: CompiledTick, progress, interval):
     trace = Trace(rows, simulation.layout, simulation.rate)
     before = compilations()
     started = time.perf_counter()
-    state, out = tick.start(tick.initial)
-    rows[0] = out
+    state = tick.initial
     next_report = started + interval
     advance = tick.advance
-    for k in range(1, last + 1):
+    for k in range(last + 1):
         state, out = advance(state)
         rows[k] = out
         if progress is not None and k % 64 == 0:

@@ -211,6 +211,7 @@ class Reach:
     point: Vec3 = spec(unit="m NED")
     tolerance: float = spec(unit="m", gt=0)
     before: float = spec(unit="s", gt=0)
+    after: float = spec(0.0, unit="s", ge=0)
 
 
 @dataclass(frozen=True)

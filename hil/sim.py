@@ -1,14 +1,13 @@
 """The compiled tick: wind, physics substeps, the sensors due at the tick, and (in-process) the firmware.
 
-A run is ``start`` once, then ``advance`` once per tick:
+A run calls ``advance(state, command)`` once per tick. It integrates tick k -> k + 1 with the
+command in force, then samples the sensors due at k + 1; in-process, the firmware's own last
+command is used and the firmware answers the new readings inside the same call. The initial
+state has tick -1, which ``advance`` turns into tick 0 without moving the vehicle, so a single
+compiled function serves the whole run.
 
-- ``start(state)`` samples the sensors at tick 0 (and, in-process, lets the firmware answer);
-- ``advance(state, command)`` integrates tick k -> k + 1 with the command in force, then samples
-  the sensors due at k + 1. In-process, the firmware's own last command is used and it answers
-  the new readings inside the same call.
-
-Both return the new state (kept on the device) and one flat float64 vector for the host whose
-layout is :attr:`Simulation.layout`. Randomness for tick k and consumer s is
+``advance`` returns the new state (kept on the device) and one flat float64 vector for the host
+whose layout is :attr:`Simulation.layout`. Randomness for tick k and consumer s is
 ``fold_in(fold_in(key(seed), k), s)`` with the fixed stream ids of :data:`STREAMS`; each stream
 yields a block of standard-normal draws for its consumer (:func:`tick_noise`).
 """
@@ -150,7 +149,6 @@ class Simulation:
         self.in_process = in_process_firmware
         self.firmware = FIRMWARES[scenario.firmware.name] if in_process_firmware else None
         self.firmware_params = self.firmware.params_from_scenario(scenario) if self.firmware else None
-        self.key = jax.random.key(scenario.seed)
         self.layout = self._layout()
         self.width = sum(size for _, size in self.layout.values()) if self.layout else 0
 
@@ -160,13 +158,13 @@ class Simulation:
         init = self.scenario.initial
         position = np.array(init.position if init.position is not None else (0.0, 0.0, rest_height(self.scenario)))
         attitude = quaternion.from_euler(*np.radians(init.attitude_deg))
-        body = RigidBodyState(jnp.asarray(position), jnp.asarray(init.velocity), attitude, jnp.asarray(init.angular_rate))
-        vehicle = QuadrotorState(body, jnp.full(MOTORS, init.rotor_speed))
-        channels = {s.name: Channel(s.init, jnp.zeros(READING_SIZE[s.name]), jnp.zeros(READING_SIZE[s.name]))
+        body = RigidBodyState(position, np.array(init.velocity), attitude, np.array(init.angular_rate))
+        vehicle = QuadrotorState(body, np.full(MOTORS, init.rotor_speed))
+        channels = {s.name: Channel(s.init, np.zeros(READING_SIZE[s.name]), np.zeros(READING_SIZE[s.name]))
                     for s in self.sensors}
         firmware = self.firmware.init(self.firmware_params) if self.firmware else None
-        return SimState(jnp.array(0, dtype=jnp.int64), vehicle, environment.wind_init(self.wind_params),
-                        channels, firmware, jnp.zeros(MOTORS))
+        return SimState(np.array(-1, dtype=np.int64), vehicle, environment.wind_init(self.wind_params),
+                        channels, firmware, np.zeros(MOTORS))
 
     # ---- stages ------------------------------------------------------------------------------
 
@@ -247,15 +245,12 @@ class Simulation:
 
     # ---- the two entry points ----------------------------------------------------------------
 
-    def start(self, state: SimState):
-        return self._sample_and_answer(state, tick_noise(self.key, state.tick, self.streams))
-
     def advance(self, state: SimState, command=None):
-        noise = tick_noise(self.key, state.tick + 1, self.streams)
-        state = self.physics(state, state.command if command is None else command, noise)
-        return self._sample_and_answer(state, noise)
-
-    def _sample_and_answer(self, state: SimState, noise):
+        noise = tick_noise(jax.random.key(self.scenario.seed), state.tick + 1, self.streams)
+        moved = self.physics(state, state.command if command is None else command, noise)
+        started = state.tick >= 0
+        state = jax.tree_util.tree_map(lambda new, old: jnp.where(started, new, old), moved, state)
+        state = SimState(moved.tick, state.vehicle, state.wind, state.channels, state.firmware, state.command)
         state, fresh = self.sample(state, noise)
         if self.firmware:
             state = self.fly_firmware(state, fresh)
@@ -267,12 +262,7 @@ class Simulation:
         Across the compiled boundary the state is one flat float64 vector: every argument and
         result buffer costs about a microsecond per call, and the state has dozens of leaves.
         """
-        state = self.initial_state()
-        flat, unravel = ravel_pytree(state)
-
-        def start(vector):
-            new, out = self.start(unravel(vector))
-            return ravel_pytree(new)[0], out
+        flat, unravel = ravel_pytree(self.initial_state())
 
         def advance(vector, *command):
             new, out = self.advance(unravel(vector), *command)
@@ -280,7 +270,6 @@ class Simulation:
 
         command = () if self.in_process else (np.zeros(MOTORS),)
         return CompiledTick(
-            start=jax.jit(start).lower(flat).compile(),
             advance=jax.jit(advance).lower(flat, *command).compile(),
             initial=flat,
             unravel=unravel,
@@ -289,9 +278,8 @@ class Simulation:
 
 @dataclass(frozen=True)
 class CompiledTick:
-    """The two compiled entry points over a flat state vector; ``unravel`` rebuilds a :class:`SimState`."""
+    """The compiled tick over a flat state vector; ``unravel`` rebuilds a :class:`SimState`."""
 
-    start: Any
     advance: Any
     initial: jax.Array
     unravel: Callable

@@ -1,6 +1,7 @@
 """Unit quaternions, scalar first ``[w, x, y, z]``, rotating body (FRD) vectors into the world (NED)."""
 
 import jax.numpy as jnp
+import numpy as np
 
 from hil.models.small import norm
 
@@ -31,11 +32,11 @@ def to_matrix(q):
 
 
 def from_euler(roll, pitch, yaw):
-    """Quaternion from intrinsic Z-Y-X (yaw, pitch, roll) angles in radians."""
-    cr, sr = jnp.cos(roll / 2), jnp.sin(roll / 2)
-    cp, sp = jnp.cos(pitch / 2), jnp.sin(pitch / 2)
-    cy, sy = jnp.cos(yaw / 2), jnp.sin(yaw / 2)
-    return jnp.stack([
+    """Quaternion from intrinsic Z-Y-X (yaw, pitch, roll) angles in radians; host-side, NumPy."""
+    cr, sr = np.cos(roll / 2), np.sin(roll / 2)
+    cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
+    cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
+    return np.stack([
         cr * cp * cy + sr * sp * sy,
         sr * cp * cy - cr * sp * sy,
         cr * sp * cy + sr * cp * sy,

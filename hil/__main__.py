@@ -1,0 +1,3 @@
+from hil.cli import main
+
+main()

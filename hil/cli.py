@@ -1,0 +1,133 @@
+"""The ``hil`` command line."""
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from hil import __version__
+from hil.scenario import ScenarioError
+
+EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Group(click.Group):
+    """Click exits 2 on bad usage already; this makes every other escape a clear message too."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ScenarioError as error:
+            for problem in error.problems:
+                click.echo(f"error: {problem}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hil")
+def main():
+    """Fly flight software against a compiled JAX physics model.
+
+    \b
+    Start here:
+      hil validate scenarios/*.yaml     check scenario files without flying them
+      hil run scenarios/hover.yaml      fly a scenario; exit 0 if every expectation held
+
+    Exit codes: 0 every expectation held, 1 a check failed, 2 bad usage or bad input.
+    """
+
+
+@main.command()
+@click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Override the scenario's seed (all noise derives from it).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Override the run length in seconds.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the run's trace (.npz). Default: runs/<scenario>-<UTC time>.npz.")
+@click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, failure details.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
+def run(scenario_path, seed, duration, out_path, verbose, quiet):
+    """Fly SCENARIO and check its expectations.
+
+    The tick (physics, sensors and the scenario's emulated firmware) is compiled once before
+    tick 0 and run in lockstep as fast as the machine allows. Progress shows sim time and the
+    real-time factor; the run ends with one row per expectation.
+
+    \b
+    Examples:
+      hil run scenarios/hover.yaml
+      hil run scenarios/wind_gust.yaml --seed 7 --duration 30 -v
+    """
+    from hil import runner, scenario
+
+    loaded = runner.with_overrides(scenario.load(scenario_path), seed=seed, duration=duration)
+    show_progress = not quiet and sys.stderr.isatty()
+    click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
+               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz", err=True)
+
+    def progress(tick, last, elapsed):
+        rate = loaded.physics.rate_hz
+        factor = tick / rate / max(elapsed, 1e-9)
+        line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
+        click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
+
+    result = runner.run(loaded, progress=progress if (show_progress or verbose) and not quiet else None,
+                        progress_interval=0.25 if show_progress else 2.0)
+    if show_progress:
+        click.echo("", err=True)
+    if verbose:
+        ticks = result.trace.ticks_done
+        click.echo(f"  compiled in {result.compile_seconds:.2f} s; {ticks} ticks in {result.wall_seconds:.2f} s "
+                   f"({result.wall_seconds / ticks * 1e6:.1f} µs/tick, {result.real_time_factor:.1f}x real time); "
+                   f"recompilations during the run: {result.compilations_during_run}", err=True)
+
+    out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.npz"
+    saved = runner.save_trace(result, out_path)
+    click.echo(_table(result.outcomes, verbose))
+    passed = sum(o.passed for o in result.outcomes)
+    verdict = "PASSED" if result.passed else "FAILED"
+    click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; trace {saved}")
+    sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+def _table(outcomes, verbose) -> str:
+    if not outcomes:
+        return "(the scenario has no expectations)"
+    headers = ("result", "expectation", "measured", "bound")
+    rows = [("PASS" if o.passed else "FAIL", o.name, o.measured, o.bound) for o in outcomes]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
+    for outcome, row in zip(outcomes, rows):
+        cells = "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        color = "green" if outcome.passed else "red"
+        lines.append(click.style(cells[:4], fg=color) + cells[4:])
+        if outcome.detail and (verbose or not outcome.passed):
+            lines.append(" " * (widths[0] + 2) + outcome.detail)
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("paths", metavar="SCENARIO...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+def validate(paths):
+    """Check scenario files without flying them.
+
+    Every problem is reported as FILE:LINE: key.path: message, unknown keys with the nearest
+    valid one. Exit 0 when all files are valid, 2 otherwise.
+    """
+    from hil import scenario
+
+    bad = 0
+    for path in paths:
+        try:
+            loaded = scenario.load(path)
+        except ScenarioError as error:
+            bad += 1
+            for problem in error.problems:
+                click.echo(f"error: {problem}", err=True)
+            continue
+        click.echo(f"ok: {path} ({loaded.name}, {loaded.duration:g} s, {len(loaded.expect)} expectations)")
+    sys.exit(EXIT_BAD_INPUT if bad else EXIT_PASSED)

@@ -1,0 +1,25 @@
+import pytest
+import yaml
+from support import SCENARIOS
+
+
+@pytest.fixture
+def scenario_file(tmp_path):
+    """Write a shipped scenario with some keys changed; returns the new file's path."""
+
+    def make(base: str, name: str = "variant.yaml", **changes):
+        data = yaml.safe_load((SCENARIOS / base).read_text())
+        for dotted, value in changes.items():
+            node = data
+            *parents, last = dotted.split("__")
+            for key in parents:
+                node = node.setdefault(key, {})
+            if value is None:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return make
