@@ -1,0 +1,116 @@
+"""Benchmark the compiled tick: per-call latency against the same tick in NumPy, and start-up time.
+
+    python3 bench/tick.py [--calls 20000] [--out bench/results/tick.json]
+
+Figures (median and p99 of one call, NumPy in and out as a link needs them):
+- link tick: physics + sensors, command in from the host (what a UDP or serial link calls);
+- in-process tick: the same plus the emulated firmware;
+- the NumPy tick (bench/numpy_tick.py), measured in the same run, and the ratio;
+- start-up from process start to tick 0, with a cold and with a warm compilation cache.
+Machines here are shared and noisy, so the ratio in the same run is the figure to compare.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+STARTUP_PROBE = """
+import time, sys
+t0 = float(sys.argv[1])
+from hil import scenario
+from hil.sim import Simulation
+s = scenario.load(sys.argv[2])
+tick = Simulation(s).compile()
+state, out = tick.advance(tick.initial)
+out = out.__array__()
+print(time.time() - t0)
+"""
+
+
+def latency(call, calls):
+    for _ in range(min(2000, calls)):
+        call()
+    samples = np.empty(calls)
+    for i in range(calls):
+        started = time.perf_counter()
+        call()
+        samples[i] = time.perf_counter() - started
+    return {"median_us": float(np.median(samples) * 1e6), "p99_us": float(np.percentile(samples, 99) * 1e6),
+            "min_us": float(samples.min() * 1e6)}
+
+
+def startup(scenario_path, cache_dir):
+    env = dict(os.environ, HIL_CACHE_DIR=str(cache_dir))
+    result = subprocess.run([sys.executable, "-c", STARTUP_PROBE, repr(time.time()), str(scenario_path)],
+                            capture_output=True, text=True, env=env, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--scenario", default=str(ROOT / "scenarios" / "hover.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "tick.json"))
+    args = parser.parse_args()
+
+    from numpy_tick import NumpyTick
+
+    from hil import scenario
+    from hil.sim import Simulation
+
+    loaded = scenario.load(args.scenario)
+    link = Simulation(loaded, in_process_firmware=False)
+    link_tick = link.compile()
+    in_process_tick = Simulation(loaded).compile()
+    command = np.full(4, 0.6)
+    box = {"link": link_tick.initial, "in_process": in_process_tick.initial}
+
+    def call_link():
+        box["link"], out = link_tick.advance(box["link"], command)
+        return np.asarray(out)
+
+    def call_in_process():
+        box["in_process"], out = in_process_tick.advance(box["in_process"])
+        return np.asarray(out)
+
+    reference = NumpyTick(link)
+    counter = iter(range(10**9))
+
+    def call_numpy():
+        return reference.advance(command, next(counter))
+
+    figures = {"link_tick": latency(call_link, args.calls), "numpy_tick": latency(call_numpy, args.calls // 4),
+               "in_process_tick": latency(call_in_process, args.calls)}
+    figures["numpy_over_link_median"] = figures["numpy_tick"]["median_us"] / figures["link_tick"]["median_us"]
+    with tempfile.TemporaryDirectory() as cache:
+        figures["startup_cold_s"] = startup(args.scenario, cache)
+        figures["startup_warm_s"] = min(startup(args.scenario, cache) for _ in range(3))
+    import jax
+    figures["machine"] = {"python": platform.python_version(), "jax": jax.__version__, "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "device": str(jax.devices()[0])}
+    figures["scenario"] = Path(args.scenario).name
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+
+    print(f"{'tick':22s} {'median µs':>10s} {'p99 µs':>10s} {'min µs':>10s}")
+    for name in ("link_tick", "in_process_tick", "numpy_tick"):
+        f = figures[name]
+        print(f"{name:22s} {f['median_us']:10.1f} {f['p99_us']:10.1f} {f['min_us']:10.1f}")
+    print(f"NumPy / compiled link tick (median): {figures['numpy_over_link_median']:.2f}x")
+    print(f"start-up to tick 0: cold {figures['startup_cold_s']:.2f} s, warm {figures['startup_warm_s']:.2f} s")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
