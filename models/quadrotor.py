@@ -9,18 +9,23 @@ The derivative is a pipeline of wrenches, each a pure function of parameters and
 rotors, aerodynamic drag, ground contact and gravity, summed into the rigid-body equations.
 """
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hil.models import quaternion, rigid_body
 from hil.models.environment import GRAVITY, SEA_LEVEL_DENSITY
 from hil.models.integrators import rk4
 from hil.models.pytree import pytree
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
-from hil.models.small import matvec, matvec_t, sum_rows
+from hil.models.small import matvec, matvec_t, norm, sum_rows
 
 MOTOR_DIRECTIONS = jnp.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]) / jnp.sqrt(2.0)
 # +1: counter-clockwise seen from above, whose reaction torque yaws the body right (+z in FRD).
 MOTOR_SPIN = jnp.array([1.0, 1.0, -1.0, -1.0])
+CONTACT_MARGIN = 0.05  # m of clearance beyond the worst-case travel before contact is skipped
 
 
 @pytree
@@ -44,6 +49,9 @@ class QuadrotorParams:
     drag_quadratic: jnp.ndarray  # (3,) N/(m/s)^2, body axes
     angular_drag: float  # N m/(rad/s)
     gear: LandingGear | None  # None: no ground (free flight, for physics checks)
+
+    def replace(self, **changes) -> "QuadrotorParams":
+        return dataclasses.replace(self, **changes)
 
     def motor_positions(self):
         return jnp.concatenate([self.arm_length * MOTOR_DIRECTIONS, jnp.zeros((4, 1))], axis=1)
@@ -127,9 +135,27 @@ def derivative(params: QuadrotorParams, state: QuadrotorState, command, air: Air
 
 
 def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt) -> QuadrotorState:
-    """Advance one RK4 step with the command and air held constant, attitude renormalised."""
-    advanced = rk4(lambda s: derivative(params, s, command, air), state, dt)
-    return QuadrotorState(rigid_body.renormalize(advanced.body), advanced.rotor_speed)
+    """Advance one RK4 step with the command and air held constant, attitude renormalised.
+
+    When no foot can reach the ground within the step, the contact terms are exactly zero and
+    the step runs without them (one branch chosen per step): in flight, most of a tick's work.
+    """
+    def advance(p):
+        advanced = rk4(lambda s: derivative(p, s, command, air), state, dt)
+        return QuadrotorState(rigid_body.renormalize(advanced.body), advanced.rotor_speed)
+
+    if params.gear is None:
+        return advance(params)
+    airborne = params.replace(gear=None)
+    return jax.lax.cond(ground_clearance(params.gear, state.body, dt) > 0.0,
+                        lambda: advance(airborne), lambda: advance(params))
+
+
+def ground_clearance(gear: LandingGear, body: RigidBodyState, dt):
+    """How far (m) the lowest foot stays above the ground over ``dt`` in the worst case, with a margin."""
+    reach = max(float(np.linalg.norm(foot)) for foot in np.asarray(gear.feet))
+    speed = norm(body.velocity) + norm(body.angular_rate) * reach
+    return -(body.position[2] + reach) - speed * dt - CONTACT_MARGIN
 
 
 def specific_force(params: QuadrotorParams, state: QuadrotorState, command, air: Air):
