@@ -339,3 +339,19 @@ def load(path) -> Scenario:
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError([Located(str(path), 1, "(file)", f"cannot read: {error}")]) from None
     return parse_text(text, str(path))
+
+
+REFERENCE_MARKER = "<!-- Everything below is generated from hil/scenario.py: python -m hil.scenario docs/scenarios.md -->"
+
+
+def write_reference(path) -> None:
+    """Regenerate the key-by-key part of the scenario reference, keeping the hand-written part above it."""
+    path = Path(path)
+    head = path.read_text(encoding="utf-8").split(REFERENCE_MARKER)[0]
+    path.write_text(head + REFERENCE_MARKER + "\n\n" + schema.reference(Scenario, "scenario"), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_reference(sys.argv[1])

@@ -58,10 +58,13 @@ def _describe(tp) -> str:
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) if a is not type(None) else "null" for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {len(typing.get_args(tp))} numbers"
     if origin is list:
-        return "a list"
+        (item,) = typing.get_args(tp)
+        return f"a list of {_describe(item).replace('a mapping', 'mappings')}"
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     return str(tp)
@@ -162,3 +165,43 @@ def _parse_dataclass(cls, value, check, path):
     if validate is not None:
         validate(check, path)
     return instance
+
+
+def reference(cls, title: str) -> str:
+    """Markdown tables of every field of ``cls`` and the sections under it: the file format reference."""
+    sections, seen = [], set()
+
+    def visit(section, heading):
+        if section in seen:
+            return
+        seen.add(section)
+        hints = typing.get_type_hints(section)
+        rows, children = [], []
+        for field in dataclasses.fields(section):
+            if not field.init:
+                continue
+            tp = hints[field.name]
+            nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+            nested += [a for arg in typing.get_args(tp) for a in typing.get_args(arg) if dataclasses.is_dataclass(a)]
+            for child in nested:
+                children.append((child, f"{heading}.{field.name}" if heading else field.name))
+            if field.default is not dataclasses.MISSING:
+                value = list(field.default) if isinstance(field.default, tuple) else field.default
+                default = "—" if value is None else ('`""`' if value == "" else f"`{value!r}`".replace("'", ""))
+            elif field.default_factory is not dataclasses.MISSING:
+                made = field.default_factory()
+                default = "`[]`" if made == [] else "(section)"
+            else:
+                default = "**required**"
+            meta = field.metadata
+            bounds = ", ".join(f"{words} {meta[k]}" for k, words in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+                               if meta.get(k) is not None)
+            rows.append(f"| `{field.name}` | {_describe(tp)} | {meta.get('unit', '')} | {default} | "
+                        f"{'; '.join(x for x in (meta.get('help', ''), bounds) if x)} |")
+        sections.append(f"### `{heading or title}`\n\n| key | type | unit | default | notes |\n| --- | --- | --- | --- | --- |\n"
+                        + "\n".join(rows) + "\n")
+        for child, name in children:
+            visit(child, name)
+
+    visit(cls, "")
+    return "\n".join(sections)

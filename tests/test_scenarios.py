@@ -119,3 +119,10 @@ def test_version_and_help():
     assert hil("--version").stdout.strip().startswith("hil, version")
     assert "Exit codes" in hil("--help").stdout
     assert "--seed" in hil("run", "--help").stdout
+
+
+def test_the_scenario_reference_matches_the_schema():
+    text = (ROOT / "docs" / "scenarios.md").read_text()
+    head, generated = text.split(scenario.REFERENCE_MARKER)
+    assert generated.strip() == scenario.schema.reference(scenario.Scenario, "scenario").strip(), \
+        "docs/scenarios.md is stale: run python -m hil.scenario docs/scenarios.md"
