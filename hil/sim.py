@@ -28,6 +28,7 @@ from hil.models import environment, quadrotor, quaternion, sensors
 from hil.models.pytree import pytree
 from hil.models.quadrotor import LandingGear, QuadrotorParams, QuadrotorState
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
+from hil.models.small import matvec_t
 from hil.scenario import Scenario
 
 # Fixed per-consumer stream ids: adding a consumer never shifts another's noise.
@@ -68,6 +69,7 @@ class SimState:
     channels: dict
     firmware: Any  # the in-process firmware's state, or None
     command: jnp.ndarray  # (4,) throttle in force
+    acceleration: jnp.ndarray  # (3,) m/s^2 NED, mean over the last tick: what an IMU's delta-velocity gives
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ class Simulation:
                     for s in self.sensors}
         firmware = self.firmware.init(self.firmware_params) if self.firmware else None
         return SimState(np.array(-1, dtype=np.int64), vehicle, environment.wind_init(self.wind_params),
-                        channels, firmware, np.zeros(MOTORS))
+                        channels, firmware, np.zeros(MOTORS), np.zeros(3))
 
     # ---- stages ------------------------------------------------------------------------------
 
@@ -179,9 +181,13 @@ class Simulation:
         return ("wind",) + tuple(s.name for s in self.sensors)
 
     def physics(self, state: SimState, command, noise) -> SimState:
-        """Integrate one tick with ``command`` and the air at the tick's start held constant."""
+        """Integrate one tick with ``command`` and the air at the tick's start held constant.
+
+        From tick -1 (the initial state) the step has zero length: tick 0 is the initial state.
+        """
         _, air = self.air(state.vehicle, state.wind, state.tick)
-        substep = self.dt / self.substeps
+        dt = jnp.where(state.tick >= 0, self.dt, 0.0)
+        substep = dt / self.substeps
 
         def one(vehicle):
             return quadrotor.step(self.params, vehicle, command, air, substep)
@@ -192,15 +198,17 @@ class Simulation:
                 vehicle = one(vehicle)
         else:
             vehicle = jax.lax.fori_loop(0, self.substeps, lambda _, v: one(v), vehicle)
-        wind = environment.wind_step(self.wind_params, state.wind, self.dt, noise["wind"])
-        return SimState(state.tick + 1, vehicle, wind, state.channels, state.firmware, command)
+        wind = environment.wind_step(self.wind_params, state.wind, dt, noise["wind"])
+        acceleration = (vehicle.body.velocity - state.vehicle.body.velocity) / self.dt
+        return SimState(state.tick + 1, vehicle, wind, state.channels, state.firmware, command, acceleration)
 
     def sample(self, state: SimState, noise):
         """Sample the sensors due at ``state.tick``; returns the state and a freshness flag per sensor."""
         atmosphere, air = self.air(state.vehicle, state.wind, state.tick)
         body = state.vehicle.body
-        truth = sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate,
-                              quadrotor.specific_force(self.params, state.vehicle, state.command, air), atmosphere)
+        rotation = quaternion.to_matrix(body.attitude)
+        specific_force = matvec_t(rotation, state.acceleration - jnp.array([0.0, 0.0, environment.GRAVITY]))
+        truth = sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate, specific_force, atmosphere)
         channels, fresh = {}, {}
         for setup in self.sensors:
             channel = state.channels[setup.name]
@@ -215,12 +223,13 @@ class Simulation:
                 reading = jnp.where(deliver, channel.pending, channel.reading)
                 channels[setup.name] = Channel(model, reading, jnp.where(measure, measurement, channel.pending))
                 fresh[setup.name] = deliver
-        return SimState(state.tick, state.vehicle, state.wind, channels, state.firmware, state.command), fresh
+        return SimState(state.tick, state.vehicle, state.wind, channels, state.firmware, state.command,
+                        state.acceleration), fresh
 
     def fly_firmware(self, state: SimState, fresh) -> SimState:
         readings = {name: channel.reading for name, channel in state.channels.items()}
         firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick * self.dt)
-        return SimState(state.tick, state.vehicle, state.wind, state.channels, firmware, command)
+        return SimState(state.tick, state.vehicle, state.wind, state.channels, firmware, command, state.acceleration)
 
     # ---- what the host sees ------------------------------------------------------------------
 
@@ -248,10 +257,7 @@ class Simulation:
 
     def advance(self, state: SimState, command=None):
         noise = tick_noise(jax.random.key(self.scenario.seed), state.tick + 1, self.streams)
-        moved = self.physics(state, state.command if command is None else command, noise)
-        started = state.tick >= 0
-        state = jax.tree_util.tree_map(lambda new, old: jnp.where(started, new, old), moved, state)
-        state = SimState(moved.tick, state.vehicle, state.wind, state.channels, state.firmware, state.command)
+        state = self.physics(state, state.command if command is None else command, noise)
         state, fresh = self.sample(state, noise)
         if self.firmware:
             state = self.fly_firmware(state, fresh)

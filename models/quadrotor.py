@@ -156,10 +156,3 @@ def ground_clearance(gear: LandingGear, body: RigidBodyState, dt):
     reach = max(float(np.linalg.norm(foot)) for foot in np.asarray(gear.feet))
     speed = norm(body.velocity) + norm(body.angular_rate) * reach
     return -(body.position[2] + reach) - speed * dt - CONTACT_MARGIN
-
-
-def specific_force(params: QuadrotorParams, state: QuadrotorState, command, air: Air):
-    """What an ideal accelerometer at the centre of mass reads (m/s^2, body frame): acceleration minus gravity."""
-    acceleration = derivative(params, state, command, air).body.velocity
-    rotation = quaternion.to_matrix(state.body.attitude)
-    return matvec_t(rotation, acceleration - jnp.array([0.0, 0.0, GRAVITY]))

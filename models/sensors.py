@@ -25,7 +25,7 @@ class Truth:
     velocity: jnp.ndarray  # (3,) m/s NED
     attitude: jnp.ndarray  # (4,) body -> world
     angular_rate: jnp.ndarray  # (3,) rad/s body
-    specific_force: jnp.ndarray  # (3,) m/s^2 body
+    specific_force: jnp.ndarray  # (3,) m/s^2 body: acceleration minus gravity, mean over the last tick
     air: Atmosphere  # at the vehicle's altitude
 
 
