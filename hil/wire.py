@@ -1,0 +1,335 @@
+"""The native wire protocol: messages, framing and a resynchronising stream reader.
+
+A frame is ``COBS(payload || CRC-32(payload) little-endian) || 0x00``; the payload is one
+msgpack array ``[type, seq, tick, ...fields]``. docs/protocol.md is the reference, byte by
+byte, with test vectors that tests/test_wire.py checks against this module.
+
+Every limit is enforced before anything is allocated from a length the peer declared: a
+frame longer than :data:`MAX_FRAME` is dropped while it is still being read, and msgpack is
+unpacked with caps on every array, string and binary length.
+"""
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Union
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD = 512  # bytes of msgpack in one frame
+MAX_FRAME = MAX_PAYLOAD + 4 + (MAX_PAYLOAD + 4) // 254 + 1  # COBS-encoded payload and CRC, no delimiter
+MAX_TEXT = 200  # bytes of UTF-8 in a STATUS or GOODBYE text
+MAX_VALUES = 64  # floats in one SENSORS or ACTUATORS message
+MAX_SENSORS = 16
+
+HELLO, SENSORS, ACTUATORS, HEARTBEAT, STATUS, GOODBYE = 1, 2, 3, 4, 5, 6
+SEVERITIES = ("debug", "info", "warning", "error", "critical")
+GOODBYE_NORMAL, GOODBYE_VERSION_MISMATCH, GOODBYE_LAYOUT_MISMATCH, GOODBYE_TIMEOUT, GOODBYE_ERROR = range(5)
+UINT32 = 2**32
+
+
+class FrameError(ValueError):
+    """A frame that cannot be accepted; ``kind`` is a counter name: crc, cobs, msgpack, message, oversize."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    name: str
+    fields: int  # float values per reading
+    rate_hz: float
+
+
+@dataclass(frozen=True)
+class Hello:
+    seq: int
+    version: int
+    role: str  # "hil" or "firmware"
+    vehicle: str
+    actuators: int
+    tick_rate_hz: int
+    sensors: tuple[SensorSpec, ...]
+    tick: int = 0
+
+
+@dataclass(frozen=True)
+class Sensors:
+    seq: int
+    tick: int
+    fresh: int  # bit i set: sensor i of the HELLO layout has a new reading in ``values``
+    values: tuple[float, ...]  # the fresh readings, concatenated in layout order
+
+
+@dataclass(frozen=True)
+class Actuators:
+    seq: int
+    tick: int  # the SENSORS tick this answers
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    seq: int
+    tick: int
+
+
+@dataclass(frozen=True)
+class Status:
+    seq: int
+    tick: int
+    severity: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    seq: int
+    tick: int
+    code: int
+    reason: str
+
+
+Message = Union[Hello, Sensors, Actuators, Heartbeat, Status, Goodbye]
+
+
+# ---- framing -----------------------------------------------------------------------------------
+
+def crc32(data: bytes) -> int:
+    """CRC-32/ISO-HDLC (the zlib and Ethernet CRC): check value 0xCBF43926 for b"123456789"."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """Consistent Overhead Byte Stuffing: the result holds no zero byte.
+
+    As the reference encoder: input that ends exactly at a full 254-byte block gets no
+    trailing empty block.
+    """
+    out = bytearray()
+    block = bytearray()
+    for index, byte in enumerate(data):
+        if byte == 0:
+            out.append(len(block) + 1)
+            out += block
+            block.clear()
+        else:
+            block.append(byte)
+            if len(block) == 254:
+                out.append(255)
+                out += block
+                block.clear()
+                if index == len(data) - 1:
+                    return bytes(out)
+    out.append(len(block) + 1)
+    out += block
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    out = bytearray()
+    index = 0
+    while index < len(data):
+        code = data[index]
+        if code == 0:
+            raise FrameError("cobs", f"zero byte inside a frame at offset {index}")
+        end = index + code
+        if end > len(data):
+            raise FrameError("cobs", f"block at offset {index} runs {end - len(data)} bytes past the frame")
+        block = data[index + 1:end]
+        if 0 in block:
+            raise FrameError("cobs", "zero byte inside a block")
+        out += block
+        index = end
+        if code != 255 and index < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap a msgpack payload: COBS(payload || CRC-32 LE) followed by the 0x00 delimiter."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    return cobs_encode(payload + struct.pack("<I", crc32(payload))) + b"\x00"
+
+
+def unframe(encoded: bytes) -> bytes:
+    """The payload of one frame given without its delimiter; raises :class:`FrameError`."""
+    if len(encoded) > MAX_FRAME:
+        raise FrameError("oversize", f"{len(encoded)} bytes, limit {MAX_FRAME}")
+    decoded = cobs_decode(encoded)
+    if len(decoded) < 5:
+        raise FrameError("cobs", f"{len(decoded)} bytes decoded, need at least a 1-byte payload and the CRC")
+    payload, (received,) = decoded[:-4], struct.unpack("<I", decoded[-4:])
+    expected = crc32(payload)
+    if received != expected:
+        raise FrameError("crc", f"CRC {received:08x} but payload gives {expected:08x}")
+    return payload
+
+
+# ---- messages ----------------------------------------------------------------------------------
+
+def _f32(values) -> list[float]:
+    return [float(v) for v in values]
+
+
+def pack(message: Message) -> bytes:
+    """The msgpack payload of a message (floats as float32, integers in their shortest form)."""
+    if isinstance(message, Hello):
+        body = [HELLO, message.seq, message.tick, message.version, message.role, message.vehicle,
+                message.actuators, message.tick_rate_hz,
+                [[s.name, s.fields, float(s.rate_hz)] for s in message.sensors]]
+    elif isinstance(message, Sensors):
+        body = [SENSORS, message.seq, message.tick, message.fresh, _f32(message.values)]
+    elif isinstance(message, Actuators):
+        body = [ACTUATORS, message.seq, message.tick, _f32(message.values)]
+    elif isinstance(message, Heartbeat):
+        body = [HEARTBEAT, message.seq, message.tick]
+    elif isinstance(message, Status):
+        body = [STATUS, message.seq, message.tick, message.severity, message.text]
+    elif isinstance(message, Goodbye):
+        body = [GOODBYE, message.seq, message.tick, message.code, message.reason]
+    else:
+        raise TypeError(f"not a protocol message: {message!r}")
+    return msgpack.packb(body, use_single_float=True)
+
+
+def encode(message: Message) -> bytes:
+    """One complete frame, delimiter included."""
+    return frame(pack(message))
+
+
+def _unpack(payload: bytes):
+    try:
+        return msgpack.unpackb(payload, max_array_len=MAX_VALUES, max_str_len=MAX_TEXT * 4, max_bin_len=0,
+                               max_map_len=0, max_ext_len=0, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, UnicodeDecodeError) as error:
+        raise FrameError("msgpack", str(error)) from None
+
+
+def _uint(value, name, limit=UINT32) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise FrameError("message", f"{name} must be an unsigned integer below {limit}, got {value!r}")
+    return value
+
+
+def _text(value, name) -> str:
+    if not isinstance(value, str) or len(value.encode()) > MAX_TEXT:
+        raise FrameError("message", f"{name} must be a string of at most {MAX_TEXT} bytes")
+    return value
+
+
+def _floats(value, name) -> tuple[float, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, float) for v in value):
+        raise FrameError("message", f"{name} must be an array of floats")
+    return tuple(value)
+
+
+_ARITY = {HELLO: 9, SENSORS: 5, ACTUATORS: 4, HEARTBEAT: 3, STATUS: 5, GOODBYE: 5}
+
+
+def parse(payload: bytes) -> Message:
+    """A message from its msgpack payload; raises :class:`FrameError` naming what is wrong."""
+    body = _unpack(payload)
+    if not isinstance(body, list) or not body:
+        raise FrameError("message", "the payload must be a msgpack array [type, seq, tick, ...]")
+    kind = body[0]
+    if kind not in _ARITY or isinstance(kind, bool):
+        raise FrameError("message", f"unknown message type {kind!r}")
+    if len(body) != _ARITY[kind]:
+        raise FrameError("message", f"message type {kind} has {_ARITY[kind]} elements, got {len(body)}")
+    seq, tick = _uint(body[1], "seq"), _uint(body[2], "tick")
+    if kind == HELLO:
+        sensors = body[8]
+        if not isinstance(sensors, list) or len(sensors) > MAX_SENSORS:
+            raise FrameError("message", f"HELLO sensors must be an array of at most {MAX_SENSORS}")
+        specs = []
+        for entry in sensors:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], (float, int))
+                    and not isinstance(entry[2], bool)):
+                raise FrameError("message", "each HELLO sensor is [name, fields, rate_hz]")
+            specs.append(SensorSpec(_text(entry[0], "sensor name"), _uint(entry[1], "sensor fields", MAX_VALUES + 1),
+                                    float(entry[2])))
+        role = _text(body[4], "role")
+        return Hello(seq, _uint(body[3], "version"), role, _text(body[5], "vehicle"),
+                     _uint(body[6], "actuators", MAX_VALUES + 1), _uint(body[7], "tick_rate_hz"), tuple(specs), tick)
+    if kind == SENSORS:
+        return Sensors(seq, tick, _uint(body[3], "fresh"), _floats(body[4], "values"))
+    if kind == ACTUATORS:
+        return Actuators(seq, tick, _floats(body[3], "values"))
+    if kind == HEARTBEAT:
+        return Heartbeat(seq, tick)
+    if kind == STATUS:
+        return Status(seq, tick, _uint(body[3], "severity", len(SEVERITIES)), _text(body[4], "text"))
+    return Goodbye(seq, tick, _uint(body[3], "code"), _text(body[4], "reason"))
+
+
+def decode(encoded: bytes) -> Message:
+    """A message from one frame without its delimiter."""
+    return parse(unframe(encoded))
+
+
+# ---- byte streams ------------------------------------------------------------------------------
+
+@dataclass
+class StreamCounters:
+    frames: int = 0
+    garbage_bytes: int = 0  # bytes dropped: oversize runs and frames that failed to decode
+    resyncs: int = 0  # times the reader dropped data and picked up at the next delimiter
+    errors: dict = field(default_factory=dict)  # FrameError.kind -> count
+
+    def count(self, kind: str):
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class FrameReader:
+    """Splits a byte stream (serial, TCP, a pty) into messages, resynchronising after noise.
+
+    ``feed(data)`` returns every message completed by ``data``; bad frames are counted, never
+    raised. A run of more than :data:`MAX_FRAME` bytes without a delimiter is dropped as it
+    arrives, so noise cannot grow the buffer.
+    """
+
+    def __init__(self):
+        self.counters = StreamCounters()
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[Message]:
+        messages = []
+        start = 0
+        while True:
+            end = data.find(b"\x00", start)
+            chunk = data[start:] if end < 0 else data[start:end]
+            if not self._discarding:
+                if len(self._buffer) + len(chunk) > MAX_FRAME:
+                    self.counters.count("oversize")
+                    self.counters.resyncs += 1
+                    self.counters.garbage_bytes += len(self._buffer)
+                    self._buffer.clear()
+                    self._discarding = True
+                else:
+                    self._buffer += chunk
+            if self._discarding:
+                self.counters.garbage_bytes += len(chunk)
+            if end < 0:
+                return messages
+            if self._discarding:
+                self._discarding = False
+            elif self._buffer:
+                encoded = bytes(self._buffer)
+                self._buffer.clear()
+                try:
+                    message = decode(encoded)
+                except FrameError as error:
+                    self.counters.count(error.kind)
+                    self.counters.resyncs += 1
+                    self.counters.garbage_bytes += len(encoded) + 1
+                else:
+                    self.counters.frames += 1
+                    messages.append(message)
+            start = end + 1
