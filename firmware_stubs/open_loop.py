@@ -20,3 +20,28 @@ def step(params: OpenLoopParams, state, readings, fresh, time):
 
 def params_from_scenario(scenario) -> OpenLoopParams:
     return OpenLoopParams(throttle=jnp.asarray(scenario.firmware.throttle))
+
+
+SENSOR_NEEDS = ()
+
+
+def command_line(params: OpenLoopParams) -> list[str]:
+    return ["--param", "throttle=" + ",".join(repr(float(v)) for v in params.throttle)]
+
+
+def params_from_command_line(params: list[str], waypoints: list[str], land: bool) -> OpenLoopParams:
+    for item in params:
+        name, _, text = item.partition("=")
+        if name == "throttle":
+            values = [float(v) for v in text.split(",")]
+            if len(values) == 4:
+                return OpenLoopParams(throttle=jnp.asarray(values))
+    raise ValueError("open_loop needs --param throttle=T0,T1,T2,T3")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from hil.firmware_stubs import process
+
+    process.main(sys.modules[__name__])

@@ -10,6 +10,8 @@ run on every fresh IMU sample:
 5. mixer: wrench to per-rotor thrust to throttle (rotor speed is linear in throttle, thrust quadratic).
 """
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -225,3 +227,59 @@ def params_from_scenario(scenario) -> QuadPidParams:
         waypoint_yaw=jnp.radians(jnp.array([w.yaw_deg for w in waypoints])),
         waypoint_hold=jnp.array([w.hold for w in waypoints]), acceptance=fw.mission.acceptance, land=fw.mission.land,
     )
+
+
+def command_line(params: QuadPidParams) -> list[str]:
+    """The controller's configuration as the arguments an emulated firmware process takes.
+
+    ``--param NAME=V[,V...]`` for every field of :class:`QuadPidParams` but the mission (numbers
+    in full ``repr`` precision, arrays flattened row-major), ``--waypoint N,E,D,YAW_RAD,HOLD_S``
+    per waypoint in order, and ``--land`` when the mission ends with a landing.
+    """
+    args = []
+    for name in QuadPidParams.__dataclass_fields__:
+        if name in ("waypoints", "waypoint_yaw", "waypoint_hold", "land"):
+            continue
+        values = np.ravel(np.asarray(getattr(params, name), dtype=np.float64))
+        args += ["--param", f"{name}=" + ",".join(repr(float(v)) for v in values)]
+    for position, yaw, hold in zip(np.asarray(params.waypoints), np.asarray(params.waypoint_yaw),
+                                   np.asarray(params.waypoint_hold)):
+        args += ["--waypoint", ",".join(repr(float(v)) for v in (*position, yaw, hold))]
+    if params.land:
+        args.append("--land")
+    return args
+
+
+def params_from_command_line(params: list[str], waypoints: list[str], land: bool) -> QuadPidParams:
+    """The inverse of :func:`command_line`: ``params`` are the ``NAME=V[,V...]`` strings."""
+    values = {}
+    for item in params:
+        name, _, text = item.partition("=")
+        if name not in QuadPidParams.__dataclass_fields__ or name in ("waypoints", "waypoint_yaw", "waypoint_hold", "land"):
+            raise ValueError(f"unknown parameter {name!r}")
+        numbers = [float(v) for v in text.split(",")]
+        values[name] = numbers[0] if len(numbers) == 1 and name not in _VECTOR_FIELDS else np.array(numbers)
+    if "mixer" in values:
+        values["mixer"] = values["mixer"].reshape(4, 4)
+    missing = [n for n in QuadPidParams.__dataclass_fields__ if n not in values
+               and n not in ("waypoints", "waypoint_yaw", "waypoint_hold", "land")]
+    if missing:
+        raise ValueError(f"missing parameters: {', '.join(missing)}")
+    if not waypoints:
+        raise ValueError("at least one --waypoint N,E,D,YAW_RAD,HOLD_S is needed")
+    rows = np.array([[float(v) for v in w.split(",")] for w in waypoints])
+    if rows.shape[1] != 5:
+        raise ValueError("each --waypoint is N,E,D,YAW_RAD,HOLD_S")
+    return QuadPidParams(**values, waypoints=jnp.asarray(rows[:, :3]), waypoint_yaw=jnp.asarray(rows[:, 3]),
+                         waypoint_hold=jnp.asarray(rows[:, 4]), land=land)
+
+
+_VECTOR_FIELDS = ("inertia", "mixer", "max_speed", "gain_position", "gain_velocity", "gain_velocity_integral",
+                  "gain_attitude", "gain_rate", "gain_rate_integral")
+
+SENSOR_NEEDS = (("imu", 6), ("baro", 2), ("mag", 3), ("gps", 6))
+
+if __name__ == "__main__":
+    from hil.firmware_stubs import process
+
+    process.main(sys.modules[__name__])

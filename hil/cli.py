@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hil import __version__
+from hil import __version__, wire
 from hil.scenario import ScenarioError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -45,28 +45,50 @@ def main():
 @click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Override the scenario's seed (all noise derives from it).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Override the run length in seconds.")
+@click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
+              help="Override the scenario's firmware.runs: the C or Python emulated firmware as its own process "
+                   "over UDP, or in-process inside the compiled tick (fastest).")
+@click.option("--port", metavar="URL", help="Fly a board on this serial port or pyserial URL (/dev/ttyACM0, COM3, "
+                                            "socket://host:port).")
+@click.option("--baud", type=click.IntRange(min=1), default=921600, show_default=True, help="Baud rate for --port.")
+@click.option("--udp", metavar="HOST:PORT", help="Fly a board on the network at this address.")
+@click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:0", show_default=True,
+              help="Local address for --udp; hil binds to loopback unless told otherwise.")
+@click.option("--realtime/--lockstep", default=None,
+              help="Pace ticks on the wall clock, or wait for each reply. Default: lockstep for emulated firmware, "
+                   "real time for a board.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the run's trace (.npz). Default: runs/<scenario>-<UTC time>.npz.")
-@click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, failure details.")
+@click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def run(scenario_path, seed, duration, out_path, verbose, quiet):
+def run(scenario_path, seed, duration, runtime, port, baud, udp, bind, realtime, out_path, verbose, quiet):
     """Fly SCENARIO and check its expectations.
 
-    The tick (physics, sensors and the scenario's emulated firmware) is compiled once before
-    tick 0 and run in lockstep as fast as the machine allows. Progress shows sim time and the
-    real-time factor; the run ends with one row per expectation.
+    With no link options the scenario's emulated firmware is started as its own process and
+    flown over UDP on loopback in lockstep, as fast as the machine allows. --port or --udp fly
+    a real board instead, in real time. Progress shows sim time and the real-time factor; the
+    run ends with one row per expectation and the link's statistics.
 
     \b
     Examples:
       hil run scenarios/hover.yaml
+      hil run scenarios/hover.yaml --firmware in-process
       hil run scenarios/wind_gust.yaml --seed 7 --duration 30 -v
+      hil run scenarios/hover.yaml --port /dev/ttyACM0 --baud 921600
+      hil run scenarios/hover.yaml --udp 192.168.1.50:9000 --bind 0.0.0.0:0
     """
     from hil import runner, scenario
 
+    if port and udp:
+        raise click.UsageError("give --port or --udp, not both")
     loaded = runner.with_overrides(scenario.load(scenario_path), seed=seed, duration=duration)
+    board = runner.Board(udp=udp, port=port, baud=baud, bind=bind) if (port or udp) else None
+    if board and runtime:
+        raise click.UsageError("--firmware starts an emulated firmware; it cannot be combined with --port or --udp")
     show_progress = not quiet and sys.stderr.isatty()
+    what = f"board on {udp or port}" if board else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runs})"
     click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
-               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz", err=True)
+               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, {what}", err=True)
 
     def progress(tick, last, elapsed):
         rate = loaded.physics.rate_hz
@@ -74,23 +96,52 @@ def run(scenario_path, seed, duration, out_path, verbose, quiet):
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
-    result = runner.run(loaded, progress=progress if (show_progress or verbose) and not quiet else None,
-                        progress_interval=0.25 if show_progress else 2.0)
+    result = runner.run(loaded, runtime=runtime, board=board, realtime=realtime,
+                        progress=progress if (show_progress or verbose) and not quiet else None,
+                        progress_interval=0.25 if show_progress else 2.0,
+                        warn=lambda line: click.echo(line, err=True))
     if show_progress:
         click.echo("", err=True)
-    if verbose:
-        ticks = result.trace.ticks_done
+    ticks = result.trace.ticks_done
+    if verbose and ticks:
         click.echo(f"  compiled in {result.compile_seconds:.2f} s; {ticks} ticks in {result.wall_seconds:.2f} s "
                    f"({result.wall_seconds / ticks * 1e6:.1f} µs/tick, {result.real_time_factor:.1f}x real time); "
                    f"recompilations during the run: {result.compilations_during_run}", err=True)
-
+    stats = result.link_stats
+    if stats is not None:
+        for tick, severity, text in stats.status_messages:
+            if verbose or severity >= 2:
+                click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / loaded.physics.rate_hz:.3f} s: {text}",
+                           err=True)
+        click.echo(_rows(stats.summary()))
     out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.npz"
-    saved = runner.save_trace(result, out_path)
-    click.echo(_table(result.outcomes, verbose))
+    saved = runner.save_trace(result, out_path) if ticks else None
+    if result.outcomes:
+        click.echo(_table(result.outcomes, verbose))
+    if result.failure:
+        click.echo(f"FAILED: {result.failure}" + (f" (after {ticks} ticks; trace {saved})" if saved else ""))
+        sys.exit(EXIT_FAILED)
     passed = sum(o.passed for o in result.outcomes)
     verdict = "PASSED" if result.passed else "FAILED"
     click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; trace {saved}")
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+@main.command()
+def ports():
+    """List serial ports, for --port."""
+    from serial.tools import list_ports
+
+    found = sorted(list_ports.comports(), key=lambda p: p.device)
+    if not found:
+        click.echo("no serial ports found (a board on USB shows up as /dev/ttyACM* or /dev/ttyUSB* on Linux)")
+        return
+    click.echo(_rows([(p.device, " ".join(x for x in (p.description, p.hwid) if x and x != "n/a")) for p in found]))
+
+
+def _rows(pairs) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
 
 
 def _table(outcomes, verbose) -> str:

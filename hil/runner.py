@@ -8,11 +8,19 @@ from typing import Callable
 import jax
 import numpy as np
 
+from hil import firmware_process, wire
 from hil import scenario as scenario_module
+from hil.bridges.link import Link, LinkError
+from hil.bridges.serial_port import SerialLink
+from hil.bridges.udp import UdpLink
 from hil.expectations import Outcome, evaluate_all
 from hil.scenario import Scenario
-from hil.sim import CompiledTick, Simulation
+from hil.session import LinkStats, Session, SessionError
+from hil.sim import READING_SIZE, CompiledTick, Simulation
 from hil.trace import Trace
+
+SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
+FLOAT32_BYTES = 5
 
 _compilations = 0
 
@@ -40,11 +48,14 @@ class RunResult:
     compile_seconds: float
     wall_seconds: float  # the tick loop alone
     compilations_during_run: int  # after tick 0; always 0 unless something is broken
-    final_state: object  # hil.sim.SimState after the last tick
+    final_state: object  # hil.sim.SimState after the last tick flown
+    runtime: str = "in-process"  # what flew: in-process, c, python, or the board's link
+    link_stats: LinkStats | None = None
+    failure: str | None = None  # why the run ended early (firmware died, aborted, no HELLO)
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outcomes)
+        return self.failure is None and all(o.passed for o in self.outcomes)
 
     @property
     def real_time_factor(self) -> float:
@@ -52,6 +63,21 @@ class RunResult:
 
 
 Progress = Callable[[int, int, float], None]  # (tick, last tick, seconds since tick 0)
+
+
+@dataclass(frozen=True)
+class Board:
+    """A flight controller hil does not start: one on a serial port or on the network."""
+
+    udp: str | None = None  # HOST:PORT of the board
+    port: str | None = None  # serial device or pyserial URL
+    baud: int = 921600
+    bind: str = "127.0.0.1:0"  # local UDP address; loopback unless told otherwise
+
+    def open(self) -> Link:
+        if self.udp:
+            return UdpLink(self.udp, self.bind)
+        return SerialLink(self.port, self.baud)
 
 
 def with_overrides(scenario: Scenario, seed: int | None = None, duration: float | None = None) -> Scenario:
@@ -67,22 +93,83 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
     return changed
 
 
-def run(scenario: Scenario, progress: Progress | None = None, progress_interval: float = 0.25) -> RunResult:
-    """Fly ``scenario`` with its firmware in-process, as fast as the machine allows."""
-    simulation = Simulation(scenario, in_process_firmware=True)
+def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
+        progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print) -> RunResult:
+    """Fly ``scenario`` and evaluate its expectations.
+
+    ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
+    ``board`` flies a real flight controller instead, in real time unless ``realtime`` is False.
+    Emulated firmware flies in lockstep unless ``realtime`` is True.
+    """
+    runtime = "board" if board else (runtime or scenario.firmware.runs)
+    in_process = runtime == "in-process"
+    simulation = Simulation(scenario, in_process_firmware=in_process)
     started = time.perf_counter()
     tick = simulation.compile()
     compile_seconds = time.perf_counter() - started
-    trace, final, wall, recompiled = _fly(simulation, tick, progress, progress_interval)
-    return RunResult(scenario, trace, evaluate_all(scenario, trace), compile_seconds, wall, recompiled,
-                     tick.unravel(final))
-
-
-def _fly(simulation: Simulation, tick: CompiledTick, progress, interval):
-    last = simulation.scenario.ticks
-    rows = np.empty((last + 1, simulation.width))
+    rows = np.empty((scenario.ticks + 1, simulation.width))
     trace = Trace(rows, simulation.layout, simulation.rate)
     before = compilations()
+    if in_process:
+        final, wall = _fly(tick, trace, progress, progress_interval)
+        return RunResult(scenario, trace, evaluate_all(scenario, trace), compile_seconds, wall,
+                         compilations() - before, tick.unravel(final))
+
+    firmware = link = None
+    session = None
+    failure, final, stats = None, tick.initial, None
+    loop_started = time.perf_counter()
+    try:
+        if board:
+            link = board.open()
+        else:
+            address = f"127.0.0.1:{firmware_process.free_udp_port()}"
+            firmware = firmware_process.FirmwareProcess(firmware_process.command(scenario, runtime, address),
+                                                        f"{scenario.firmware.name} ({runtime})")
+            link = UdpLink(address)
+        for line in line_budget_warnings(simulation, link):
+            warn(line)
+        session = Session(simulation, link, scenario.link, firmware)
+        session.handshake()
+        fly = session.fly_realtime if (realtime if realtime is not None else board is not None) else session.fly_lockstep
+        loop_started = time.perf_counter()
+        final, stats = fly(tick.advance, tick.initial, trace, progress, progress_interval)
+        session.goodbye(trace.ticks_done - 1, wire.GOODBYE_NORMAL, "run complete")
+    except (SessionError, LinkError, RuntimeError) as error:
+        failure = str(error)
+        if session is not None:
+            session.goodbye(max(trace.ticks_done - 1, 0), wire.GOODBYE_ERROR, failure[:wire.MAX_TEXT])
+    finally:
+        if firmware is not None:
+            firmware.stop()
+            firmware.close()
+        if link is not None:
+            link.close()
+    wall = time.perf_counter() - loop_started
+    return RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds, wall,
+                     compilations() - before, tick.unravel(final), runtime, stats, failure)
+
+
+def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
+    """Warnings, before tick 0, when the sensor traffic cannot fit the line's capacity."""
+    capacity = link.capacity_bytes_per_second()
+    if capacity is None:
+        return []
+    # Per tick: a SENSORS frame with its header, CRC, COBS overhead and delimiter, plus 5 bytes a
+    # float for each sensor due; the ACTUATORS reply goes the other way on a full-duplex line.
+    per_second = simulation.rate * SENSORS_FRAME_OVERHEAD + sum(
+        simulation.rate / s.decimation * READING_SIZE[s.name] * FLOAT32_BYTES for s in simulation.sensors)
+    if per_second <= capacity:
+        return []
+    return [f"warning: the sensors need about {per_second:.0f} B/s but {link.describe()} carries {capacity:.0f} B/s; "
+            f"in lockstep the run slows down, in real time replies will be late. Raise the baud rate or lower "
+            f"physics.rate_hz or the sensor rates."]
+
+
+def _fly(tick: CompiledTick, trace: Trace, progress, interval):
+    """The in-process loop: the firmware answers inside the compiled tick."""
+    rows = trace.rows
+    last = rows.shape[0] - 1
     started = time.perf_counter()
     state = tick.initial
     next_report = started + interval
@@ -100,7 +187,7 @@ def _fly(simulation: Simulation, tick: CompiledTick, progress, interval):
     trace.ticks_done = last + 1
     if progress is not None:
         progress(last, last, wall)
-    return trace, state, wall, compilations() - before
+    return state, wall
 
 
 def save_trace(result: RunResult, path: Path) -> Path:

@@ -159,9 +159,14 @@ class Gains:
     rate_integral: Vec3 = spec((10.0, 10.0, 5.0), unit="1/s^2", ge=0)
 
 
+FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("python", "in-process")}
+
+
 @dataclass(frozen=True)
 class Firmware:
     name: Literal["quad_pid", "open_loop"] = spec("quad_pid")
+    runs: Literal["c", "python", "in-process"] = spec(
+        "c", help="c or python: a separate process flown over UDP in lockstep; in-process: inside the compiled tick")
     arm_at: float = spec(1.0, unit="s", ge=0, help="quad_pid: arming time; the mission starts 1 s later")
     max_speed: Vec3 = spec((3.0, 3.0, 1.5), unit="m/s", gt=0, help="quad_pid: north, east, vertical limits")
     max_tilt_deg: float = spec(30.0, unit="deg", gt=0, lt=80)
@@ -171,6 +176,18 @@ class Firmware:
     mission: Mission = spec(factory=Mission)
     throttle: tuple[float, float, float, float] = spec((0.0, 0.0, 0.0, 0.0), ge=0, le=1,
                                                        help="open_loop: constant motor throttles")
+
+    def __check__(self, check, path):
+        if self.runs not in FIRMWARE_RUNTIMES[self.name]:
+            check.fail(path + ("runs",), f"{self.name} runs as {' or '.join(FIRMWARE_RUNTIMES[self.name])}, not {self.runs}")
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    timeout: float = spec(0.5, unit="s", gt=0, help="how long hil waits for each reply in lockstep")
+    on_timeout: Literal["hold", "cut", "abort"] = spec(
+        "hold", help="a missed reply: hold the last command, cut the motors, or abort the run")
+    hello_timeout: float = spec(10.0, unit="s", gt=0, help="how long hil waits for the firmware's HELLO")
 
 
 QUANTITIES = {
@@ -251,6 +268,7 @@ class Scenario:
     environment: Environment = spec(factory=Environment)
     sensors: Sensors = spec(factory=Sensors)
     firmware: Firmware = spec(factory=Firmware)
+    link: LinkSettings = spec(factory=LinkSettings)
     expect: list[Expectation] = spec(factory=list)
 
     @property

@@ -238,7 +238,7 @@ def parse(payload: bytes) -> Message:
     if not isinstance(body, list) or not body:
         raise FrameError("message", "the payload must be a msgpack array [type, seq, tick, ...]")
     kind = body[0]
-    if kind not in _ARITY or isinstance(kind, bool):
+    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in _ARITY:
         raise FrameError("message", f"unknown message type {kind!r}")
     if len(body) != _ARITY[kind]:
         raise FrameError("message", f"message type {kind} has {_ARITY[kind]} elements, got {len(body)}")

@@ -1,0 +1,58 @@
+"""What every link to a flight controller offers the run loop, whatever carries the bytes."""
+
+import abc
+from dataclasses import dataclass, field
+
+from hil import wire
+
+
+class LinkError(RuntimeError):
+    """A link that cannot be opened or used; the message says which port or address and what to check."""
+
+
+@dataclass
+class LinkCounters:
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duplicates: int = 0  # frames whose seq repeated the previous one: dropped
+    foreign: int = 0  # datagrams from an address other than the agreed peer: dropped
+    stream: wire.StreamCounters = field(default_factory=wire.StreamCounters)  # bad frames, resyncs, garbage
+
+    def errors(self) -> dict:
+        return dict(self.stream.errors)
+
+
+class Link(abc.ABC):
+    """A bidirectional message link. ``receive`` returns one message or None when ``timeout`` passes."""
+
+    def __init__(self):
+        self.counters = LinkCounters()
+        self._last_seq = None
+
+    @abc.abstractmethod
+    def send(self, message: wire.Message) -> None: ...
+
+    @abc.abstractmethod
+    def receive(self, timeout: float) -> wire.Message | None: ...
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the link goes, in words a person can check (``udp 127.0.0.1:5760``, ``/dev/ttyACM0 at 921600``)."""
+
+    def close(self) -> None:
+        pass
+
+    def capacity_bytes_per_second(self) -> float | None:
+        """The line's capacity, for links that have one (serial); None for the network."""
+        return None
+
+    def _accept(self, message: wire.Message) -> bool:
+        """Count a decoded message; False for a duplicate (same seq as the previous one)."""
+        if message.seq == self._last_seq and not isinstance(message, wire.Hello):
+            self.counters.duplicates += 1
+            return False
+        self._last_seq = message.seq
+        self.counters.frames_received += 1
+        return True

@@ -1,0 +1,78 @@
+"""The native protocol over a byte stream opened by pyserial: a serial port, a pty, or any pyserial URL.
+
+``--port`` takes whatever ``serial.serial_for_url`` does: ``/dev/ttyACM0``, ``COM3``,
+``socket://host:port``, ``loop://``. Frames are read through :class:`hil.wire.FrameReader`,
+which resynchronises after line noise and counts what it dropped.
+"""
+
+import collections
+import select
+import time
+
+import serial
+
+from hil import wire
+from hil.bridges.link import Link, LinkError
+
+BITS_PER_BYTE = 10  # 8N1: start bit, eight data bits, stop bit
+POLL_INTERVAL = 0.0002  # s, for pyserial URL handlers that offer no file descriptor to wait on
+
+
+class SerialLink(Link):
+    def __init__(self, url: str, baud: int):
+        super().__init__()
+        self.url, self.baud = url, baud
+        try:
+            self.port = serial.serial_for_url(url, baudrate=baud, timeout=0, write_timeout=1.0)
+        except (serial.SerialException, ValueError, OSError) as error:
+            raise LinkError(f"cannot open {url} at {baud} baud: {error}") from None
+        try:
+            self._fileno = self.port.fileno()
+        except (AttributeError, NotImplementedError, serial.SerialException, OSError):
+            self._fileno = None
+        self.reader = wire.FrameReader()
+        self.counters.stream = self.reader.counters
+        self._pending = collections.deque()
+        self._write(b"\x00")  # flush whatever noise sits in the receiver's buffer
+
+    def describe(self) -> str:
+        return f"{self.url} at {self.baud} baud"
+
+    def capacity_bytes_per_second(self) -> float:
+        return self.baud / BITS_PER_BYTE
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as error:
+            raise LinkError(f"cannot write to {self.describe()}: {error}") from None
+        self.counters.bytes_sent += len(data)
+
+    def send(self, message: wire.Message) -> None:
+        self._write(wire.encode(message))
+        self.counters.frames_sent += 1
+
+    def receive(self, timeout: float) -> wire.Message | None:
+        deadline = time.perf_counter() + timeout
+        while True:
+            while self._pending:
+                message = self._pending.popleft()
+                if self._accept(message):
+                    return message
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            try:
+                if self._fileno is not None:
+                    select.select([self._fileno], [], [], remaining)
+                    data = self.port.read(self.port.in_waiting)
+                else:  # URL handlers without a file descriptor: poll
+                    data = self.port.read(self.port.in_waiting or 1) or time.sleep(POLL_INTERVAL) or b""
+            except (serial.SerialException, OSError) as error:
+                raise LinkError(f"cannot read from {self.describe()}: {error}") from None
+            if data:
+                self.counters.bytes_received += len(data)
+                self._pending.extend(self.reader.feed(data))
+
+    def close(self) -> None:
+        self.port.close()

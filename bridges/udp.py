@@ -1,0 +1,92 @@
+"""The native protocol over UDP: one frame per datagram.
+
+hil binds to loopback unless told otherwise and, once a HELLO has come back, accepts datagrams
+only from the address that sent it; anything else is dropped and counted as foreign.
+"""
+
+import select
+import socket
+import time
+
+from hil import wire
+from hil.bridges.link import Link, LinkError
+
+MAX_DATAGRAM = wire.MAX_FRAME + 1
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, separator, port = text.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LinkError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9000)")
+    return host, int(port)
+
+
+class UdpLink(Link):
+    def __init__(self, peer: str | tuple[str, int], bind: str | tuple[str, int] = ("127.0.0.1", 0)):
+        super().__init__()
+        self.peer = parse_address(peer) if isinstance(peer, str) else peer
+        local = parse_address(bind) if isinstance(bind, str) else bind
+        try:
+            self.peer = socket.getaddrinfo(*self.peer, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+            self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socket.bind(local)
+        except OSError as error:
+            raise LinkError(f"cannot open UDP {local[0]}:{local[1]} towards {self.peer[0]}:{self.peer[1]}: {error}") from None
+        self.socket.setblocking(False)
+        self.agreed: tuple[str, int] | None = None  # the address that completed HELLO
+
+    def describe(self) -> str:
+        host, port = self.socket.getsockname()
+        return f"udp {self.peer[0]}:{self.peer[1]} (from {host}:{port})"
+
+    def send(self, message: wire.Message) -> None:
+        data = wire.encode(message)
+        try:
+            self.socket.sendto(data, self.agreed or self.peer)
+        except OSError as error:
+            raise LinkError(f"cannot send to {self.describe()}: {error}") from None
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(data)
+
+    def receive(self, timeout: float) -> wire.Message | None:
+        deadline = time.perf_counter() + timeout
+        while True:
+            try:
+                data, sender = self.socket.recvfrom(MAX_DATAGRAM + 1)
+            except BlockingIOError:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    return None
+                select.select([self.socket], [], [], remaining)
+                continue
+            except ConnectionRefusedError:
+                continue  # an ICMP error from an earlier send: the peer is not listening yet
+            if self.agreed is not None and sender != self.agreed:
+                self.counters.foreign += 1
+                continue
+            self.counters.bytes_received += len(data)
+            messages = self._reader_for_datagram(data)
+            for message in messages:
+                if self.agreed is None and isinstance(message, wire.Hello):
+                    self.agreed = sender
+                if self._accept(message):
+                    return message
+            if time.perf_counter() >= deadline:
+                return None
+
+    def _reader_for_datagram(self, data: bytes) -> list[wire.Message]:
+        if len(data) > MAX_DATAGRAM or not data.endswith(b"\x00"):
+            self.counters.stream.count("oversize" if len(data) > MAX_DATAGRAM else "cobs")
+            self.counters.stream.garbage_bytes += len(data)
+            return []
+        try:
+            message = wire.decode(data[:-1])
+        except wire.FrameError as error:
+            self.counters.stream.count(error.kind)
+            self.counters.stream.garbage_bytes += len(data)
+            return []
+        self.counters.stream.frames += 1
+        return [message]
+
+    def close(self) -> None:
+        self.socket.close()

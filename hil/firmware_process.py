@@ -1,0 +1,73 @@
+"""Start, watch and stop an emulated firmware as its own process."""
+
+import collections
+import socket
+import subprocess
+import sys
+import tempfile
+
+from hil.firmware_stubs import open_loop, quad_pid
+from hil.scenario import Scenario
+
+STOP_GRACE = 2.0  # s between GOODBYE and terminate, and between terminate and kill
+
+
+def free_udp_port() -> int:
+    """A UDP port on loopback that nothing is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def command(scenario: Scenario, runtime: str, udp: str) -> list[str]:
+    """The command line that starts the scenario's firmware in ``runtime`` (``c`` or ``python``) on ``udp``."""
+    name = scenario.firmware.name
+    if name == "quad_pid":
+        arguments = quad_pid.command_line(quad_pid.params_from_scenario(scenario))
+    else:
+        arguments = open_loop.command_line(open_loop.params_from_scenario(scenario))
+    if runtime == "c":
+        from hil.firmware_stubs import c_build
+
+        return [str(c_build.build(f"hil_{name}")), "--udp", udp, *arguments]
+    return [sys.executable, "-m", f"hil.firmware_stubs.{name}", "--udp", udp, *arguments]
+
+
+class FirmwareProcess:
+    """A firmware subprocess whose output goes to a file, so its last words survive a crash."""
+
+    def __init__(self, argv: list[str], name: str):
+        self.name = name
+        self.argv = argv
+        self._output = tempfile.TemporaryFile()
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._output,
+                                            stderr=subprocess.STDOUT)
+        except OSError as error:
+            raise RuntimeError(f"cannot start firmware {name} ({argv[0]}): {error}") from None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def last_output(self, lines: int = 20) -> str:
+        self._output.seek(0)
+        tail = collections.deque(self._output.read().decode(errors="replace").splitlines(), maxlen=lines)
+        return "\n".join(tail)
+
+    def stop(self) -> int:
+        """Wait for it to leave after GOODBYE, else terminate, else kill; returns its exit status."""
+        for action in (None, self.process.terminate, self.process.kill):
+            if action is not None:
+                action()
+            try:
+                return self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.process.wait()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._output.close()

@@ -1,0 +1,315 @@
+"""Fly the compiled tick against a flight controller on a link: HELLO, then lockstep or real time.
+
+Lockstep: tick k + 1 is not released until the ACTUATORS for tick k arrive or the scenario's
+timeout passes (a counted fault handled by its policy). Real time: ticks are released on
+absolute deadlines (sleep, then spin for the last stretch); a command applies from the first
+tick after it arrived. Both count everything that went wrong and never hide it.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hil import wire
+from hil.bridges.link import Link, LinkError
+from hil.scenario import LinkSettings
+from hil.sim import MOTORS, READING_SIZE, Simulation
+from hil.trace import Trace
+
+HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
+SPIN_BEFORE_DEADLINE = 0.0002  # s: sleep until this long before a deadline, then spin
+
+
+class SessionError(RuntimeError):
+    """The session cannot go on; the message names the peer and what to check."""
+
+
+class FirmwareDied(SessionError):
+    pass
+
+
+@dataclass
+class LinkStats:
+    mode: str
+    link: str
+    sensors_sent: int = 0
+    actuators_received: int = 0
+    round_trips: list = field(default_factory=list)  # s, SENSORS sent to its ACTUATORS received
+    late_replies: int = 0  # lockstep: timeouts; real time: replies older than the command in force
+    lost_replies: int = 0  # ticks whose reply never came
+    unexpected: int = 0  # ACTUATORS for a tick that was not asked for
+    policy_applied: dict = field(default_factory=dict)
+    status_messages: list = field(default_factory=list)  # (tick, severity, text)
+    overruns: int = 0  # real time: ticks released more than one period late
+    period_errors: list = field(default_factory=list)  # real time: release time minus deadline, s
+    wall_seconds: float = 0.0
+    capacity: float | None = None  # bytes/s of the line, serial only
+    counters: object = None  # the link's LinkCounters at the end
+
+    def summary(self) -> list[tuple[str, str]]:
+        """Rows for the run summary: (what, value)."""
+        rows = [("link", f"{self.link}, {self.mode}")]
+        c = self.counters
+        rows.append(("frames", f"{c.frames_sent} sent ({c.bytes_sent} B), {c.frames_received} received "
+                               f"({c.bytes_received} B)"))
+        if self.round_trips:
+            rtt = np.array(self.round_trips) * 1e6
+            rows.append(("round trip", f"p50 {np.percentile(rtt, 50):.0f} µs, p99 {np.percentile(rtt, 99):.0f} µs, "
+                                       f"max {rtt.max():.0f} µs"))
+        rows.append(("replies", f"{self.late_replies} late, {self.lost_replies} lost, {self.unexpected} unexpected"
+                     + (f"; policy {self.policy_applied}" if self.policy_applied else "")))
+        errors = c.errors()
+        rows.append(("bad frames", ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"))
+        rows.append(("resyncs", f"{c.stream.resyncs} ({c.stream.garbage_bytes} B dropped), {c.duplicates} duplicates, "
+                                f"{c.foreign} from other senders"))
+        if self.period_errors:
+            error = np.abs(np.array(self.period_errors)) * 1e6
+            rows.append(("period error", f"p50 {np.percentile(error, 50):.1f} µs, p99 {np.percentile(error, 99):.1f} µs, "
+                                         f"max {error.max():.1f} µs; {self.overruns} overruns"))
+        if self.capacity and self.wall_seconds > 0:
+            used = max(c.bytes_sent, c.bytes_received) / self.wall_seconds
+            rows.append(("line use", f"{used:.0f} B/s of {self.capacity:.0f} B/s ({100 * used / self.capacity:.0f} %)"))
+        return rows
+
+
+def our_hello(simulation: Simulation) -> wire.Hello:
+    return wire.Hello(0, wire.PROTOCOL_VERSION, "hil", "quadrotor", MOTORS, simulation.rate,
+                      tuple(wire.SensorSpec(s.name, READING_SIZE[s.name], simulation.rate / s.decimation)
+                            for s in simulation.sensors))
+
+
+def compatibility_problems(ours: wire.Hello, theirs: wire.Hello) -> list[tuple[int, str]]:
+    """What does not match between the two HELLOs, as (GOODBYE code, words naming both values)."""
+    problems = []
+    if theirs.version != ours.version:
+        problems.append((wire.GOODBYE_VERSION_MISMATCH,
+                         f"protocol version: hil speaks {ours.version}, firmware {theirs.version}"))
+        return problems
+    if theirs.vehicle != ours.vehicle:
+        problems.append((wire.GOODBYE_LAYOUT_MISMATCH, f"vehicle: hil flies {ours.vehicle!r}, firmware {theirs.vehicle!r}"))
+    if theirs.actuators != ours.actuators:
+        problems.append((wire.GOODBYE_LAYOUT_MISMATCH,
+                         f"actuators: hil has {ours.actuators}, firmware sends {theirs.actuators}"))
+    if theirs.tick_rate_hz not in (0, ours.tick_rate_hz):
+        problems.append((wire.GOODBYE_LAYOUT_MISMATCH,
+                         f"tick rate: hil runs {ours.tick_rate_hz} Hz, firmware expects {theirs.tick_rate_hz} Hz"))
+    have = {s.name: s.fields for s in ours.sensors}
+    for sensor in theirs.sensors:
+        if sensor.name not in have:
+            problems.append((wire.GOODBYE_LAYOUT_MISMATCH, f"sensor {sensor.name}: the firmware needs it, the scenario "
+                                                           f"has {', '.join(have) or 'no sensors'}"))
+        elif have[sensor.name] != sensor.fields:
+            problems.append((wire.GOODBYE_LAYOUT_MISMATCH, f"sensor {sensor.name}: hil sends {have[sensor.name]} fields, "
+                                                           f"firmware expects {sensor.fields}"))
+    return problems
+
+
+class Session:
+    """One link to one firmware: sequence numbers, HELLO, and the tick loops."""
+
+    def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None):
+        self.simulation = simulation
+        self.link = link
+        self.settings = settings
+        self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
+        self.seq = 0
+        self.hello = our_hello(simulation)
+        self.peer_hello: wire.Hello | None = None
+        offsets = [simulation.layout[f"reading.{s.name}"] for s in simulation.sensors]
+        self._reading_slices = [slice(offset, offset + size) for offset, size in offsets]
+        fresh_offset, fresh_size = simulation.layout["fresh"]
+        self._fresh_slice = slice(fresh_offset, fresh_offset + fresh_size)
+        offset, size = simulation.layout["command"]
+        self._command_slice = slice(offset, offset + size)
+
+    def _send(self, message_type, *fields) -> None:
+        self.link.send(message_type(self.seq, *fields))
+        self.seq = (self.seq + 1) % wire.UINT32
+
+    def _check_firmware(self, tick: int) -> None:
+        if self.firmware is not None and self.firmware.exit_code is not None:
+            raise FirmwareDied(f"firmware {self.firmware.name} exited with status {self.firmware.exit_code} at tick "
+                               f"{tick}; its last output:\n{self.firmware.last_output() or '(none)'}")
+
+    def handshake(self) -> wire.Hello:
+        """Send HELLO until the firmware's arrives; check that both sides agree."""
+        deadline = time.perf_counter() + self.settings.hello_timeout
+        while time.perf_counter() < deadline:
+            h = self.hello
+            self._send(wire.Hello, h.version, h.role, h.vehicle, h.actuators, h.tick_rate_hz, h.sensors)
+            wait_until = min(deadline, time.perf_counter() + HELLO_INTERVAL)
+            while (remaining := wait_until - time.perf_counter()) > 0:
+                message = self.link.receive(remaining)
+                if isinstance(message, wire.Hello):
+                    problems = compatibility_problems(self.hello, message)
+                    if problems:
+                        self._send(wire.Goodbye, 0, problems[0][0], "; ".join(p for _, p in problems))
+                        raise SessionError("the firmware does not match this run: " + "; ".join(p for _, p in problems))
+                    self.peer_hello = message
+                    return message
+                if isinstance(message, wire.Goodbye):
+                    raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
+            self._check_firmware(0)
+        raise SessionError(
+            f"no HELLO from the firmware on {self.link.describe()} within {self.settings.hello_timeout:g} s "
+            f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
+            f"protocol, that the port and baud rate (or address) are right, and that nothing else holds the port.")
+
+    def sensors_message(self, row: np.ndarray, tick: int) -> tuple[int, tuple]:
+        flags = row[self._fresh_slice]
+        fresh, values = 0, []
+        for index, window in enumerate(self._reading_slices):
+            if flags[index]:
+                fresh |= 1 << index
+                values.extend(row[window].tolist())
+        return fresh, tuple(values)
+
+    def goodbye(self, tick: int, code: int, reason: str) -> None:
+        try:
+            self._send(wire.Goodbye, tick, code, reason)
+        except LinkError:
+            pass
+
+    def _note(self, message, stats: LinkStats) -> None:
+        if isinstance(message, wire.Status):
+            stats.status_messages.append((message.tick, message.severity, message.text))
+        elif isinstance(message, wire.Goodbye):
+            raise SessionError(f"the firmware ended the session: {message.reason} (code {message.code})")
+
+    # ---- lockstep ------------------------------------------------------------------------------
+
+    def fly_lockstep(self, advance, initial, trace: Trace, progress=None, interval=0.25):
+        stats = LinkStats("lockstep", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
+        rows = trace.rows
+        command = np.zeros(MOTORS)
+        state = initial
+        timeout = self.settings.timeout
+        started = time.perf_counter()
+        next_report = started + interval
+        last = rows.shape[0] - 1
+        for k in range(last + 1):
+            state, out = advance(state, command)
+            row = rows[k]
+            row[:] = out
+            fresh, values = self.sensors_message(row, k)
+            sent = time.perf_counter()
+            self._send(wire.Sensors, k, fresh, values)
+            stats.sensors_sent += 1
+            reply = self._await(k, sent + timeout, stats)
+            if reply is None:
+                stats.late_replies += 1
+                stats.lost_replies += 1
+                self._check_firmware(k)
+                policy = self.settings.on_timeout
+                stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
+                if policy == "abort":
+                    trace.ticks_done = k + 1
+                    raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
+                                       f"the scenario's policy is to abort")
+                if policy == "cut":
+                    command = np.zeros(MOTORS)
+            else:
+                stats.round_trips.append(time.perf_counter() - sent)
+                command = np.clip(np.asarray(reply.values, dtype=np.float64), 0.0, 1.0)
+            row[self._command_slice] = command
+            if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
+                trace.ticks_done = k + 1
+                progress(k, last, now - started)
+                next_report = now + interval
+        trace.ticks_done = last + 1
+        stats.wall_seconds = time.perf_counter() - started
+        stats.counters = self.link.counters
+        return state, stats
+
+    def _await(self, tick: int, deadline: float, stats: LinkStats):
+        while (remaining := deadline - time.perf_counter()) > 0:
+            message = self.link.receive(remaining)
+            if isinstance(message, wire.Actuators):
+                if message.tick == tick and len(message.values) == MOTORS:
+                    stats.actuators_received += 1
+                    return message
+                if message.tick < tick:
+                    stats.late_replies += 1
+                else:
+                    stats.unexpected += 1
+            elif message is not None:
+                self._note(message, stats)
+        return None
+
+    def _drain_replies(self, sent_at: dict, stats: LinkStats) -> None:
+        """After the last tick: give the replies still in flight one timeout to arrive."""
+        deadline = time.perf_counter() + self.settings.timeout
+        while sent_at and (remaining := deadline - time.perf_counter()) > 0:
+            message = self.link.receive(remaining)
+            if isinstance(message, wire.Actuators) and message.tick in sent_at:
+                stats.round_trips.append(time.perf_counter() - sent_at.pop(message.tick))
+                stats.actuators_received += 1
+
+    # ---- real time -----------------------------------------------------------------------------
+
+    def fly_realtime(self, advance, initial, trace: Trace, progress=None, interval=0.25):
+        """Release tick k at start + k / rate; apply each command from the first tick after it arrived."""
+        stats = LinkStats("real time", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
+        rows = trace.rows
+        period = self.simulation.dt
+        command = np.zeros(MOTORS)
+        command_tick = -1  # the tick whose reply is in force
+        sent_at = {}
+        state = initial
+        last = rows.shape[0] - 1
+        start = time.perf_counter() + 0.01
+        next_report = start + interval
+        for k in range(last + 1):
+            deadline = start + k * period
+            _sleep_until(deadline)
+            released = time.perf_counter()
+            lateness = released - deadline
+            stats.period_errors.append(lateness)
+            if lateness > period:
+                stats.overruns += 1
+            while (message := self.link.receive(0.0)) is not None:
+                if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
+                    if message.tick in sent_at:
+                        stats.round_trips.append(released - sent_at.pop(message.tick))
+                    stats.actuators_received += 1
+                    if message.tick > command_tick:
+                        command = np.clip(np.asarray(message.values, dtype=np.float64), 0.0, 1.0)
+                        command_tick = message.tick
+                    else:
+                        stats.late_replies += 1
+                elif not isinstance(message, wire.Actuators):
+                    self._note(message, stats)
+            state, out = advance(state, command)
+            row = rows[k]
+            row[:] = out
+            row[self._command_slice] = command
+            fresh, values = self.sensors_message(row, k)
+            sent_at[k] = time.perf_counter()
+            self._send(wire.Sensors, k, fresh, values)
+            stats.sensors_sent += 1
+            if len(sent_at) > 1000:  # replies this old will not come: count them lost
+                for old in [t for t in sent_at if t < k - 1000]:
+                    del sent_at[old]
+                    stats.lost_replies += 1
+            if k % 256 == 0:
+                self._check_firmware(k)
+            if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
+                trace.ticks_done = k + 1
+                progress(k, last, now - start)
+                next_report = now + interval
+        self._drain_replies(sent_at, stats)
+        stats.lost_replies += len(sent_at)
+        trace.ticks_done = last + 1
+        stats.wall_seconds = time.perf_counter() - start
+        stats.counters = self.link.counters
+        return state, stats
+
+
+def _sleep_until(deadline: float) -> None:
+    """Sleep to just before ``deadline``, then spin: sleep alone misses by tens of µs."""
+    remaining = deadline - time.perf_counter()
+    if remaining > SPIN_BEFORE_DEADLINE:
+        time.sleep(remaining - SPIN_BEFORE_DEADLINE)
+    while time.perf_counter() < deadline:
+        pass

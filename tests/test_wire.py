@@ -1,0 +1,155 @@
+"""The wire codec against the reference's test vectors, and against hostile input."""
+
+import re
+import struct
+import tracemalloc
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import ROOT
+
+from hil import wire
+
+FUZZ = settings(max_examples=25_000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+def doc_vectors():
+    text = (ROOT / "docs" / "protocol.md").read_text().split("<!-- test-vectors -->")[1]
+    found = re.findall(r"```\npayload ([0-9a-f ]+)\nframe   ([0-9a-f ]+)\n```", text)
+    return [(bytes.fromhex(p), bytes.fromhex(f)) for p, f in found]
+
+
+def test_the_reference_has_its_test_vectors():
+    assert len(doc_vectors()) == 7
+
+
+@pytest.mark.parametrize("payload, encoded", doc_vectors())
+def test_reference_vectors_decode_and_reencode_byte_for_byte(payload, encoded):
+    assert encoded.endswith(b"\x00") and b"\x00" not in encoded[:-1]
+    assert wire.unframe(encoded[:-1]) == payload
+    message = wire.decode(encoded[:-1])
+    assert wire.pack(message) == payload
+    assert wire.encode(message) == encoded
+
+
+def test_crc_check_value():
+    assert wire.crc32(b"123456789") == 0xCBF43926
+
+
+@pytest.mark.parametrize("data, encoded", [
+    (b"\x00", "01 01"), (b"\x00\x00", "01 01 01"), (bytes.fromhex("11220033"), "03 11 22 02 33"),
+    (bytes.fromhex("11223344"), "05 11 22 33 44"), (bytes(range(1, 255)), "ff " + bytes(range(1, 255)).hex(" ")),
+    (bytes(range(1, 256)), "ff " + bytes(range(1, 255)).hex(" ") + " 02 ff"),
+    (bytes(range(0, 255)), "01 ff " + bytes(range(1, 255)).hex(" ")),
+])
+def test_cobs_matches_the_reference_edge_cases(data, encoded):
+    assert wire.cobs_encode(data) == bytes.fromhex(encoded)
+    assert wire.cobs_decode(bytes.fromhex(encoded)) == data
+
+
+def test_a_stream_resynchronises_after_noise_and_counts_it():
+    reader = wire.FrameReader()
+    good = [wire.encode(wire.Heartbeat(i, i)) for i in range(3)]
+    stream = good[0] + b"\x13\x37noise\xff" * 50 + b"\x00" + good[1] + bytes(3000) + b"\x42" * 2000 + b"\x00" + good[2]
+    messages = []
+    for offset in range(0, len(stream), 7):  # arrives in dribbles, as on a serial line
+        messages += reader.feed(stream[offset:offset + 7])
+    assert [m.seq for m in messages] == [0, 1, 2]
+    assert reader.counters.resyncs >= 2 and reader.counters.errors.get("oversize") == 1
+    assert reader.counters.garbage_bytes >= 2000
+
+
+def assert_rejected_or_valid(data: bytes):
+    try:
+        message = wire.decode(data)
+    except wire.FrameError as error:
+        assert error.kind in ("crc", "cobs", "msgpack", "message", "oversize")
+    else:
+        assert wire.decode(wire.encode(message)[:-1]) == message
+
+
+def corpus() -> list[bytes]:
+    """Frames of every message type, varied in size (built once: drawing them is the slow part of a fuzz case)."""
+    frames = []
+    for i in range(40):
+        values = tuple(float(v) for v in range(i % 18))
+        frames += [wire.encode(m)[:-1] for m in (
+            wire.Sensors(i * 7919, i * 104729, (1 << (i % 5)) - 1, values),
+            wire.Actuators(i, 2**32 - 1 - i, (0.0, 0.25 * (i % 4), 1.0, -0.5)),
+            wire.Heartbeat(i, i * 31), wire.Status(i, i, i % 5, "x" * (i * 5)),
+            wire.Goodbye(i, i, i % 5, "bye" * i),
+            wire.Hello(i, 1, "hil", "quadrotor", 4, 1000, tuple(wire.SensorSpec(f"s{j}", j, 10.0) for j in range(i % 17))),
+        )]
+    return frames
+
+
+CORPUS = corpus()
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_random_bytes_never_raise_anything_but_frame_errors(data):
+    assert_rejected_or_valid(data.replace(b"\x00", b"\x01"))
+    wire.FrameReader().feed(data)
+
+
+@FUZZ
+@given(st.sampled_from(CORPUS), st.integers(0, 2**20))
+def test_bit_flips_are_caught(encoded, position):
+    flipped = bytearray(encoded)
+    bit = position % (len(flipped) * 8)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    # A flip that makes a delimiter splits the frame; no part of it may pass as a message.
+    assert wire.FrameReader().feed(bytes(flipped) + b"\x00") == []
+
+
+@FUZZ
+@given(st.sampled_from(CORPUS), st.integers(0, 2**20))
+def test_truncated_frames_are_rejected(encoded, position):
+    with pytest.raises(wire.FrameError):
+        wire.decode(encoded[:position % len(encoded)])
+
+
+bombs = st.one_of(
+    st.builds(lambda n: b"\xdd" + struct.pack(">I", n), st.integers(65, 2**32 - 1)),  # array32 of n elements
+    st.builds(lambda n: b"\xdc" + struct.pack(">H", n), st.integers(65, 2**16 - 1)),  # array16
+    st.builds(lambda n: b"\xdb" + struct.pack(">I", n), st.integers(801, 2**32 - 1)),  # str32
+    st.builds(lambda n: b"\xc6" + struct.pack(">I", n), st.integers(1, 2**32 - 1)),  # bin32
+    st.builds(lambda n: b"\xdf" + struct.pack(">I", n), st.integers(1, 2**32 - 1)),  # map32
+    st.builds(lambda d: b"\x91" * d, st.integers(1, 500)),  # deep nesting
+)
+
+
+@FUZZ
+@given(bombs, st.binary(max_size=32))
+def test_msgpack_bombs_are_refused_before_allocation(bomb, tail):
+    payload = (bomb + tail)[: wire.MAX_PAYLOAD]
+    with pytest.raises(wire.FrameError):
+        wire.decode(wire.frame(payload)[:-1])
+
+
+def test_bombs_allocate_nothing_large():
+    huge = [b"\xdd\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff", b"\x91" * 500]
+    tracemalloc.start()
+    for payload in huge:
+        with pytest.raises(wire.FrameError):
+            wire.decode(wire.frame(payload)[:-1])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 256 * 1024
+
+
+def test_an_oversized_frame_is_refused_before_decoding():
+    with pytest.raises(wire.FrameError) as caught:
+        wire.decode(b"\x01" * (wire.MAX_FRAME + 1))
+    assert caught.value.kind == "oversize"
+
+
+def test_messages_with_wrong_fields_are_named():
+    bad = msgpack.packb([3, 1, 2, "not floats"])
+    with pytest.raises(wire.FrameError, match="values must be an array of floats"):
+        wire.parse(bad)
+    with pytest.raises(wire.FrameError, match="unknown message type 99"):
+        wire.parse(msgpack.packb([99, 0, 0]))
