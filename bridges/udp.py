@@ -14,9 +14,10 @@ from hil.bridges.link import Link, LinkError
 MAX_DATAGRAM = wire.MAX_FRAME + 1
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, local: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` as a tuple; a local address may use port 0 (any free port)."""
     host, separator, port = text.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not separator or not host or not port.isdigit() or not (0 if local else 1) <= int(port) < 65536:
         raise LinkError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9000)")
     return host, int(port)
 
@@ -25,7 +26,7 @@ class UdpLink(Link):
     def __init__(self, peer: str | tuple[str, int], bind: str | tuple[str, int] = ("127.0.0.1", 0)):
         super().__init__()
         self.peer = parse_address(peer) if isinstance(peer, str) else peer
-        local = parse_address(bind) if isinstance(bind, str) else bind
+        local = parse_address(bind, local=True) if isinstance(bind, str) else bind
         try:
             self.peer = socket.getaddrinfo(*self.peer, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
             self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

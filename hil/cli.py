@@ -48,6 +48,9 @@ def main():
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
               help="Override the scenario's firmware.runs: the C or Python emulated firmware as its own process "
                    "over UDP, or in-process inside the compiled tick (fastest).")
+@click.option("--firmware-cmd", "firmware_command", metavar="COMMAND",
+              help="Start your own firmware speaking the hil protocol (a SITL build); {udp} in COMMAND is replaced "
+                   "by the HOST:PORT it must bind. hil stops it when the run ends.")
 @click.option("--port", metavar="URL", help="Fly a board on this serial port or pyserial URL (/dev/ttyACM0, COM3, "
                                             "socket://host:port).")
 @click.option("--baud", type=click.IntRange(min=1), default=921600, show_default=True, help="Baud rate for --port.")
@@ -61,7 +64,8 @@ def main():
               help="Where to write the run's trace (.npz). Default: runs/<scenario>-<UTC time>.npz.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def run(scenario_path, seed, duration, runtime, port, baud, udp, bind, realtime, out_path, verbose, quiet):
+def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, udp, bind, realtime, out_path, verbose,
+        quiet):
     """Fly SCENARIO and check its expectations.
 
     With no link options the scenario's emulated firmware is started as its own process and
@@ -83,10 +87,13 @@ def run(scenario_path, seed, duration, runtime, port, baud, udp, bind, realtime,
         raise click.UsageError("give --port or --udp, not both")
     loaded = runner.with_overrides(scenario.load(scenario_path), seed=seed, duration=duration)
     board = runner.Board(udp=udp, port=port, baud=baud, bind=bind) if (port or udp) else None
-    if board and runtime:
-        raise click.UsageError("--firmware starts an emulated firmware; it cannot be combined with --port or --udp")
+    if board and (runtime or firmware_command):
+        raise click.UsageError("--firmware and --firmware-cmd start a firmware; they cannot be combined with --port or --udp")
+    if runtime and firmware_command:
+        raise click.UsageError("give --firmware or --firmware-cmd, not both")
     show_progress = not quiet and sys.stderr.isatty()
-    what = f"board on {udp or port}" if board else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runs})"
+    what = (f"board on {udp or port}" if board else f"firmware: {firmware_command}" if firmware_command
+            else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runs})")
     click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
                f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, {what}", err=True)
 
@@ -96,7 +103,7 @@ def run(scenario_path, seed, duration, runtime, port, baud, udp, bind, realtime,
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
-    result = runner.run(loaded, runtime=runtime, board=board, realtime=realtime,
+    result = runner.run(loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
                         progress=progress if (show_progress or verbose) and not quiet else None,
                         progress_interval=0.25 if show_progress else 2.0,
                         warn=lambda line: click.echo(line, err=True))

@@ -1,5 +1,6 @@
 """Fly a scenario: compile the tick, run it tick by tick, evaluate the expectations."""
 
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,14 +95,17 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 
 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
-        progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print) -> RunResult:
+        progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
+        firmware_command: str | None = None) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
     ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
     ``board`` flies a real flight controller instead, in real time unless ``realtime`` is False.
-    Emulated firmware flies in lockstep unless ``realtime`` is True.
+    ``firmware_command`` starts your own firmware (a SITL build speaking the native protocol):
+    a command line in which ``{udp}`` stands for the HOST:PORT it must bind. Emulated firmware
+    flies in lockstep unless ``realtime`` is True.
     """
-    runtime = "board" if board else (runtime or scenario.firmware.runs)
+    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runs)
     in_process = runtime == "in-process"
     simulation = Simulation(scenario, in_process_firmware=in_process)
     started = time.perf_counter()
@@ -124,8 +128,11 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
             link = board.open()
         else:
             address = f"127.0.0.1:{firmware_process.free_udp_port()}"
-            firmware = firmware_process.FirmwareProcess(firmware_process.command(scenario, runtime, address),
-                                                        f"{scenario.firmware.name} ({runtime})")
+            if firmware_command:
+                argv = shlex.split(firmware_command.replace("{udp}", address))
+            else:
+                argv = firmware_process.command(scenario, runtime, address)
+            firmware = firmware_process.FirmwareProcess(argv, f"{scenario.firmware.name} ({runtime})")
             link = UdpLink(address)
         for line in line_budget_warnings(simulation, link):
             warn(line)

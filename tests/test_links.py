@@ -1,0 +1,199 @@
+"""Flying over real links: UDP sockets, pseudo-terminals through pyserial, real firmware processes."""
+
+import dataclasses
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from support import ROOT, SCENARIOS
+
+from hil import runner, scenario, wire
+from hil.firmware_process import free_udp_port
+from hil.firmware_stubs import quad_pid
+
+FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_firmware.py'} --udp {{udp}}"
+
+
+def hover(**changes):
+    loaded = scenario.load(SCENARIOS / "hover.yaml")
+    return dataclasses.replace(loaded, **changes)
+
+
+def short(seconds, **link):
+    base = hover(duration=seconds, expect=[])
+    return dataclasses.replace(base, link=dataclasses.replace(base.link, **link)) if link else base
+
+
+def test_python_firmware_over_udp_flies_hover_and_passes():
+    result = runner.run(hover(), runtime="python")
+    assert result.failure is None and result.passed, [o for o in result.outcomes if not o.passed]
+    stats = result.link_stats
+    assert stats.sensors_sent == result.scenario.ticks + 1
+    assert stats.actuators_received == stats.sensors_sent and stats.lost_replies == 0
+    assert stats.round_trips and stats.counters.errors() == {}
+
+
+def test_lockstep_over_udp_is_deterministic():
+    first, second = (runner.run(short(3.0), runtime="python") for _ in range(2))
+    assert first.failure is None
+    assert first.trace.rows.tobytes() == second.trace.rows.tobytes()
+
+
+class PtyCable:
+    """Two pseudo-terminals joined by a relay thread, like a cable; can inject line noise on the way."""
+
+    def __init__(self):
+        self.hil_master, hil_slave = os.openpty()
+        self.board_master, board_slave = os.openpty()
+        self.hil_end, self.board_end = os.ttyname(hil_slave), os.ttyname(board_slave)
+        self._slaves = (hil_slave, board_slave)
+        self.noise_after = None  # bytes relayed before a burst of noise is injected both ways
+        self.relayed = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.thread.start()
+
+    def _relay(self):
+        pairs = {self.hil_master: self.board_master, self.board_master: self.hil_master}
+        rng = np.random.default_rng(0)
+        while not self._stop:
+            ready, _, _ = select.select(list(pairs), [], [], 0.05)
+            for source in ready:
+                try:
+                    data = os.read(source, 4096)
+                except OSError:
+                    continue
+                if self.noise_after is not None and self.relayed >= self.noise_after:
+                    self.noise_after = None
+                    burst = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+                    os.write(self.hil_master, burst)
+                    os.write(self.board_master, burst)
+                os.write(pairs[source], data)
+                self.relayed += len(data)
+
+    def close(self):
+        self._stop = True
+        self.thread.join()
+        for fd in (self.hil_master, self.board_master, *self._slaves):
+            os.close(fd)
+
+
+def python_firmware_on(port, loaded):
+    arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))
+    return subprocess.Popen([sys.executable, "-m", "hil.firmware_stubs.quad_pid", "--port", port, "--baud", "921600",
+                             *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def cable():
+    made = PtyCable()
+    yield made
+    made.close()
+
+
+def test_hover_over_a_pseudo_terminal_through_pyserial(cable):
+    loaded = hover()
+    board = python_firmware_on(cable.board_end, loaded)
+    try:
+        result = runner.run(loaded, board=runner.Board(port=cable.hil_end, baud=921600), realtime=False)
+    finally:
+        board.wait(10)
+    assert result.failure is None and result.passed
+    assert board.returncode == 0  # it left on GOODBYE
+    assert result.link_stats.capacity == 92160.0
+    assert "line use" in dict(result.link_stats.summary())
+
+
+def test_line_noise_in_the_middle_of_a_serial_run_is_survived_and_counted(cable):
+    loaded = short(4.0, timeout=0.05)
+    cable.noise_after = 60_000
+    board = python_firmware_on(cable.board_end, loaded)
+    try:
+        result = runner.run(loaded, board=runner.Board(port=cable.hil_end, baud=921600), realtime=False)
+    finally:
+        board.wait(10)
+    assert result.failure is None
+    assert result.trace.ticks_done == loaded.ticks + 1
+    counters = result.link_stats.counters
+    assert counters.stream.resyncs >= 1 and counters.stream.garbage_bytes > 0
+
+
+def test_a_silent_firmware_meets_the_hold_policy():
+    result = runner.run(short(0.3, timeout=0.02, on_timeout="hold"), firmware_command=FAKE + " --silent-after 200")
+    assert result.failure is None
+    stats = result.link_stats
+    assert stats.lost_replies == result.scenario.ticks + 1 - 200
+    assert stats.policy_applied == {"hold": stats.lost_replies}
+
+
+def test_a_silent_firmware_meets_the_abort_policy():
+    result = runner.run(short(0.5, timeout=0.05, on_timeout="abort"), firmware_command=FAKE + " --silent-after 100")
+    assert result.failure is not None and "no reply for tick 100" in result.failure
+    assert not result.passed and result.trace.ticks_done == 101
+
+
+def test_a_firmware_that_crashes_ends_the_run_with_its_last_words_and_tick(scenario_file, tmp_path):
+    path = scenario_file("hover.yaml", duration=1.0, expect=[])
+    completed = subprocess.run([sys.executable, "-m", "hil", "run", str(path), "--firmware-cmd", FAKE + " --crash-after 50",
+                                "--out", str(tmp_path / "t.npz")], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1
+    assert "exited with status 7 at tick 50" in completed.stdout
+    assert "fake firmware: giving up at tick 50" in completed.stdout
+    assert "Traceback" not in completed.stdout + completed.stderr
+
+
+def test_a_protocol_version_mismatch_names_both_versions():
+    result = runner.run(short(0.5), firmware_command=FAKE + " --version 2")
+    assert "protocol version: hil speaks 1, firmware 2" in result.failure
+
+
+def test_no_hello_names_the_address_the_version_and_what_to_check():
+    port = free_udp_port()
+    result = runner.run(short(0.5, hello_timeout=0.5), board=runner.Board(udp=f"127.0.0.1:{port}"))
+    assert f"127.0.0.1:{port}" in result.failure and "protocol version 1" in result.failure
+    assert "Check that" in result.failure
+
+
+def test_a_second_udp_sender_is_ignored_and_counted():
+    firmware_port, hil_port = free_udp_port(), free_udp_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_firmware.py"), "--udp", f"127.0.0.1:{firmware_port}"])
+    stop = threading.Event()
+
+    def rogue():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            seq = 0
+            while not stop.is_set():
+                for tick in range(0, 2000, 10):
+                    sock.sendto(wire.encode(wire.Actuators(seq, tick, (1.0,) * 4)), ("127.0.0.1", hil_port))
+                    seq += 1
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=rogue, daemon=True)
+    thread.start()
+    try:
+        result = runner.run(short(1.0), board=runner.Board(udp=f"127.0.0.1:{firmware_port}", bind=f"127.0.0.1:{hil_port}"),
+                            realtime=False)
+    finally:
+        stop.set()
+        thread.join()
+        fake.wait(10)
+    assert result.failure is None
+    assert result.link_stats.counters.foreign > 0
+    assert np.all(result.trace.column("command") == 0.0)  # the rogue's full throttle never got in
+
+
+def test_real_time_run_reports_period_jitter_overruns_and_late_replies():
+    result = runner.run(short(10.0), runtime="python", realtime=True)
+    assert result.failure is None
+    stats = result.link_stats
+    assert len(stats.period_errors) == result.scenario.ticks + 1
+    rows = dict(stats.summary())
+    assert "p50" in rows["period error"] and "overruns" in rows["period error"]
+    assert "late" in rows["replies"]
+    assert stats.actuators_received > 0.9 * stats.sensors_sent
