@@ -6,6 +6,8 @@ absolute deadlines (sleep, then spin for the last stretch); a command applies fr
 tick after it arrived. Both count everything that went wrong and never hide it.
 """
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +20,10 @@ from hil.sim import MOTORS, READING_SIZE, Simulation
 from hil.trace import Trace
 
 HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
-SPIN_BEFORE_DEADLINE = 0.0002  # s: sleep until this long before a deadline, then spin
+# s: listen to the link until this long before a deadline, then spin. Waking from select is
+# late by up to a few hundred µs on a loaded machine; a reply arriving in this window applies
+# from the next tick.
+SPIN_BEFORE_DEADLINE = 0.0004
 
 
 class SessionError(RuntimeError):
@@ -180,6 +185,10 @@ class Session:
     # ---- lockstep ------------------------------------------------------------------------------
 
     def fly_lockstep(self, advance, initial, trace: Trace, progress=None, interval=0.25):
+        with _no_garbage_collection():
+            return self._fly_lockstep(advance, initial, trace, progress, interval)
+
+    def _fly_lockstep(self, advance, initial, trace: Trace, progress, interval):
         stats = LinkStats("lockstep", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
         rows = trace.rows
         command = np.zeros(MOTORS)
@@ -250,6 +259,10 @@ class Session:
 
     def fly_realtime(self, advance, initial, trace: Trace, progress=None, interval=0.25):
         """Release tick k at start + k / rate; apply each command from the first tick after it arrived."""
+        with _no_garbage_collection():
+            return self._fly_realtime(advance, initial, trace, progress, interval)
+
+    def _fly_realtime(self, advance, initial, trace: Trace, progress, interval):
         stats = LinkStats("real time", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
         rows = trace.rows
         period = self.simulation.dt
@@ -260,26 +273,38 @@ class Session:
         last = rows.shape[0] - 1
         start = time.perf_counter() + 0.01
         next_report = start + interval
+        pending = None  # the newest reply received since the last release: (tick, values)
         for k in range(last + 1):
             deadline = start + k * period
-            _sleep_until(deadline)
+            # Wait for the deadline listening to the link, so replies are timed as they arrive;
+            # spin the last stretch, since waking from a sleep is late by tens of µs.
+            while True:
+                remaining = deadline - SPIN_BEFORE_DEADLINE - time.perf_counter()
+                message = self.link.receive(max(remaining, 0.0))
+                if message is None and remaining <= 0:
+                    break
+                if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
+                    arrived = time.perf_counter()
+                    if message.tick in sent_at:
+                        stats.round_trips.append(arrived - sent_at.pop(message.tick))
+                    stats.actuators_received += 1
+                    if message.tick > max(command_tick, pending[0] if pending else -1):
+                        pending = (message.tick, message.values)
+                    else:
+                        stats.late_replies += 1
+                elif message is not None and not isinstance(message, wire.Actuators):
+                    self._note(message, stats)
+            while time.perf_counter() < deadline:
+                pass
             released = time.perf_counter()
             lateness = released - deadline
             stats.period_errors.append(lateness)
             if lateness > period:
                 stats.overruns += 1
-            while (message := self.link.receive(0.0)) is not None:
-                if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
-                    if message.tick in sent_at:
-                        stats.round_trips.append(released - sent_at.pop(message.tick))
-                    stats.actuators_received += 1
-                    if message.tick > command_tick:
-                        command = np.clip(np.asarray(message.values, dtype=np.float64), 0.0, 1.0)
-                        command_tick = message.tick
-                    else:
-                        stats.late_replies += 1
-                elif not isinstance(message, wire.Actuators):
-                    self._note(message, stats)
+            if pending is not None:
+                command_tick, values = pending
+                command = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+                pending = None
             state, out = advance(state, command)
             row = rows[k]
             row[:] = out
@@ -306,10 +331,12 @@ class Session:
         return state, stats
 
 
-def _sleep_until(deadline: float) -> None:
-    """Sleep to just before ``deadline``, then spin: sleep alone misses by tens of µs."""
-    remaining = deadline - time.perf_counter()
-    if remaining > SPIN_BEFORE_DEADLINE:
-        time.sleep(remaining - SPIN_BEFORE_DEADLINE)
-    while time.perf_counter() < deadline:
-        pass
+@contextlib.contextmanager
+def _no_garbage_collection():
+    """Python's cyclic collector pauses a loop for milliseconds at a time: collect before, not during."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
