@@ -1,0 +1,101 @@
+"""Benchmark the links: lockstep ticks per second and round trips per firmware and transport, real-time pacing.
+
+    python3 bench/links.py [--seconds 10] [--realtime-seconds 60] [--out bench/results/links.json]
+
+Figures:
+- lockstep ticks/s and round trip p50/p99 for the C firmware over UDP, the Python firmware over
+  UDP and the C firmware over a pseudo-terminal at 921600 baud, and, in the same run, the
+  in-process tick as the baseline (no link at all);
+- real time at 1 kHz with the C firmware over UDP: period error p50/p99/max and overruns.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def relay(a, b, stop):
+    pairs = {a: b, b: a}
+    while not stop.is_set():
+        ready, _, _ = select.select(list(pairs), [], [], 0.05)
+        for source in ready:
+            try:
+                os.write(pairs[source], os.read(source, 4096))
+            except OSError:
+                pass
+
+
+def figures(result):
+    stats = result.link_stats
+    rtt = np.array(stats.round_trips) * 1e6 if stats and stats.round_trips else np.array([np.nan])
+    return {"ticks_per_second": (result.trace.ticks_done - 1) / result.wall_seconds,
+            "round_trip_p50_us": float(np.percentile(rtt, 50)), "round_trip_p99_us": float(np.percentile(rtt, 99)),
+            "failure": result.failure}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="simulated seconds per lockstep run")
+    parser.add_argument("--realtime-seconds", type=float, default=60.0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "links.json"))
+    args = parser.parse_args()
+
+    from hil import runner, scenario
+    from hil.firmware_stubs import c_build, quad_pid
+
+    base = scenario.load(ROOT / "scenarios" / "hover.yaml")
+    loaded = dataclasses.replace(base, duration=args.seconds, expect=[])
+    results = {"in_process": figures(runner.run(loaded, runtime="in-process")),
+               "c_udp": figures(runner.run(loaded, runtime="c")),
+               "python_udp": figures(runner.run(loaded, runtime="python"))}
+
+    hil_master, hil_slave = os.openpty()
+    board_master, board_slave = os.openpty()
+    stop = threading.Event()
+    thread = threading.Thread(target=relay, args=(hil_master, board_master, stop), daemon=True)
+    thread.start()
+    board = subprocess.Popen([str(c_build.build("hil_quad_pid")), "--port", os.ttyname(board_slave), "--baud", "921600",
+                              *quad_pid.command_line(quad_pid.params_from_scenario(loaded))])
+    try:
+        results["c_pty_921600"] = figures(runner.run(loaded, board=runner.Board(port=os.ttyname(hil_slave), baud=921600),
+                                                     realtime=False))
+    finally:
+        board.wait(10)
+        stop.set()
+        thread.join()
+
+    realtime = runner.run(dataclasses.replace(base, duration=args.realtime_seconds, expect=[]), runtime="c",
+                          realtime=True)
+    error = np.abs(np.array(realtime.link_stats.period_errors)) * 1e6
+    results["realtime_c_udp_1khz"] = {
+        "seconds": args.realtime_seconds, "period_error_p50_us": float(np.percentile(error, 50)),
+        "period_error_p99_us": float(np.percentile(error, 99)), "period_error_max_us": float(error.max()),
+        "overruns": realtime.link_stats.overruns, "late_replies": realtime.link_stats.late_replies,
+        "lost_replies": realtime.link_stats.lost_replies, **figures(realtime)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"{'lockstep':16s} {'ticks/s':>10s} {'RTT p50 µs':>11s} {'RTT p99 µs':>11s}")
+    for name in ("in_process", "c_udp", "python_udp", "c_pty_921600"):
+        r = results[name]
+        print(f"{name:16s} {r['ticks_per_second']:10.0f} {r['round_trip_p50_us']:11.0f} {r['round_trip_p99_us']:11.0f}"
+              + (f"  FAILED: {r['failure']}" if r["failure"] else ""))
+    r = results["realtime_c_udp_1khz"]
+    print(f"real time 1 kHz, C over UDP, {r['seconds']:g} s: period error p50 {r['period_error_p50_us']:.1f} µs, "
+          f"p99 {r['period_error_p99_us']:.1f} µs, max {r['period_error_max_us']:.0f} µs; {r['overruns']} overruns, "
+          f"{r['late_replies']} late and {r['lost_replies']} lost replies")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
