@@ -117,6 +117,8 @@ def _unpack(message: wire.Sensors, layout, readings):
     fresh = {name: False for name in readings}
     offset = 0
     values = message.values
+    if message.fresh >> len(layout):
+        return None  # a bit for a sensor hil never announced
     for index, (name, size) in enumerate(layout):
         if message.fresh >> index & 1:
             if offset + size > len(values):

@@ -93,7 +93,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
     show_progress = not quiet and sys.stderr.isatty()
     what = (f"board on {udp or port}" if board else f"firmware: {firmware_command}" if firmware_command
-            else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runs})")
+            else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runtime})")
     click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
                f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, {what}", err=True)
 

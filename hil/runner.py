@@ -9,7 +9,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from hil import firmware_process, wire
+from hil import firmware_process, schema, wire
 from hil import scenario as scenario_module
 from hil.bridges.link import Link, LinkError
 from hil.bridges.serial_port import SerialLink
@@ -89,7 +89,7 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
     check = scenario_module.Check()
     changed.__check__(check, ())
     if check.problems:
-        raise scenario_module.ScenarioError([scenario_module.Located("(command line)", 0, scenario_module.format_path(p.path),
+        raise scenario_module.ScenarioError([scenario_module.Located("(command line)", 0, schema.format_path(p.path),
                                                                      p.message) for p in check.problems])
     return changed
 
@@ -105,7 +105,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     a command line in which ``{udp}`` stands for the HOST:PORT it must bind. Emulated firmware
     flies in lockstep unless ``realtime`` is True.
     """
-    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runs)
+    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
     in_process = runtime == "in-process"
     simulation = Simulation(scenario, in_process_firmware=in_process)
     started = time.perf_counter()

@@ -165,8 +165,9 @@ FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("p
 @dataclass(frozen=True)
 class Firmware:
     name: Literal["quad_pid", "open_loop"] = spec("quad_pid")
-    runs: Literal["c", "python", "in-process"] = spec(
-        "c", help="c or python: a separate process flown over UDP in lockstep; in-process: inside the compiled tick")
+    runs: Literal["c", "python", "in-process"] | None = spec(
+        None, help="c or python: a separate process flown over UDP in lockstep; in-process: inside the compiled "
+                   "tick. Default: c where the firmware has a C build, else python")
     arm_at: float = spec(1.0, unit="s", ge=0, help="quad_pid: arming time; the mission starts 1 s later")
     max_speed: Vec3 = spec((3.0, 3.0, 1.5), unit="m/s", gt=0, help="quad_pid: north, east, vertical limits")
     max_tilt_deg: float = spec(30.0, unit="deg", gt=0, lt=80)
@@ -177,8 +178,12 @@ class Firmware:
     throttle: tuple[float, float, float, float] = spec((0.0, 0.0, 0.0, 0.0), ge=0, le=1,
                                                        help="open_loop: constant motor throttles")
 
+    @property
+    def runtime(self) -> str:
+        return self.runs or FIRMWARE_RUNTIMES[self.name][0]
+
     def __check__(self, check, path):
-        if self.runs not in FIRMWARE_RUNTIMES[self.name]:
+        if self.runtime not in FIRMWARE_RUNTIMES[self.name]:
             check.fail(path + ("runs",), f"{self.name} runs as {' or '.join(FIRMWARE_RUNTIMES[self.name])}, not {self.runs}")
 
 
@@ -318,7 +323,8 @@ class Located:
     message: str
 
     def __str__(self):
-        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}"
 
 
 class ScenarioError(Exception):

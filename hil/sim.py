@@ -173,7 +173,7 @@ class Simulation:
 
     def air(self, vehicle: QuadrotorState, wind: environment.WindState, tick):
         atmosphere = environment.isa(self.home_altitude - vehicle.body.position[2])
-        velocity = environment.wind_velocity(self.wind_params, wind, tick * self.dt)
+        velocity = environment.wind_velocity(self.wind_params, wind, tick / self.rate)
         return atmosphere, quadrotor.Air(atmosphere.density, velocity)
 
     @property
@@ -228,7 +228,7 @@ class Simulation:
 
     def fly_firmware(self, state: SimState, fresh) -> SimState:
         readings = {name: channel.reading for name, channel in state.channels.items()}
-        firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick * self.dt)
+        firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick / self.rate)
         return SimState(state.tick, state.vehicle, state.wind, state.channels, firmware, command, state.acceleration)
 
     # ---- what the host sees ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hil.sim import READING_SIZE  # noqa: F401  (the layout names below come fro
 
 
 def fly(path, **overrides):
-    return runner.run(runner.with_overrides(scenario.load(path), **overrides))
+    return runner.run(runner.with_overrides(scenario.load(path), **overrides), runtime="in-process")
 
 
 def test_two_runs_of_a_scenario_are_bit_identical(scenario_file):
