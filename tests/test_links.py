@@ -197,3 +197,38 @@ def test_real_time_run_reports_period_jitter_overruns_and_late_replies():
     assert "p50" in rows["period error"] and "overruns" in rows["period error"]
     assert "late" in rows["replies"]
     assert stats.actuators_received > 0.9 * stats.sensors_sent
+
+
+def c_firmware_on(port, loaded):
+    from hil.firmware_stubs import c_build
+    arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))
+    return subprocess.Popen([str(c_build.build("hil_quad_pid")), "--port", port, "--baud", "921600", *arguments],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_c_firmware_over_udp_flies_hover_and_passes():
+    result = runner.run(hover(), runtime="c")
+    assert result.failure is None and result.passed
+    assert result.link_stats.lost_replies == 0 and result.link_stats.counters.errors() == {}
+
+
+def test_c_firmware_over_a_pseudo_terminal_at_921600_flies_hover_and_is_deterministic(cable):
+    loaded = hover()
+    results = []
+    for _ in range(2):
+        board = c_firmware_on(cable.board_end, loaded)
+        try:
+            results.append(runner.run(loaded, board=runner.Board(port=cable.hil_end, baud=921600), realtime=False))
+        finally:
+            board.wait(10)
+        assert board.returncode == 0
+    first, second = results
+    assert first.failure is None and first.passed
+    assert first.trace.rows.tobytes() == second.trace.rows.tobytes()
+
+
+def test_c_and_python_firmware_fly_the_same_mission():
+    c, python = runner.run(short(12.0), runtime="c"), runner.run(short(12.0), runtime="python")
+    # Two implementations of one controller on the same float32 readings: the same flight to a hair.
+    gap = np.abs(c.trace.column("position") - python.trace.column("position")).max()
+    assert gap < 1e-3, gap
