@@ -189,7 +189,7 @@ def test_a_second_udp_sender_is_ignored_and_counted():
 
 
 def test_real_time_run_reports_period_jitter_overruns_and_late_replies():
-    result = runner.run(short(10.0), runtime="python", realtime=True)
+    result = runner.run(short(10.0), runtime="c", realtime=True)
     assert result.failure is None
     stats = result.link_stats
     assert len(stats.period_errors) == result.scenario.ticks + 1
@@ -232,3 +232,23 @@ def test_c_and_python_firmware_fly_the_same_mission():
     # Two implementations of one controller on the same float32 readings: the same flight to a hair.
     gap = np.abs(c.trace.column("position") - python.trace.column("position")).max()
     assert gap < 1e-3, gap
+
+
+def test_hil_warns_before_tick_0_when_the_sensors_cannot_fit_the_baud_rate():
+    from hil.bridges.serial_port import SerialLink
+    from hil.sim import Simulation
+    simulation = Simulation(hover(), in_process_firmware=False)
+    slow, fast = SerialLink("loop://", 57600), SerialLink("loop://", 921600)
+    try:
+        (warning,) = runner.line_budget_warnings(simulation, slow)
+        assert "loop:// at 57600 baud carries 5760 B/s" in warning and "Raise the baud rate" in warning
+        assert runner.line_budget_warnings(simulation, fast) == []
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_hil_ports_lists_serial_ports_or_says_there_are_none():
+    completed = subprocess.run([sys.executable, "-m", "hil", "ports"], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0
+    assert completed.stdout.strip()
