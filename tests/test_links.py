@@ -125,7 +125,7 @@ def test_line_noise_in_the_middle_of_a_serial_run_is_survived_and_counted(cable)
 
 
 def test_a_silent_firmware_meets_the_hold_policy():
-    result = runner.run(short(0.3, timeout=0.02, on_timeout="hold"), firmware_command=FAKE + " --silent-after 200")
+    result = runner.run(short(0.25, timeout=0.05, on_timeout="hold"), firmware_command=FAKE + " --silent-after 200")
     assert result.failure is None
     stats = result.link_stats
     assert stats.lost_replies == result.scenario.ticks + 1 - 200
