@@ -44,15 +44,6 @@ def from_euler(roll, pitch, yaw):
     ])
 
 
-def to_euler(q):
-    """Roll, pitch, yaw (radians, Z-Y-X) of a unit quaternion."""
-    w, x, y, z = q[0], q[1], q[2], q[3]
-    roll = jnp.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = jnp.arcsin(jnp.clip(2 * (w * y - z * x), -1.0, 1.0))
-    yaw = jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return jnp.stack([roll, pitch, yaw])
-
-
 def integrate(q, angular_rate, dt):
     """Rotate ``q`` by a constant body rate over ``dt`` (exact exponential map), renormalised."""
     angle = norm(angular_rate) * dt
