@@ -49,7 +49,7 @@ class RunResult:
     compile_seconds: float
     wall_seconds: float  # the tick loop alone
     compilations_during_run: int  # after tick 0; always 0 unless something is broken
-    final_state: object  # hil.sim.SimState after the last tick flown
+    final_state: object  # hil.sim.SimState after the last tick flown; None if the run broke off before tick 0
     runtime: str = "in-process"  # what flew: in-process, c, python, or the board's link
     link_stats: LinkStats | None = None
     failure: str | None = None  # why the run ended early (firmware died, aborted, no HELLO)
@@ -153,8 +153,10 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         if link is not None:
             link.close()
     wall = time.perf_counter() - loop_started
+    if failure is not None:
+        final = session.state if session is not None else None
     return RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds, wall,
-                     compilations() - before, tick.unravel(final), runtime, stats, failure)
+                     compilations() - before, None if final is None else tick.unravel(final), runtime, stats, failure)
 
 
 def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:

@@ -121,6 +121,7 @@ class Session:
         self.seq = 0
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
+        self.state = None  # the latest simulation state, for a run that ends early
         offsets = [simulation.layout[f"reading.{s.name}"] for s in simulation.sensors]
         self._reading_slices = [slice(offset, offset + size) for offset, size in offsets]
         fresh_offset, fresh_size = simulation.layout["fresh"]
@@ -199,6 +200,7 @@ class Session:
         last = rows.shape[0] - 1
         for k in range(last + 1):
             state, out = advance(state, command)
+            self.state = state  # each call consumes the previous buffer: a failure reports this one
             row = rows[k]
             row[:] = out
             fresh, values = self.sensors_message(row, k)
@@ -306,6 +308,7 @@ class Session:
                 command = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
                 pending = None
             state, out = advance(state, command)
+            self.state = state
             row = rows[k]
             row[:] = out
             row[self._command_slice] = command
