@@ -2,6 +2,7 @@
 
 import abc
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hil import wire
 
@@ -30,6 +31,8 @@ class Link(abc.ABC):
     def __init__(self):
         self.counters = LinkCounters()
         self._last_seq = None
+        # Called with (direction, raw bytes) for everything sent (0) and received (1): the recorder.
+        self.tap: Callable[[int, bytes], None] | None = None
 
     @abc.abstractmethod
     def send(self, message: wire.Message) -> None: ...

@@ -47,6 +47,8 @@ class SerialLink(Link):
         except (serial.SerialException, OSError) as error:
             raise LinkError(f"cannot write to {self.describe()}: {error}") from None
         self.counters.bytes_sent += len(data)
+        if self.tap is not None:
+            self.tap(0, data)
 
     def send(self, message: wire.Message) -> None:
         self._write(wire.encode(message))
@@ -72,6 +74,8 @@ class SerialLink(Link):
                 raise LinkError(f"cannot read from {self.describe()}: {error}") from None
             if data:
                 self.counters.bytes_received += len(data)
+                if self.tap is not None:
+                    self.tap(1, data)
                 self._pending.extend(self.reader.feed(data))
 
     def close(self) -> None:

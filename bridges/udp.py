@@ -51,6 +51,8 @@ class UdpLink(Link):
             raise LinkError(f"cannot send to {self.describe()}: {error}") from None
         self.counters.frames_sent += 1
         self.counters.bytes_sent += len(data)
+        if self.tap is not None:
+            self.tap(0, data)
 
     def receive(self, timeout: float) -> wire.Message | None:
         now = time.perf_counter()
@@ -72,6 +74,8 @@ class UdpLink(Link):
                 self.counters.foreign += 1
                 continue
             self.counters.bytes_received += len(data)
+            if self.tap is not None:
+                self.tap(1, data)
             messages = self._reader_for_datagram(data)
             for message in messages:
                 if self.agreed is None and isinstance(message, wire.Hello):

@@ -61,7 +61,7 @@ def main():
               help="Pace ticks on the wall clock, or wait for each reply. Default: lockstep for emulated firmware, "
                    "real time for a board.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the run's trace (.npz). Default: runs/<scenario>-<UTC time>.npz.")
+              help="Where to write the flight log. Default: runs/<scenario>-<UTC time>.hillog.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
 def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, udp, bind, realtime, out_path, verbose,
@@ -103,7 +103,9 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
+    out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
     result = runner.run(loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
+                        log_path=out_path,
                         progress=progress if (show_progress or verbose) and not quiet else None,
                         progress_interval=0.25 if show_progress else 2.0,
                         warn=lambda line: click.echo(line, err=True))
@@ -121,17 +123,43 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
                 click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / loaded.physics.rate_hz:.3f} s: {text}",
                            err=True)
         click.echo(_rows(stats.summary()))
-    out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.npz"
-    saved = runner.save_trace(result, out_path) if ticks else None
     if result.outcomes:
         click.echo(_table(result.outcomes, verbose))
     if result.failure:
-        click.echo(f"FAILED: {result.failure}" + (f" (after {ticks} ticks; trace {saved})" if saved else ""))
+        click.echo(f"FAILED: {result.failure} (after {ticks} ticks; log {out_path})")
         sys.exit(EXIT_FAILED)
     passed = sum(o.passed for o in result.outcomes)
     verdict = "PASSED" if result.passed else "FAILED"
-    click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; trace {saved}")
+    click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; log {out_path}")
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+@main.command("log")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def log_command(path):
+    """Summarise a flight log: scenario, length, result, link statistics, and whether it is whole.
+
+    A log cut short (a killed run, a full disk) or damaged reads up to its last intact record;
+    this says where reading stopped and why. Exit 0 for a complete log, 1 for a cut or damaged one.
+    """
+    from hil import flightlog
+
+    log = flightlog.read(path)
+    header, footer = log.header or {}, log.footer or {}
+    rate = header.get("rate_hz") or 1
+    rows = [("file", f"{path} ({path.stat().st_size} B, {log.records} records)"),
+            ("scenario", f"{header.get('scenario', '?')}, seed {header.get('seed', '?')}, {header.get('runtime', '?')}"),
+            ("recorded", f"{len(log.ticks)} ticks ({max(len(log.ticks) - 1, 0) / rate:g} s of {header.get('duration', '?')} s), "
+                         f"{len(log.packets)} packets, {len(log.snapshots)} snapshots"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in header.get("versions", {}).items()))]
+    if footer:
+        verdict = "PASSED" if footer.get("passed") else f"FAILED{': ' + footer['failure'] if footer.get('failure') else ''}"
+        held = sum(o["passed"] for o in footer.get("outcomes", []))
+        rows.append(("result", f"{verdict} ({held}/{len(footer.get('outcomes', []))} expectations held)"))
+        rows += [tuple(pair) for pair in footer.get("link", [])]
+    rows.append(("state", "complete" if log.complete else f"incomplete: {log.damage or 'no footer (the run did not finish)'}"))
+    click.echo(_rows(rows))
+    sys.exit(EXIT_PASSED if log.complete else EXIT_FAILED)
 
 
 @main.command()

@@ -1,15 +1,19 @@
 """Fly a scenario: compile the tick, run it tick by tick, evaluate the expectations."""
 
+import dataclasses
+import platform
 import shlex
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import jax
 import numpy as np
 
-from hil import firmware_process, schema, wire
+import hil
+from hil import firmware_process, flightlog, schema, wire
 from hil import scenario as scenario_module
 from hil.bridges.link import Link, LinkError
 from hil.bridges.serial_port import SerialLink
@@ -86,6 +90,7 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
     if seed is None and duration is None:
         return scenario
     changed = replace(scenario, **{k: v for k, v in (("seed", seed), ("duration", duration)) if v is not None})
+    object.__setattr__(changed, "source", scenario.source)
     check = scenario_module.Check()
     changed.__check__(check, ())
     if check.problems:
@@ -96,14 +101,14 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
-        firmware_command: str | None = None) -> RunResult:
+        firmware_command: str | None = None, log_path: Path | None = None) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
     ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
     ``board`` flies a real flight controller instead, in real time unless ``realtime`` is False.
     ``firmware_command`` starts your own firmware (a SITL build speaking the native protocol):
     a command line in which ``{udp}`` stands for the HOST:PORT it must bind. Emulated firmware
-    flies in lockstep unless ``realtime`` is True.
+    flies in lockstep unless ``realtime`` is True. ``log_path``: where to record the flight log.
     """
     runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
     in_process = runtime == "in-process"
@@ -113,11 +118,21 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     compile_seconds = time.perf_counter() - started
     rows = np.empty((scenario.ticks + 1, simulation.width))
     trace = Trace(rows, simulation.layout, simulation.rate)
+    recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
+                                                                  simulation.layout)
     before = compilations()
     if in_process:
-        final, wall = _fly(tick, trace, progress, progress_interval)
-        return RunResult(scenario, trace, evaluate_all(scenario, trace), compile_seconds, wall,
-                         compilations() - before, tick.unravel(final))
+        try:
+            final, wall = _fly(tick, trace, progress, progress_interval, recorder)
+        except BaseException:
+            if recorder is not None:
+                recorder.close({"failure": "interrupted", "ticks": trace.ticks_done})
+            raise
+        result = RunResult(scenario, trace, evaluate_all(scenario, trace), compile_seconds, wall,
+                           compilations() - before, tick.unravel(final))
+        if recorder is not None:
+            recorder.close(_footer(result))
+        return result
 
     firmware = link = None
     session = None
@@ -136,7 +151,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
             link = UdpLink(address)
         for line in line_budget_warnings(simulation, link):
             warn(line)
-        session = Session(simulation, link, scenario.link, firmware)
+        session = Session(simulation, link, scenario.link, firmware, recorder)
         session.handshake()
         fly = session.fly_realtime if (realtime if realtime is not None else board is not None) else session.fly_lockstep
         loop_started = time.perf_counter()
@@ -155,8 +170,35 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     wall = time.perf_counter() - loop_started
     if failure is not None:
         final = session.state if session is not None else None
-    return RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds, wall,
-                     compilations() - before, None if final is None else tick.unravel(final), runtime, stats, failure)
+    result = RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds,
+                       wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
+                       stats or (session.stats if session is not None else None), failure)
+    if recorder is not None:
+        recorder.close(_footer(result))
+    return result
+
+
+def _header(scenario: Scenario, simulation: Simulation, runtime: str) -> dict:
+    import jaxlib
+
+    return {
+        "format": 1, "hil": hil.__version__, "scenario": scenario.name, "scenario_text": scenario.source,
+        "seed": scenario.seed, "duration": scenario.duration, "rate_hz": simulation.rate, "runtime": runtime,
+        "layout": {name: list(span) for name, span in simulation.layout.items()},
+        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
+                     "python": platform.python_version(), "platform": platform.platform(),
+                     "device": str(jax.devices()[0])},
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _footer(result: RunResult) -> dict:
+    return {
+        "passed": result.passed, "failure": result.failure, "ticks": result.trace.ticks_done,
+        "wall_seconds": result.wall_seconds, "runtime": result.runtime,
+        "outcomes": [dataclasses.asdict(o) for o in result.outcomes],
+        "link": result.link_stats.summary() if result.link_stats is not None else [],
+    }
 
 
 def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
@@ -175,7 +217,7 @@ def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
             f"physics.rate_hz or the sensor rates."]
 
 
-def _fly(tick: CompiledTick, trace: Trace, progress, interval):
+def _fly(tick: CompiledTick, trace: Trace, progress, interval, recorder):
     """The in-process loop: the firmware answers inside the compiled tick."""
     rows = trace.rows
     last = rows.shape[0] - 1
@@ -186,6 +228,8 @@ def _fly(tick: CompiledTick, trace: Trace, progress, interval):
     for k in range(last + 1):
         state, out = advance(state)
         rows[k] = out
+        if recorder is not None:
+            recorder.tick(k, rows[k], state)
         if progress is not None and k % 64 == 0:
             now = time.perf_counter()
             if now >= next_report:
@@ -197,11 +241,3 @@ def _fly(tick: CompiledTick, trace: Trace, progress, interval):
     if progress is not None:
         progress(last, last, wall)
     return state, wall
-
-
-def save_trace(result: RunResult, path: Path) -> Path:
-    """Write the run's trace as a NumPy ``.npz``: ``time`` and one array per layout column."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {name: result.trace.column(name) for name in result.trace.layout}
-    np.savez_compressed(path, time=result.trace.time, seed=result.scenario.seed, **columns)
-    return path

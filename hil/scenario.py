@@ -3,6 +3,7 @@
 Everything is validated here, on the host, before anything is traced. See docs/scenarios.md.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -275,6 +276,7 @@ class Scenario:
     firmware: Firmware = spec(factory=Firmware)
     link: LinkSettings = spec(factory=LinkSettings)
     expect: list[Expectation] = spec(factory=list)
+    source: str = dataclasses.field(default="", init=False, compare=False, repr=False)  # the file's text, for the log
 
     @property
     def ticks(self) -> int:
@@ -353,6 +355,7 @@ def parse_text(text: str, filename: str = "<scenario>") -> Scenario:
     located += [Located(filename, _line_of(lines, p.path), schema.format_path(p.path), p.message) for p in check.problems]
     if located:
         raise ScenarioError(sorted(located, key=lambda p: p.line))
+    object.__setattr__(scenario, "source", text)
     return scenario
 
 

@@ -50,7 +50,7 @@ class LinkStats:
     period_errors: list = field(default_factory=list)  # real time: release time minus deadline, s
     wall_seconds: float = 0.0
     capacity: float | None = None  # bytes/s of the line, serial only
-    counters: object = None  # the link's LinkCounters at the end
+    counters: object = None  # the link's LinkCounters, live
 
     def summary(self) -> list[tuple[str, str]]:
         """Rows for the run summary: (what, value)."""
@@ -113,9 +113,13 @@ def compatibility_problems(ours: wire.Hello, theirs: wire.Hello) -> list[tuple[i
 class Session:
     """One link to one firmware: sequence numbers, HELLO, and the tick loops."""
 
-    def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None):
+    def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None, recorder=None):
         self.simulation = simulation
         self.link = link
+        self.recorder = recorder  # a hil.flightlog.Recorder, or None
+        if recorder is not None:
+            link.tap = recorder.packet
+        self.stats: LinkStats | None = None  # the loop's statistics, also when it ends early
         self.settings = settings
         self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
         self.seq = 0
@@ -190,7 +194,9 @@ class Session:
             return self._fly_lockstep(advance, initial, trace, progress, interval)
 
     def _fly_lockstep(self, advance, initial, trace: Trace, progress, interval):
-        stats = LinkStats("lockstep", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
+        self.stats = stats = LinkStats("lockstep", self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
+                                       counters=self.link.counters)
+        recorder = self.recorder
         rows = trace.rows
         command = np.zeros(MOTORS)
         state = initial
@@ -224,13 +230,14 @@ class Session:
                 stats.round_trips.append(time.perf_counter() - sent)
                 command = np.clip(np.asarray(reply.values, dtype=np.float64), 0.0, 1.0)
             row[self._command_slice] = command
+            if recorder is not None:
+                recorder.tick(k, row, state)
             if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
                 trace.ticks_done = k + 1
                 progress(k, last, now - started)
                 next_report = now + interval
         trace.ticks_done = last + 1
         stats.wall_seconds = time.perf_counter() - started
-        stats.counters = self.link.counters
         return state, stats
 
     def _await(self, tick: int, deadline: float, stats: LinkStats):
@@ -265,7 +272,9 @@ class Session:
             return self._fly_realtime(advance, initial, trace, progress, interval)
 
     def _fly_realtime(self, advance, initial, trace: Trace, progress, interval):
-        stats = LinkStats("real time", self.link.describe(), capacity=self.link.capacity_bytes_per_second())
+        self.stats = stats = LinkStats("real time", self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
+                                       counters=self.link.counters)
+        recorder = self.recorder
         rows = trace.rows
         period = self.simulation.dt
         command = np.zeros(MOTORS)
@@ -315,6 +324,8 @@ class Session:
             fresh, values = self.sensors_message(row, k)
             sent_at[k] = time.perf_counter()
             self._send(wire.Sensors, k, fresh, values)
+            if recorder is not None:
+                recorder.tick(k, row, state)
             stats.sensors_sent += 1
             if len(sent_at) > 1000:  # replies this old will not come: count them lost
                 for old in [t for t in sent_at if t < k - 1000]:
@@ -330,7 +341,6 @@ class Session:
         stats.lost_replies += len(sent_at)
         trace.ticks_done = last + 1
         stats.wall_seconds = time.perf_counter() - start
-        stats.counters = self.link.counters
         return state, stats
 
 

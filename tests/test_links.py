@@ -141,7 +141,7 @@ def test_a_silent_firmware_meets_the_abort_policy():
 def test_a_firmware_that_crashes_ends_the_run_with_its_last_words_and_tick(scenario_file, tmp_path):
     path = scenario_file("hover.yaml", duration=1.0, expect=[])
     completed = subprocess.run([sys.executable, "-m", "hil", "run", str(path), "--firmware-cmd", FAKE + " --crash-after 50",
-                                "--out", str(tmp_path / "t.npz")], capture_output=True, text=True, timeout=120)
+                                "--out", str(tmp_path / "t.hillog")], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1
     assert "exited with status 7 at tick 50" in completed.stdout
     assert "fake firmware: giving up at tick 50" in completed.stdout

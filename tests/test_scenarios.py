@@ -16,10 +16,11 @@ def hil(*args, cwd=ROOT):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_scenario_passes(name, tmp_path):
-    result = hil("run", str(SCENARIOS / name), "--out", str(tmp_path / "trace.npz"))
+    result = hil("run", str(SCENARIOS / name), "--out", str(tmp_path / "run.hillog"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
-    assert (tmp_path / "trace.npz").exists()
+    summary = hil("log", str(tmp_path / "run.hillog"))
+    assert summary.returncode == 0 and "state     complete" in summary.stdout.replace("state       ", "state     ")
 
 
 def test_at_least_the_four_required_scenarios_ship():
@@ -30,7 +31,7 @@ def test_an_impossible_expectation_exits_1_naming_the_check(scenario_file, tmp_p
     path = scenario_file("hover.yaml", duration=5.0, expect=[
         {"name": "levitates to 50 m", "within": {"quantity": "altitude", "after": 4.0, "min": 50.0}},
         {"name": "stays level", "never_above": {"quantity": "tilt_deg", "bound": 30}}])
-    result = hil("run", str(path), "--out", str(tmp_path / "t.npz"))
+    result = hil("run", str(path), "--out", str(tmp_path / "t.hillog"))
     assert result.returncode == 1
     assert "FAIL    levitates to 50 m" in result.stdout
     assert "PASS    stays level" in result.stdout
