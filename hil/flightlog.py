@@ -14,7 +14,7 @@ damaged record and says where it is.
 Kinds:
 
 - HEADER (1): msgpack map: format, scenario text and path, seed, versions, layout, tick rate.
-- TICK (2): ``<I q 8s 4d``: tick, wall-clock ns since the first tick, the row digest
+- TICK (2): ``<I q 8s 4d``: tick, wall-clock ns since the first record, the row digest
   (BLAKE2b-64 of the tick's output row without the command), and the command in force.
 - PACKET (3): ``<B I q`` + bytes: direction (0 hil→firmware, 1 firmware→hil), tick, wall ns,
   and the raw bytes exactly as sent or received.
@@ -38,7 +38,7 @@ MAGIC = b"HILLOG\x00\x01"
 HEADER, TICK, PACKET, SNAPSHOT, FOOTER = 1, 2, 3, 4, 5
 KIND_NAMES = {HEADER: "HEADER", TICK: "TICK", PACKET: "PACKET", SNAPSHOT: "SNAPSHOT", FOOTER: "FOOTER"}
 MAX_RECORD = 64 * 1024 * 1024  # refuse to allocate for a length beyond this: it is damage, not data
-TICK_FORMAT = struct.Struct("<Iq8s4d")
+TICK_FORMAT = struct.Struct("<Iq8s32s")  # the command as four little-endian float64
 PACKET_PREFIX = struct.Struct("<BIq")
 SNAPSHOT_INTERVAL = 1000  # ticks
 FLUSH_INTERVAL = 0.05  # s between writes of buffered records
@@ -60,7 +60,7 @@ class LogWriter:
         self._file.write(MAGIC + _record(HEADER, msgpack.packb(header, use_bin_type=True)))
         self._file.flush()
         self._started = None
-        self._next_flush = time.perf_counter() + FLUSH_INTERVAL
+        self._next_flush_ns = 0
 
     def wall_ns(self) -> int:
         now = time.perf_counter_ns()
@@ -68,9 +68,11 @@ class LogWriter:
             self._started = now
         return now - self._started
 
-    def tick(self, tick: int, digest: bytes, command) -> None:
-        self._buffer.write(_record(TICK, TICK_FORMAT.pack(tick, self.wall_ns(), digest, *command)))
-        if time.perf_counter() >= self._next_flush:
+    def tick(self, tick: int, digest: bytes, command: bytes) -> None:
+        """``command``: the four float64 of the command in force, as little-endian bytes."""
+        wall = self.wall_ns()
+        self._buffer.write(_record(TICK, TICK_FORMAT.pack(tick, wall, digest, command)))
+        if wall >= self._next_flush_ns:
             self.flush()
 
     def packet(self, direction: int, tick: int, data: bytes) -> None:
@@ -85,7 +87,7 @@ class LogWriter:
             self._file.write(data)
             self._file.flush()
             self._buffer = io.BytesIO()
-        self._next_flush = time.perf_counter() + FLUSH_INTERVAL
+        self._next_flush_ns = self.wall_ns() + int(FLUSH_INTERVAL * 1e9)
 
     def close(self, footer: dict) -> None:
         self.flush()
@@ -154,8 +156,8 @@ def _store(log: FlightLog, kind: int, payload: bytes) -> None:
     if kind == HEADER:
         log.header = msgpack.unpackb(payload, raw=False)
     elif kind == TICK:
-        tick, wall, digest, *command = TICK_FORMAT.unpack(payload)
-        log.ticks.append((tick, wall, digest, tuple(command)))
+        tick, wall, digest, command = TICK_FORMAT.unpack(payload)
+        log.ticks.append((tick, wall, digest, tuple(np.frombuffer(command, dtype="<f8").tolist())))
     elif kind == PACKET:
         direction, tick, wall = PACKET_PREFIX.unpack_from(payload)
         log.packets.append((direction, tick, wall, payload[PACKET_PREFIX.size:]))
@@ -182,7 +184,7 @@ class Recorder:
     def tick(self, tick: int, row: np.ndarray, state) -> None:
         """Record a finished tick; packets from now on belong to the next one."""
         self.current_tick = tick + 1
-        self.writer.tick(tick, row_digest_of(row, self._layout), row[self._command])
+        self.writer.tick(tick, row_digest_of(row, self._layout), row[self._command].tobytes())
         if tick % SNAPSHOT_INTERVAL == 0:
             self.writer.snapshot(tick, np.asarray(state))
 
