@@ -14,8 +14,10 @@ damaged record and says where it is.
 Kinds:
 
 - HEADER (1): msgpack map: format, scenario text and path, seed, versions, layout, tick rate.
-- TICK (2): ``<I q 8s 4d``: tick, wall-clock ns since the first record, the row digest
-  (BLAKE2b-64 of the tick's output row without the command), and the command in force.
+- TICK (2): ``<I q 8s`` + float64 bytes: tick, wall-clock ns since the first record, the row
+  digest (BLAKE2b-64 of the tick's output row without the command), and the row itself: the
+  true state, the sensor readings, their freshness and the command in force (the header's
+  ``layout`` names the columns).
 - PACKET (3): ``<B I q`` + bytes: direction (0 hil→firmware, 1 firmware→hil), tick, wall ns,
   and the raw bytes exactly as sent or received.
 - SNAPSHOT (4): ``<I`` + float64 bytes: tick and the full flat simulation state after it.
@@ -38,7 +40,7 @@ MAGIC = b"HILLOG\x00\x01"
 HEADER, TICK, PACKET, SNAPSHOT, FOOTER = 1, 2, 3, 4, 5
 KIND_NAMES = {HEADER: "HEADER", TICK: "TICK", PACKET: "PACKET", SNAPSHOT: "SNAPSHOT", FOOTER: "FOOTER"}
 MAX_RECORD = 64 * 1024 * 1024  # refuse to allocate for a length beyond this: it is damage, not data
-TICK_FORMAT = struct.Struct("<Iq8s32s")  # the command as four little-endian float64
+TICK_PREFIX = struct.Struct("<Iq8s")
 PACKET_PREFIX = struct.Struct("<BIq")
 SNAPSHOT_INTERVAL = 1000  # ticks
 FLUSH_INTERVAL = 0.05  # s between writes of buffered records
@@ -68,10 +70,10 @@ class LogWriter:
             self._started = now
         return now - self._started
 
-    def tick(self, tick: int, digest: bytes, command: bytes) -> None:
-        """``command``: the four float64 of the command in force, as little-endian bytes."""
+    def tick(self, tick: int, digest: bytes, row: bytes) -> None:
+        """``row``: the tick's output row as little-endian float64 bytes."""
         wall = self.wall_ns()
-        self._buffer.write(_record(TICK, TICK_FORMAT.pack(tick, wall, digest, command)))
+        self._buffer.write(_record(TICK, TICK_PREFIX.pack(tick, wall, digest) + row))
         if wall >= self._next_flush_ns:
             self.flush()
 
@@ -101,7 +103,8 @@ class LogWriter:
 class FlightLog:
     path: Path
     header: dict | None = None
-    ticks: list = field(default_factory=list)  # (tick, wall_ns, digest, command tuple)
+    ticks: list = field(default_factory=list)  # (tick, wall_ns, digest)
+    rows: list = field(default_factory=list)  # one float64 array per tick
     packets: list = field(default_factory=list)  # (direction, tick, wall_ns, bytes)
     snapshots: list = field(default_factory=list)  # (tick, np.ndarray)
     footer: dict | None = None
@@ -156,8 +159,8 @@ def _store(log: FlightLog, kind: int, payload: bytes) -> None:
     if kind == HEADER:
         log.header = msgpack.unpackb(payload, raw=False)
     elif kind == TICK:
-        tick, wall, digest, command = TICK_FORMAT.unpack(payload)
-        log.ticks.append((tick, wall, digest, tuple(np.frombuffer(command, dtype="<f8").tolist())))
+        log.ticks.append(TICK_PREFIX.unpack_from(payload))
+        log.rows.append(np.frombuffer(payload, dtype="<f8", offset=TICK_PREFIX.size))
     elif kind == PACKET:
         direction, tick, wall = PACKET_PREFIX.unpack_from(payload)
         log.packets.append((direction, tick, wall, payload[PACKET_PREFIX.size:]))
@@ -177,14 +180,12 @@ class Recorder:
     def __init__(self, path: Path, header: dict, layout: dict):
         self.writer = LogWriter(path, header)
         self._layout = layout
-        offset, size = layout["command"]
-        self._command = slice(offset, offset + size)
         self.current_tick = 0
 
     def tick(self, tick: int, row: np.ndarray, state) -> None:
         """Record a finished tick; packets from now on belong to the next one."""
         self.current_tick = tick + 1
-        self.writer.tick(tick, row_digest_of(row, self._layout), row[self._command].tobytes())
+        self.writer.tick(tick, row_digest_of(row, self._layout), row.tobytes())
         if tick % SNAPSHOT_INTERVAL == 0:
             self.writer.snapshot(tick, np.asarray(state))
 

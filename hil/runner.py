@@ -90,7 +90,6 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
     if seed is None and duration is None:
         return scenario
     changed = replace(scenario, **{k: v for k, v in (("seed", seed), ("duration", duration)) if v is not None})
-    object.__setattr__(changed, "source", scenario.source)
     check = scenario_module.Check()
     changed.__check__(check, ())
     if check.problems:

@@ -276,7 +276,8 @@ class Scenario:
     firmware: Firmware = spec(factory=Firmware)
     link: LinkSettings = spec(factory=LinkSettings)
     expect: list[Expectation] = spec(factory=list)
-    source: str = dataclasses.field(default="", init=False, compare=False, repr=False)  # the file's text, for the log
+    # The file's text, for the flight log; not a key of the file.
+    source: str = dataclasses.field(default="", compare=False, repr=False, metadata={"internal": True})
 
     @property
     def ticks(self) -> int:
@@ -355,8 +356,7 @@ def parse_text(text: str, filename: str = "<scenario>") -> Scenario:
     located += [Located(filename, _line_of(lines, p.path), schema.format_path(p.path), p.message) for p in check.problems]
     if located:
         raise ScenarioError(sorted(located, key=lambda p: p.line))
-    object.__setattr__(scenario, "source", text)
-    return scenario
+    return dataclasses.replace(scenario, source=text)
 
 
 def load(path) -> Scenario:

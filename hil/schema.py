@@ -146,7 +146,7 @@ def _parse_dataclass(cls, value, check, path):
         check.fail(path, f"expected a mapping, got {value!r}")
         return None
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
     for key in value:
         if key not in fields:
             check.fail(path + (key,), f"unknown key{_nearest(str(key), list(fields))}; valid keys: {', '.join(fields)}")
@@ -178,7 +178,7 @@ def reference(cls, title: str) -> str:
         hints = typing.get_type_hints(section)
         rows, children = [], []
         for field in dataclasses.fields(section):
-            if not field.init:
+            if not field.init or field.metadata.get("internal"):
                 continue
             tp = hints[field.name]
             nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]

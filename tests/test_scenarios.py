@@ -20,7 +20,9 @@ def test_shipped_scenario_passes(name, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
     summary = hil("log", str(tmp_path / "run.hillog"))
-    assert summary.returncode == 0 and "state     complete" in summary.stdout.replace("state       ", "state     ")
+    assert summary.returncode == 0 and "complete" in summary.stdout.splitlines()[-1]
+    replayed = hil("replay", str(tmp_path / "run.hillog"))
+    assert replayed.returncode == 0 and replayed.stdout.startswith("bit-identical:"), replayed.stdout + replayed.stderr
 
 
 def test_at_least_the_four_required_scenarios_ship():
