@@ -66,10 +66,14 @@ def main():
                    "real time for a board.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the flight log. Default: runs/<scenario>-<UTC time>.hillog.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write JUnit XML: one test case per expectation, for CI systems.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a machine-readable JSON summary of the run.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, udp, bind, realtime, out_path, verbose,
-        quiet):
+def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, udp, bind, realtime, out_path, junit_path,
+        json_path, verbose, quiet):
     """Fly SCENARIO and check its expectations.
 
     With no link options the scenario's emulated firmware is started as its own process and
@@ -127,6 +131,12 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
                 click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / loaded.physics.rate_hz:.3f} s: {text}",
                            err=True)
         click.echo(_rows(stats.summary()))
+    from hil import reports
+
+    if junit_path:
+        reports.write_junit(result, junit_path)
+    if json_path:
+        reports.write_json(result, json_path, out_path)
     if result.outcomes:
         click.echo(_table(result.outcomes, verbose))
     if result.failure:

@@ -129,3 +129,25 @@ def test_the_scenario_reference_matches_the_schema():
     head, generated = text.split(scenario.REFERENCE_MARKER)
     assert generated.strip() == scenario.schema.reference(scenario.Scenario, "scenario").strip(), \
         "docs/scenarios.md is stale: run python -m hil.scenario docs/scenarios.md"
+
+
+def test_junit_and_json_reports_name_each_expectation(scenario_file, tmp_path):
+    import json
+    import xml.etree.ElementTree as ElementTree
+    path = scenario_file("hover.yaml", duration=10.0, expect=[
+        {"name": "levitates to 50 m", "within": {"quantity": "altitude", "after": 8.0, "min": 50.0}},
+        {"name": "stays level", "never_above": {"quantity": "tilt_deg", "bound": 30}}])
+    result = hil("run", str(path), "--firmware", "in-process", "--out", str(tmp_path / "r.hillog"),
+                 "--junit", str(tmp_path / "r.xml"), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 1
+    suites = ElementTree.parse(tmp_path / "r.xml").getroot()
+    assert suites.tag == "testsuites"
+    (suite,) = suites.findall("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1" and suite.get("errors") == "0"
+    cases = {case.get("name"): case for case in suite.findall("testcase")}
+    assert set(cases) == {"levitates to 50 m", "stays level"}
+    assert cases["levitates to 50 m"].find("failure") is not None and cases["stays level"].find("failure") is None
+    assert all(case.get("classname") and case.get("time") is not None for case in cases.values())
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["passed"] is False and [e["passed"] for e in summary["expectations"]] == [False, True]
+    assert summary["log"].endswith("r.hillog")
