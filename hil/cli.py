@@ -232,6 +232,28 @@ def _changed(log, flown, changes):
     return dataclasses.replace(changed, seed=flown.seed, duration=flown.duration)
 
 
+@main.command("export")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--format", "kind", type=click.Choice(["csv", "mcap"]), required=True,
+              help="csv: one row per tick, every column; mcap: /state, /actuators and /sensors/<name> as JSON "
+                   "messages with JSON schemas, for Foxglove.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write; default: FILE with the format's suffix.")
+def export_command(path, kind, output):
+    """Export a flight log to CSV or MCAP (a cut log exports up to its last complete record)."""
+    from hil import export, flightlog
+
+    log = flightlog.read(path)
+    if log.header is None:
+        raise click.ClickException(f"{path}: no header record: {log.damage or 'empty log'}")
+    output = output or path.with_suffix(f".{kind}")
+    if kind == "csv":
+        click.echo(f"{export.to_csv(log, output)} rows written to {output}")
+    else:
+        counts = export.to_mcap(log, output)
+        click.echo(f"{sum(counts.values())} messages on {len(counts)} channels written to {output}")
+
+
 @main.command()
 def ports():
     """List serial ports, for --port."""
