@@ -254,6 +254,21 @@ def export_command(path, kind, output):
         click.echo(f"{sum(counts.values())} messages on {len(counts)} channels written to {output}")
 
 
+@main.command("plot")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The PNG to write; default: FILE with .png.")
+def plot_command(path, output):
+    """Plot a flight log: position, attitude, body rates and motor commands, with expectation bounds."""
+    from hil import flightlog, plot
+
+    log = flightlog.read(path)
+    if log.header is None or not log.rows:
+        raise click.ClickException(f"{path}: nothing to plot: {log.damage or 'no ticks recorded'}")
+    output = output or path.with_suffix(".png")
+    click.echo(f"plot written to {plot.plot(log, output)}")
+
+
 @main.command()
 def ports():
     """List serial ports, for --port."""

@@ -141,3 +141,15 @@ def test_mcap_export_reads_back_with_a_channel_per_stream(whole_log, tmp_path):
     assert counts == {"/state": ticks, "/actuators": ticks, "/sensors/imu": ticks, "/sensors/baro": 501,
                       "/sensors/mag": 1001, "/sensors/gps": 100}
     assert set(schemas.values()) == {("jsonschema", "json")}
+
+
+def test_plot_writes_a_real_png(whole_log, tmp_path):
+    import matplotlib.image
+    completed = subprocess.run([sys.executable, "-m", "hil", "plot", str(whole_log), "-o", str(tmp_path / "run.png")],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    data = (tmp_path / "run.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 50_000
+    pixels = matplotlib.image.imread(tmp_path / "run.png")
+    assert pixels.shape[0] > 800 and pixels.shape[1] > 1000
+    assert pixels[..., :3].std() > 0.05  # lines and text, not a blank canvas
