@@ -1,4 +1,5 @@
-"""Benchmark the flight log: ticks per second with and without recording, and log size per simulated minute.
+"""Benchmark the flight log: ticks per second with and without recording, log size per simulated minute,
+and replay speed (ticks per second re-run from the logged commands, bit-identity checked).
 
     python3 bench/recording.py [--seconds 30] [--out bench/results/recording.json]
 
@@ -22,7 +23,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "recording.json"))
     args = parser.parse_args()
 
-    from hil import runner, scenario
+    from hil import flightlog, replay, runner, scenario
 
     loaded = dataclasses.replace(scenario.load(ROOT / "scenarios" / "hover.yaml"), duration=args.seconds, expect=[])
     results = {}
@@ -37,16 +38,21 @@ def main():
                     rates[mode].append((result.trace.ticks_done - 1) / result.wall_seconds)
                     if path is not None:
                         size = path.stat().st_size
+                        replayed = replay.replay(flightlog.read(path))
+                        assert replayed.identical, replayed
+                        replay_rate = replayed.ticks / replayed.wall_seconds
             best = {mode: max(values) for mode, values in rates.items()}
             results[runtime] = {"ticks_per_second_without_log": best["without"], "ticks_per_second_with_log": best["with"],
                                 "recording_cost": 1 - best["with"] / best["without"],
-                                "log_bytes_per_simulated_minute": size / args.seconds * 60}
+                                "log_bytes_per_simulated_minute": size / args.seconds * 60,
+                                "replay_ticks_per_second": replay_rate}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'runtime':12s} {'without':>10s} {'with log':>10s} {'cost':>7s} {'MB/sim min':>11s}")
+    print(f"{'runtime':12s} {'without':>10s} {'with log':>10s} {'cost':>7s} {'MB/sim min':>11s} {'replay/s':>9s}")
     for runtime, r in results.items():
         print(f"{runtime:12s} {r['ticks_per_second_without_log']:10.0f} {r['ticks_per_second_with_log']:10.0f} "
-              f"{100 * r['recording_cost']:6.1f}% {r['log_bytes_per_simulated_minute'] / 1e6:11.1f}")
+              f"{100 * r['recording_cost']:6.1f}% {r['log_bytes_per_simulated_minute'] / 1e6:11.1f} "
+              f"{r['replay_ticks_per_second']:9.0f}")
     print(f"written to {args.out}")
 
 

@@ -67,13 +67,16 @@ def serve(controller, params, link, idle_timeout: float) -> int:
     step = None
     layout: list[tuple[str, int]] = []
     tick_rate = 0
-    seq = 0
+    seq = 1  # 0 belongs to HELLO, which never advances the counter
     last_phase = _phase(state)
 
     def send(message_type, *fields):
         nonlocal seq
+        if message_type is wire.Hello:
+            link.send(wire.Hello(0, *fields))
+            return
         link.send(message_type(seq, *fields))
-        seq = (seq + 1) % wire.UINT32
+        seq = seq % (wire.UINT32 - 1) + 1
 
     while True:
         message = link.receive(idle_timeout)

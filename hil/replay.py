@@ -5,6 +5,7 @@ the scenario from the log's header (its text, seed and duration), compiles the l
 and feeds it the logged commands; every replayed row must equal the logged one bit for bit.
 """
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,6 +30,7 @@ class ReplayResult:
     ticks: int  # ticks compared
     first_tick: int | None  # the first tick that differs, None when every tick is identical
     differences: tuple[Difference, ...]  # at first_tick, fields in layout order
+    wall_seconds: float = 0.0  # the replay loop alone, compilation excluded
 
     @property
     def identical(self) -> bool:
@@ -71,12 +73,14 @@ def replay(log: flightlog.FlightLog, flown=None) -> ReplayResult:
     names = column_names(layout)
     state = tick.initial
     command = np.zeros(size)
+    started = time.perf_counter()
     for index, logged in enumerate(log.rows):
         state, out = tick.advance(state, command)
         replayed = np.asarray(out)
         differs = (replayed != logged) & compare
         if differs.any():
             return ReplayResult(index, log.ticks[index][0], tuple(
-                Difference(names[i], float(logged[i]), float(replayed[i])) for i in np.flatnonzero(differs)))
+                Difference(names[i], float(logged[i]), float(replayed[i])) for i in np.flatnonzero(differs)),
+                time.perf_counter() - started)
         command = logged[command_columns].copy()
-    return ReplayResult(len(log.rows), None, ())
+    return ReplayResult(len(log.rows), None, (), time.perf_counter() - started)

@@ -122,7 +122,7 @@ class Session:
         self.stats: LinkStats | None = None  # the loop's statistics, also when it ends early
         self.settings = settings
         self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
-        self.seq = 0
+        self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
         self.state = None  # the latest simulation state, for a run that ends early
@@ -134,8 +134,11 @@ class Session:
         self._command_slice = slice(offset, offset + size)
 
     def _send(self, message_type, *fields) -> None:
+        if message_type is wire.Hello:
+            self.link.send(wire.Hello(0, *fields))
+            return
         self.link.send(message_type(self.seq, *fields))
-        self.seq = (self.seq + 1) % wire.UINT32
+        self.seq = self.seq % (wire.UINT32 - 1) + 1
 
     def _check_firmware(self, tick: int) -> None:
         if self.firmware is not None and self.firmware.exit_code is not None:

@@ -400,7 +400,12 @@ static void send_hello(void)
         hello.sensors[k].fields = fw->needs[k].fields;
         hello.sensors[k].rate_hz = fw->sensor_rate(k);
     }
-    send_frame(frame, hil_encode_hello(frame, sizeof frame, session.seq, &hello));
+    /* HELLO always carries seq 0 and does not advance the counter (docs/protocol.md, section 3). */
+    {
+        uint32_t next = session.seq;
+        send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
+        session.seq = next;
+    }
 }
 
 static void send_status(uint32_t tick, uint32_t severity, const char *text)
@@ -577,6 +582,7 @@ static void serve(double idle_timeout)
     size_t k;
     for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
     hil_reader_init(&reader);
+    session.seq = 1; /* 0 belongs to HELLO */
     fw->reset();
     session.last_received = session.last_sent = now();
     note("waiting for hil on %s", link_.where);
