@@ -26,27 +26,37 @@ def parse_address(text: str, local: bool = False) -> tuple[str, int]:
 
 
 class UdpLink(Link):
-    def __init__(self, peer: str | tuple[str, int], bind: str | tuple[str, int] = ("127.0.0.1", 0)):
+    """``peer``: the address to send to; None to wait for whoever sends the first HELLO (a firmware)."""
+
+    def __init__(self, peer: str | tuple[str, int] | None, bind: str | tuple[str, int] = ("127.0.0.1", 0)):
         super().__init__()
-        self.peer = parse_address(peer) if isinstance(peer, str) else peer
         local = parse_address(bind, local=True) if isinstance(bind, str) else bind
+        towards = "" if peer is None else f" towards {peer if isinstance(peer, str) else '%s:%d' % peer}"
         try:
-            self.peer = socket.getaddrinfo(*self.peer, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+            if peer is not None:
+                peer = parse_address(peer) if isinstance(peer, str) else peer
+                peer = socket.getaddrinfo(*peer, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
             self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.socket.bind(local)
         except OSError as error:
-            raise LinkError(f"cannot open UDP {local[0]}:{local[1]} towards {self.peer[0]}:{self.peer[1]}: {error}") from None
+            raise LinkError(f"cannot open UDP {local[0]}:{local[1]}{towards}: {error}") from None
+        self.peer = peer
         self.socket.setblocking(False)
         self.agreed: tuple[str, int] | None = None  # the address that completed HELLO
 
     def describe(self) -> str:
         host, port = self.socket.getsockname()
+        if self.peer is None:
+            return f"udp {host}:{port}"
         return f"udp {self.peer[0]}:{self.peer[1]} (from {host}:{port})"
 
     def send(self, message: wire.Message) -> None:
+        destination = self.agreed or self.peer
+        if destination is None:
+            raise LinkError(f"nothing to send to on {self.describe()}: no HELLO has arrived yet")
         data = wire.encode(message)
         try:
-            self.socket.sendto(data, self.agreed or self.peer)
+            self.socket.sendto(data, destination)
         except OSError as error:
             raise LinkError(f"cannot send to {self.describe()}: {error}") from None
         self.counters.frames_sent += 1
@@ -76,8 +86,8 @@ class UdpLink(Link):
             self.counters.bytes_received += len(data)
             if self.tap is not None:
                 self.tap(1, data)
-            messages = self._reader_for_datagram(data)
-            for message in messages:
+            message = self._decode(data)
+            if message is not None:
                 if self.agreed is None and isinstance(message, wire.Hello):
                     self.agreed = sender
                 if self._accept(message):
@@ -85,19 +95,20 @@ class UdpLink(Link):
             if time.perf_counter() >= deadline:
                 return None
 
-    def _reader_for_datagram(self, data: bytes) -> list[wire.Message]:
+    def _decode(self, data: bytes) -> wire.Message | None:
+        """The one frame of a datagram, or None (counted) when it is not a valid frame."""
         if len(data) > MAX_DATAGRAM or not data.endswith(b"\x00"):
             self.counters.stream.count("oversize" if len(data) > MAX_DATAGRAM else "cobs")
             self.counters.stream.garbage_bytes += len(data)
-            return []
+            return None
         try:
             message = wire.decode(data[:-1])
         except wire.FrameError as error:
             self.counters.stream.count(error.kind)
             self.counters.stream.garbage_bytes += len(data)
-            return []
+            return None
         self.counters.stream.frames += 1
-        return [message]
+        return message
 
     def close(self) -> None:
         self.socket.close()

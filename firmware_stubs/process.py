@@ -35,17 +35,6 @@ def parse_arguments(argv):
     return parser.parse_args(argv)
 
 
-class _ServerUdp(UdpLink):
-    """A UDP link bound to a given address that answers whoever completes HELLO."""
-
-    def __init__(self, bind: str):
-        super().__init__(("127.0.0.1", 9), bind)
-
-    def describe(self) -> str:
-        host, port = self.socket.getsockname()
-        return f"udp {host}:{port}"
-
-
 def main(controller, argv=None) -> None:
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
@@ -53,7 +42,7 @@ def main(controller, argv=None) -> None:
     except ValueError as error:
         sys.exit(f"{controller.__name__}: {error}")
     try:
-        link = _ServerUdp(args.udp) if args.udp else SerialLink(args.port, args.baud)
+        link = UdpLink(None, args.udp) if args.udp else SerialLink(args.port, args.baud)
     except LinkError as error:
         sys.exit(f"{controller.__name__}: {error}")
     sys.exit(serve(controller, params, link, args.idle_timeout))

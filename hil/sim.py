@@ -25,7 +25,7 @@ import hil.jaxconfig  # noqa: F401
 from hil import tick_cache
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.models import environment, quadrotor, quaternion, sensors
-from hil.models.pytree import pytree
+from hil.models.pytree import pytree, replace
 from hil.models.quadrotor import LandingGear, QuadrotorParams, QuadrotorState
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
 from hil.models.small import matvec_t
@@ -223,13 +223,12 @@ class Simulation:
                 reading = jnp.where(deliver, channel.pending, channel.reading)
                 channels[setup.name] = Channel(model, reading, jnp.where(measure, measurement, channel.pending))
                 fresh[setup.name] = deliver
-        return SimState(state.tick, state.vehicle, state.wind, channels, state.firmware, state.command,
-                        state.acceleration), fresh
+        return replace(state, channels=channels), fresh
 
     def fly_firmware(self, state: SimState, fresh) -> SimState:
         readings = {name: channel.reading for name, channel in state.channels.items()}
         firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick / self.rate)
-        return SimState(state.tick, state.vehicle, state.wind, state.channels, firmware, command, state.acceleration)
+        return replace(state, firmware=firmware, command=command)
 
     # ---- what the host sees ------------------------------------------------------------------
 
