@@ -20,9 +20,22 @@ class LinkCounters:
     duplicates: int = 0  # frames whose seq repeated the previous one: dropped
     foreign: int = 0  # datagrams from an address other than the agreed peer: dropped
     stream: wire.StreamCounters = field(default_factory=wire.StreamCounters)  # bad frames, resyncs, garbage
+    injected: dict = field(default_factory=dict)  # scenario link faults: "outbound lost" -> count, ...
 
     def errors(self) -> dict:
         return dict(self.stream.errors)
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """What ``receive`` returns when the link knows that the frame of ``tick`` will not arrive.
+
+    Only an impaired link (scenario link faults) knows that; the lockstep loop then stops
+    waiting for the reply to ``tick`` instead of running into its timeout.
+    """
+
+    tick: int
+    why: str
 
 
 class Link(abc.ABC):
@@ -34,11 +47,16 @@ class Link(abc.ABC):
         # Called with (direction, raw bytes) for everything sent (0) and received (1): the recorder.
         self.tap: Callable[[int, bytes], None] | None = None
 
-    @abc.abstractmethod
-    def send(self, message: wire.Message) -> None: ...
+    def send(self, message: wire.Message) -> None:
+        self.transmit(wire.encode(message))
+        self.counters.frames_sent += 1
 
     @abc.abstractmethod
-    def receive(self, timeout: float) -> wire.Message | None: ...
+    def transmit(self, frame: bytes) -> None:
+        """Put an encoded frame on the line as it is; counts its bytes and shows them to the tap."""
+
+    @abc.abstractmethod
+    def receive(self, timeout: float) -> wire.Message | Undelivered | None: ...
 
     @abc.abstractmethod
     def describe(self) -> str:

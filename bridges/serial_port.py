@@ -33,7 +33,7 @@ class SerialLink(Link):
         self.reader = wire.FrameReader()
         self.counters.stream = self.reader.counters
         self._pending = collections.deque()
-        self._write(b"\x00")  # flush whatever noise sits in the receiver's buffer
+        self.transmit(b"\x00")  # flush whatever noise sits in the receiver's buffer
 
     def describe(self) -> str:
         return f"{self.url} at {self.baud} baud"
@@ -41,7 +41,7 @@ class SerialLink(Link):
     def capacity_bytes_per_second(self) -> float:
         return self.baud / BITS_PER_BYTE
 
-    def _write(self, data: bytes) -> None:
+    def transmit(self, data: bytes) -> None:
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as error:
@@ -49,10 +49,6 @@ class SerialLink(Link):
         self.counters.bytes_sent += len(data)
         if self.tap is not None:
             self.tap(0, data)
-
-    def send(self, message: wire.Message) -> None:
-        self._write(wire.encode(message))
-        self.counters.frames_sent += 1
 
     def receive(self, timeout: float) -> wire.Message | None:
         deadline = time.perf_counter() + timeout

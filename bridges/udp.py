@@ -50,16 +50,14 @@ class UdpLink(Link):
             return f"udp {host}:{port}"
         return f"udp {self.peer[0]}:{self.peer[1]} (from {host}:{port})"
 
-    def send(self, message: wire.Message) -> None:
+    def transmit(self, data: bytes) -> None:
         destination = self.agreed or self.peer
         if destination is None:
             raise LinkError(f"nothing to send to on {self.describe()}: no HELLO has arrived yet")
-        data = wire.encode(message)
         try:
             self.socket.sendto(data, destination)
         except OSError as error:
             raise LinkError(f"cannot send to {self.describe()}: {error}") from None
-        self.counters.frames_sent += 1
         self.counters.bytes_sent += len(data)
         if self.tap is not None:
             self.tap(0, data)

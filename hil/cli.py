@@ -181,12 +181,27 @@ def log_command(path):
 @click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
               help="Change the logged scenario before replaying (e.g. vehicle.mass=1.6): a what-if, or a check that "
                    "replay notices.")
-def replay_command(path, changes):
+@click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
+              help="Re-fly the logged scenario (same seed, same faults) against this emulated firmware and report "
+                   "where and how far the flight departs from the logged one.")
+@click.option("--firmware-cmd", "firmware_command", metavar="COMMAND",
+              help="Re-fly against your own firmware build, as hil run --firmware-cmd ({udp} is its HOST:PORT).")
+@click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="With --firmware or --firmware-cmd: how far (m) the re-flight may stray from the logged flight.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --firmware or --firmware-cmd: where to record the re-flight's own log.")
+def replay_command(path, changes, runtime, firmware_command, tolerance, out_path):
     """Re-run the physics of a flight log from its logged commands and compare every tick bit for bit.
 
     No firmware is needed: the command in force at every tick is in the log. Exit 0 when every
     tick is identical, 1 at the first difference (its tick, fields and both values) or when the
     log is damaged before its end.
+
+    \b
+    With --firmware or --firmware-cmd it is a regression check of a firmware change instead: the
+    logged scenario flies again against that firmware, and hil reports the first tick the flight
+    differs, the first tick it strays beyond --tolerance, and the largest differences. Exit 0 when
+    the re-flight stays within the tolerance and its expectations hold, 1 otherwise.
     """
     from hil import flightlog, replay
 
@@ -194,6 +209,8 @@ def replay_command(path, changes):
     flown = replay.scenario_of(log)
     if changes:
         flown = _changed(log, flown, changes)
+    if runtime or firmware_command:
+        _refly(log, flown, runtime, firmware_command, tolerance, out_path)
     result = replay.replay(log, flown)
     rate = log.header["rate_hz"]
     cut = f"; the log is {'cut' if log.damage else 'incomplete'} ({log.damage or 'no footer'}), replayed to its " \
@@ -206,6 +223,37 @@ def replay_command(path, changes):
     click.echo(_rows([("field", "logged  →  replayed")] + [(d.field, f"{d.logged!r}  →  {d.replayed!r}")
                                                          for d in result.differences]))
     sys.exit(EXIT_FAILED)
+
+
+def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
+    from hil import replay, runner
+
+    if runtime and firmware_command:
+        raise click.UsageError("give --firmware or --firmware-cmd, not both")
+    rate = log.header["rate_hz"]
+    result = runner.run(flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
+                        warn=lambda line: click.echo(line, err=True))
+    if result.failure:
+        click.echo(f"the re-flight broke off: {result.failure}", err=True)
+    comparison = replay.compare_flights(log.rows, result.trace.rows[:result.trace.ticks_done], result.trace.layout,
+                                        rate, tolerance)
+    flew = firmware_command or f"{flown.firmware.name} ({runtime})"
+    click.echo(f"re-flew {comparison.ticks} ticks of {log.header['scenario']} against {flew}; logged run: "
+               f"{log.header['runtime']}")
+    if comparison.first_tick is None:
+        click.echo("the flight is bit-identical to the logged one")
+    else:
+        click.echo(f"the flight departs at tick {comparison.first_tick} (t = {comparison.first_tick / rate:g} s); "
+                   + ("it stays within " if comparison.within_tolerance else
+                      f"it strays beyond {tolerance:g} m at tick {comparison.first_beyond} "
+                      f"(t = {comparison.first_beyond / rate:g} s); tolerance ") + f"{tolerance:g} m")
+    click.echo(_rows([("largest difference", "value  at")] + [
+        (name, f"{value:.4g}  t = {tick / rate:g} s") for name, (value, tick) in comparison.worst.items()]))
+    held = sum(o.passed for o in result.outcomes)
+    click.echo(f"expectations of the re-flight: {held}/{len(result.outcomes)} held"
+               + "".join(f"\n  FAIL {o.name}" for o in result.outcomes if not o.passed))
+    passed = comparison.within_tolerance and result.passed and comparison.ticks == len(log.rows)
+    sys.exit(EXIT_PASSED if passed else EXIT_FAILED)
 
 
 def _changed(log, flown, changes):

@@ -84,3 +84,48 @@ def replay(log: flightlog.FlightLog, flown=None) -> ReplayResult:
                 time.perf_counter() - started)
         command = logged[command_columns].copy()
     return ReplayResult(len(log.rows), None, (), time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a re-flight of a logged scenario against another firmware differs from the logged flight."""
+
+    ticks: int  # ticks compared: the shorter of the two flights
+    first_tick: int | None  # the first tick whose true state differs at all; None when none does
+    first_beyond: int | None  # the first tick the position differs by more than the tolerance
+    tolerance: float  # m
+    worst: dict  # quantity -> (largest difference, its tick)
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.first_beyond is None
+
+
+STATE_COLUMNS = ("position", "velocity", "attitude", "angular_rate")
+
+
+def compare_flights(logged: np.ndarray, flown: np.ndarray, layout: dict, rate: float, tolerance: float) -> Comparison:
+    """Compare two flights' rows tick by tick: where they part and how far apart they get."""
+    from hil.trace import Trace
+
+    ticks = min(len(logged), len(flown))
+    first, second = (Trace(np.asarray(rows[:ticks]), layout, rate, ticks) for rows in (logged, flown))
+    state = np.concatenate([np.arange(*span_range(layout[name])) for name in STATE_COLUMNS])
+    parted = np.flatnonzero(np.any(first.rows[:, state] != second.rows[:, state], axis=1))
+    distance = np.linalg.norm(first.column("position") - second.column("position"), axis=1)
+    beyond = np.flatnonzero(distance > tolerance)
+    differences = {
+        "position (m)": distance,
+        "altitude (m)": np.abs(first.quantity("altitude") - second.quantity("altitude")),
+        "tilt (deg)": np.abs(first.quantity("tilt_deg") - second.quantity("tilt_deg")),
+        "yaw (deg)": np.abs((first.quantity("yaw_deg") - second.quantity("yaw_deg") + 180) % 360 - 180),
+        "motor command (throttle)": np.abs(first.column("command") - second.column("command")).max(axis=1),
+    }
+    worst = {name: (float(values.max()), int(values.argmax())) for name, values in differences.items()}
+    return Comparison(ticks, int(parted[0]) if parted.size else None, int(beyond[0]) if beyond.size else None,
+                      tolerance, worst)
+
+
+def span_range(span) -> tuple[int, int]:
+    offset, size = span
+    return offset, offset + size

@@ -15,10 +15,12 @@ import numpy as np
 import hil
 from hil import firmware_process, flightlog, schema, wire
 from hil import scenario as scenario_module
+from hil.bridges.impairment import ImpairedLink
 from hil.bridges.link import Link, LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.bridges.udp import UdpLink
 from hil.expectations import Outcome, evaluate_all
+from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
 from hil.sim import READING_SIZE, CompiledTick, Simulation
@@ -148,6 +150,9 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
                 argv = firmware_process.command(scenario, runtime, address)
             firmware = firmware_process.FirmwareProcess(argv, f"{scenario.firmware.name} ({runtime})")
             link = UdpLink(address)
+        plan = LinkFaultPlan(scenario)
+        if plan:
+            link = ImpairedLink(link, plan)
         for line in line_budget_warnings(simulation, link):
             warn(line)
         session = Session(simulation, link, scenario.link, firmware, recorder)

@@ -196,6 +196,88 @@ class LinkSettings:
     hello_timeout: float = spec(10.0, unit="s", gt=0, help="how long hil waits for the firmware's HELLO")
 
 
+SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}  # reading size: the wire's SENSORS layout
+
+
+@dataclass(frozen=True)
+class MotorFault:
+    index: int = spec(ge=0, le=3, help="motor 0 front-right, 1 rear-left, 2 front-left, 3 rear-right (PX4 quad X)")
+    efficiency: float = spec(ge=0, lt=1, help="fraction of its thrust the motor still gives at any throttle; 0: failed")
+
+
+@dataclass(frozen=True)
+class SensorFault:
+    name: Literal["imu", "baro", "mag", "gps"]
+    mode: Literal["dropout", "stuck", "bias", "noise"] = spec(
+        help="dropout: no readings arrive; stuck: readings arrive but repeat the last good value; bias: `offset` "
+             "is added to every reading; noise: white noise of standard deviation `std` is added")
+    offset: list[float] | None = spec(None, help="bias: one value per reading field, in the reading's units")
+    std: list[float] | None = spec(None, ge=0, help="noise: one standard deviation per reading field")
+
+    def __check__(self, check, path):
+        size = SENSOR_FIELDS[self.name]
+        wanted = {"bias": "offset", "noise": "std"}.get(self.mode)
+        for key in ("offset", "std"):
+            value = getattr(self, key)
+            if key == wanted and value is None:
+                check.fail(path + (key,), f"a {self.mode} fault needs `{key}`: {size} numbers, one per {self.name} field")
+            elif key != wanted and value is not None:
+                check.fail(path + (key,), f"`{key}` does not apply to a {self.mode} fault")
+            elif value is not None and len(value) != size:
+                check.fail(path + (key,), f"{self.name} readings have {size} fields, `{key}` has {len(value)} values")
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    loss: float = spec(0.0, ge=0, le=1, help="probability that a frame is lost, each direction")
+    duplicate: float = spec(0.0, ge=0, le=1, help="probability that a frame arrives twice")
+    corrupt: float = spec(0.0, ge=0, le=1, help="probability that one bit of a frame is flipped")
+    delay: float = spec(0.0, unit="s", ge=0, le=1, help="extra latency of every command: the reply to tick k takes "
+                                                         "effect at tick k + delay x rate")
+
+
+@dataclass(frozen=True)
+class Fault:
+    start: float = spec(unit="s", ge=0)
+    duration: float | None = spec(None, unit="s", gt=0, help="unset: to the end of the run")
+    name: str = spec("", help="for the run summary; unset: described from the fault")
+    motor: MotorFault | None = spec(None, help="loss of efficiency or failure of one motor")
+    sensor: SensorFault | None = spec(None, help="dropout, stuck value, bias step or noise increase of one sensor")
+    gps_loss: bool = spec(False, help="true: no GPS readings arrive (a sensor dropout of gps)")
+    link: LinkFault | None = spec(None, help="frames lost, duplicated, corrupted or delayed between hil and the "
+                                             "firmware, in both directions; needs a firmware on a link")
+
+    def kinds(self) -> list[str]:
+        return [kind for kind in FAULT_KINDS if getattr(self, kind)]
+
+    def sensor_fault(self) -> SensorFault | None:
+        """The fault on a sensor's readings, with GPS loss as the dropout of gps that it is."""
+        return SensorFault("gps", "dropout") if self.gps_loss else self.sensor
+
+    def describe(self) -> str:
+        if self.name:
+            return self.name
+        if self.motor:
+            what = "fails" if self.motor.efficiency == 0 else f"at {self.motor.efficiency:.0%} efficiency"
+            return f"motor {self.motor.index} {what}"
+        if self.gps_loss:
+            return "GPS loss"
+        if self.sensor:
+            return f"{self.sensor.name} {self.sensor.mode}"
+        parts = [f"{value:g}{unit} {key}" for key, value, unit in (
+            ("loss", 100 * self.link.loss, " %"), ("duplication", 100 * self.link.duplicate, " %"),
+            ("corruption", 100 * self.link.corrupt, " %"), ("delay", 1000 * self.link.delay, " ms")) if value]
+        return "link " + (", ".join(parts) or "untouched")
+
+    def __check__(self, check, path):
+        kinds = self.kinds()
+        if len(kinds) != 1:
+            check.fail(path, f"a fault needs exactly one of {', '.join(FAULT_KINDS)}" + (f"; it has {', '.join(kinds)}" if kinds else ""))
+
+
+FAULT_KINDS = ("motor", "sensor", "gps_loss", "link")
+
+
 QUANTITIES = {
     "north": "m", "east": "m", "down": "m", "altitude": "m (-down)",
     "velocity_north": "m/s", "velocity_east": "m/s", "velocity_down": "m/s", "speed": "m/s",
@@ -275,6 +357,7 @@ class Scenario:
     sensors: Sensors = spec(factory=Sensors)
     firmware: Firmware = spec(factory=Firmware)
     link: LinkSettings = spec(factory=LinkSettings)
+    faults: list[Fault] = spec(factory=list, help="what goes wrong, and when")
     expect: list[Expectation] = spec(factory=list)
     # The file's text, for the flight log; not a key of the file.
     source: str = dataclasses.field(default="", compare=False, repr=False, metadata={"internal": True})
@@ -310,10 +393,24 @@ class Scenario:
                 if value is not None and value > self.duration:
                     check.fail(("expect", index, expectation.kind(), key),
                                f"{value} s is past the end of the run ({self.duration} s)")
+        for index, fault in enumerate(self.faults):
+            self._check_fault(check, ("faults", index), fault)
         names = [e.name for e in self.expect]
         for index, name in enumerate(names):
             if names.index(name) != index:
                 check.fail(("expect", index, "name"), f"expectation name {name!r} is used twice")
+
+
+    def _check_fault(self, check, path, fault: Fault) -> None:
+        if fault.start >= self.duration:
+            check.fail(path + ("start",), f"{fault.start} s is not before the end of the run ({self.duration} s)")
+        sensor = fault.sensor_fault()
+        if sensor is not None and getattr(self.sensors, sensor.name) is None:
+            check.fail(path + (("gps_loss",) if fault.gps_loss else ("sensor", "name")),
+                       f"the scenario has no {sensor.name}; add sensors.{sensor.name} or drop the fault")
+        if fault.link is not None and self.firmware.runtime == "in-process":
+            check.fail(path + ("link",), "firmware.runs is in-process: there is no link to disturb; "
+                                         "fly the firmware as c or python")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hil import wire
-from hil.bridges.link import Link, LinkError
+from hil.bridges.link import Link, LinkError, Undelivered
 from hil.scenario import LinkSettings
 from hil.sim import MOTORS, READING_SIZE, Simulation
 from hil.trace import Trace
@@ -64,6 +64,8 @@ class LinkStats:
                                        f"max {rtt.max():.0f} µs"))
         rows.append(("replies", f"{self.late_replies} late, {self.lost_replies} lost, {self.unexpected} unexpected"
                      + (f"; policy {self.policy_applied}" if self.policy_applied else "")))
+        if c.injected:
+            rows.append(("injected faults", ", ".join(f"{v} {k}" for k, v in sorted(c.injected.items()))))
         errors = c.errors()
         rows.append(("bad frames", ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"))
         rows.append(("resyncs", f"{c.stream.resyncs} ({c.stream.garbage_bytes} B dropped), {c.duplicates} duplicates, "
@@ -202,6 +204,7 @@ class Session:
         recorder = self.recorder
         rows = trace.rows
         command = np.zeros(MOTORS)
+        self._command_tick = -1  # the tick whose reply is in force
         state = initial
         timeout = self.settings.timeout
         started = time.perf_counter()
@@ -216,8 +219,13 @@ class Session:
             sent = time.perf_counter()
             self._send(wire.Sensors, k, fresh, values)
             stats.sensors_sent += 1
-            reply = self._await(k, sent + timeout, stats)
-            if reply is None:
+            reply, newest = self._await(k, sent + timeout, stats)
+            if isinstance(reply, wire.Actuators):
+                stats.round_trips.append(time.perf_counter() - sent)
+                newest = reply
+            elif isinstance(reply, Undelivered):
+                stats.lost_replies += 1  # the link's own faults: the command in force stays, as on a real line
+            else:
                 stats.late_replies += 1
                 stats.lost_replies += 1
                 self._check_firmware(k)
@@ -228,10 +236,10 @@ class Session:
                     raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
                                        f"the scenario's policy is to abort")
                 if policy == "cut":
-                    command = np.zeros(MOTORS)
-            else:
-                stats.round_trips.append(time.perf_counter() - sent)
-                command = np.clip(np.asarray(reply.values, dtype=np.float64), 0.0, 1.0)
+                    command, newest = np.zeros(MOTORS), None
+            if newest is not None:
+                self._command_tick = newest.tick
+                command = np.clip(np.asarray(newest.values, dtype=np.float64), 0.0, 1.0)
             row[self._command_slice] = command
             if recorder is not None:
                 recorder.tick(k, row, state)
@@ -244,19 +252,28 @@ class Session:
         return state, stats
 
     def _await(self, tick: int, deadline: float, stats: LinkStats):
+        """Wait for the reply to ``tick``: returns it (or the link's word that it will not come, or None
+        at the deadline), and the newest older reply that arrived meanwhile and is newer than the
+        command in force (a delayed one), or None."""
+        newest = None
         while (remaining := deadline - time.perf_counter()) > 0:
             message = self.link.receive(remaining)
             if isinstance(message, wire.Actuators):
-                if message.tick == tick and len(message.values) == MOTORS:
-                    stats.actuators_received += 1
-                    return message
-                if message.tick < tick:
-                    stats.late_replies += 1
-                else:
+                if len(message.values) != MOTORS or message.tick > tick:
                     stats.unexpected += 1
+                    continue
+                stats.actuators_received += 1
+                if message.tick == tick:
+                    return message, None
+                stats.late_replies += 1
+                if message.tick > max(self._command_tick, newest.tick if newest else -1):
+                    newest = message
+            elif isinstance(message, Undelivered):
+                if message.tick == tick:
+                    return message, newest
             elif message is not None:
                 self._note(message, stats)
-        return None
+        return None, newest
 
     def _drain_replies(self, sent_at: dict, stats: LinkStats) -> None:
         """After the last tick: give the replies still in flight one timeout to arrive."""
@@ -306,7 +323,7 @@ class Session:
                         pending = (message.tick, message.values)
                     else:
                         stats.late_replies += 1
-                elif message is not None and not isinstance(message, wire.Actuators):
+                elif message is not None and not isinstance(message, (wire.Actuators, Undelivered)):
                     self._note(message, stats)
             while time.perf_counter() < deadline:
                 pass

@@ -23,6 +23,7 @@ from jax import export
 
 import hil.jaxconfig  # noqa: F401
 from hil import tick_cache
+from hil.faults import FAULT_STREAM_BASE, VehicleFaults
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.models import environment, quadrotor, quaternion, sensors
 from hil.models.pytree import pytree, replace
@@ -31,8 +32,15 @@ from hil.models.rigid_body import RigidBodyParams, RigidBodyState
 from hil.models.small import matvec_t
 from hil.scenario import Scenario
 
-# Fixed per-consumer stream ids: adding a consumer never shifts another's noise.
+# Fixed per-consumer stream ids: adding a consumer never shifts another's noise. The scenario's
+# fault i draws from stream FAULT_STREAM_BASE + i (``fault.i``).
 STREAMS = {"wind": 1, "imu": 16, "baro": 17, "mag": 18, "gps": 19}
+
+
+def stream_id(name: str) -> int:
+    if name.startswith("fault."):
+        return FAULT_STREAM_BASE + int(name.removeprefix("fault."))
+    return STREAMS[name]
 SENSOR_ORDER = ("imu", "baro", "mag", "gps")
 READING_SIZE = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}
 FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop}
@@ -46,7 +54,7 @@ def tick_noise(key, tick, streams: tuple[str, ...]) -> dict:
     All streams are derived in one vectorised call: XLA on CPU runs threefry as a loop, and one
     loop per consumer per tick would cost more than the physics.
     """
-    ids = jnp.array([STREAMS[name] for name in streams], dtype=jnp.uint32)
+    ids = jnp.array([stream_id(name) for name in streams], dtype=jnp.uint32)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, tick), ids)
     draws = jax.vmap(lambda k: jax.random.normal(k, (sensors.NORMALS_PER_STREAM,)))(keys)
     return {name: draws[i] for i, name in enumerate(streams)}
@@ -149,6 +157,7 @@ class Simulation:
             gust_peak=np.array([g.peak for g in wind.gusts]).reshape(-1, 3))
         self.home_altitude = scenario.environment.home_altitude
         self.sensors = _sensor_setups(scenario)
+        self.faults = VehicleFaults(scenario)
         self.in_process = in_process_firmware
         self.firmware = FIRMWARES[scenario.firmware.name] if in_process_firmware else None
         self.firmware_params = self.firmware.params_from_scenario(scenario) if self.firmware else None
@@ -178,7 +187,7 @@ class Simulation:
 
     @property
     def streams(self) -> tuple[str, ...]:
-        return ("wind",) + tuple(s.name for s in self.sensors)
+        return ("wind",) + tuple(s.name for s in self.sensors) + self.faults.streams
 
     def physics(self, state: SimState, command, noise) -> SimState:
         """Integrate one tick with ``command`` and the air at the tick's start held constant.
@@ -188,9 +197,11 @@ class Simulation:
         _, air = self.air(state.vehicle, state.wind, state.tick)
         dt = jnp.where(state.tick >= 0, self.dt, 0.0)
         substep = dt / self.substeps
+        # A motor fault limits the rotor speed the motor reaches, whatever the firmware asks for.
+        reachable = command * self.faults.motor_speed_scale(state.tick) if self.faults.motors else command
 
         def one(vehicle):
-            return quadrotor.step(self.params, vehicle, command, air, substep)
+            return quadrotor.step(self.params, vehicle, reachable, air, substep)
 
         vehicle = state.vehicle
         if self.substeps <= UNROLLED_SUBSTEPS:  # a loop of one XLA op per iteration costs more than it saves
@@ -216,13 +227,15 @@ class Simulation:
             model, measurement = setup.sample(setup.params, channel.model, truth, noise[setup.name])
             model = jax.tree_util.tree_map(lambda new, old: jnp.where(measure, new, old), model, channel.model)
             if setup.latency == 0:
-                channels[setup.name] = Channel(model, jnp.where(measure, measurement, channel.reading), channel.pending)
-                fresh[setup.name] = measure
+                deliver, delivered, pending = measure, measurement, channel.pending
             else:
                 deliver = (state.tick >= setup.latency) & ((state.tick - setup.latency) % setup.decimation == 0)
-                reading = jnp.where(deliver, channel.pending, channel.reading)
-                channels[setup.name] = Channel(model, reading, jnp.where(measure, measurement, channel.pending))
-                fresh[setup.name] = deliver
+                delivered, pending = channel.pending, jnp.where(measure, measurement, channel.pending)
+            if setup.name in self.faults.sensors:
+                delivered, deliver = self.faults.on_reading(setup.name, state.tick, delivered, channel.reading,
+                                                            deliver, noise)
+            channels[setup.name] = Channel(model, jnp.where(deliver, delivered, channel.reading), pending)
+            fresh[setup.name] = deliver
         return replace(state, channels=channels), fresh
 
     def fly_firmware(self, state: SimState, fresh) -> SimState:

@@ -156,3 +156,29 @@ def test_plot_writes_a_real_png(whole_log, tmp_path):
     pixels = matplotlib.image.imread(tmp_path / "run.png")
     assert pixels.shape[0] > 800 and pixels.shape[1] > 1000
     assert pixels[..., :3].std() > 0.05  # lines and text, not a blank canvas
+
+
+def test_refly_against_an_equivalent_firmware_stays_within_tolerance(whole_log):
+    completed = subprocess.run([sys.executable, "-m", "hil", "replay", str(whole_log), "--firmware", "in-process"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "re-flew 10001 ticks of hover against quad_pid (in-process); logged run: c" in completed.stdout
+    # The C and JAX controllers agree to about 1e-12: the flights part, but by nanometres.
+    assert "stays within 0.1 m" in completed.stdout or "bit-identical" in completed.stdout
+
+
+def test_refly_against_a_changed_firmware_names_where_it_strays(whole_log):
+    import shlex
+
+    from hil import firmware_process, replay as replay_module
+
+    logged = replay_module.scenario_of(flightlog.read(whole_log))
+    argv = firmware_process.command(logged, "c", "{udp}")
+    argv = [a.replace("gain_position=1.0,1.0,1.2", "gain_position=3.0,3.0,1.2") for a in argv]
+    assert "gain_position=3.0,3.0,1.2" in argv
+    completed = subprocess.run([sys.executable, "-m", "hil", "replay", str(whole_log), "--firmware-cmd",
+                                shlex.join(argv), "--tolerance", "0.05"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    line = next(l for l in completed.stdout.splitlines() if "strays beyond 0.05 m" in l)
+    assert int(line.split("strays beyond 0.05 m at tick ")[1].split()[0]) > 2000  # after arming and spin-up
+    assert "position (m)" in completed.stdout and "motor command (throttle)" in completed.stdout
