@@ -180,3 +180,24 @@ def _decoded(frame: bytes):
         return wire.decode(frame[:-1])
     except wire.FrameError:
         return None
+
+
+def test_link_delay_applies_each_reply_a_fixed_number_of_ticks_late(scenario_file, tmp_path):
+    path = scenario_file("hover.yaml", duration=5.0, expect=[],
+                         faults=[{"start": 2.5, "duration": 1.5, "link": {"delay": 0.02}}])
+    log_path = tmp_path / "delayed.hillog"
+    completed = subprocess.run([sys.executable, "-m", "hil", "run", str(path), "--out", str(log_path), "-q"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    log = flightlog.read(log_path)
+    replies = {m.tick: m.values for m in map(_decoded, (p[3] for p in log.packets if p[0] == 1))
+               if isinstance(m, wire.Actuators)}
+    command = np.array(log.rows)[:, slice(*_span(log.header["layout"]["command"]))]
+    for tick in (2400, 2600, 3500, 4500):  # before, inside (replies from 20 ticks back), inside, after
+        answered = tick - 20 if 2520 <= tick < 4000 else tick
+        np.testing.assert_array_equal(command[tick], replies[answered])
+        assert np.any(command[tick] != replies[tick - 1])  # climbing: every reply differs from the one before
+
+
+def _span(span):
+    return span[0], span[0] + span[1]
