@@ -131,7 +131,20 @@ def test_the_scenario_reference_matches_the_schema():
         "docs/scenarios.md is stale: run python -m hil.scenario docs/scenarios.md"
 
 
-def test_junit_and_json_reports_name_each_expectation(scenario_file, tmp_path):
+@pytest.fixture(scope="module")
+def junit_schema():
+    import xmlschema
+    return xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
+
+
+def test_the_junit_schema_refuses_what_ci_systems_cannot_read(junit_schema, tmp_path):
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<testsuites><testsuite name="s" tests="one"><testcase classname="c"/></testsuite></testsuites>')
+    errors = list(junit_schema.iter_errors(str(bad)))
+    assert len(errors) == 2  # tests is not a count; the testcase has no name
+
+
+def test_junit_and_json_reports_name_each_expectation(scenario_file, tmp_path, junit_schema):
     import json
     import xml.etree.ElementTree as ElementTree
     path = scenario_file("hover.yaml", duration=10.0, expect=[
@@ -144,6 +157,7 @@ def test_junit_and_json_reports_name_each_expectation(scenario_file, tmp_path):
     assert suites.tag == "testsuites"
     (suite,) = suites.findall("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "1" and suite.get("errors") == "0"
+    junit_schema.validate(str(tmp_path / "r.xml"))
     cases = {case.get("name"): case for case in suite.findall("testcase")}
     assert set(cases) == {"levitates to 50 m", "stays level"}
     assert cases["levitates to 50 m"].find("failure") is not None and cases["stays level"].find("failure") is None
