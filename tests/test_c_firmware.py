@@ -543,9 +543,10 @@ def udp_firmware(firmware):
         process.communicate()
 
 
-def handshake(hil, process):
+def handshake(hil, process, **hello):
+    """HELLO (with ``hello`` changed) until the firmware answers; returns its reply."""
     for _ in range(50):  # the firmware may not be bound yet: HELLO again, as hil does every 200 ms
-        hil.hello()
+        hil.hello(**hello)
         hil.socket.settimeout(0.05)
         try:
             reply = hil.receive()
@@ -625,15 +626,7 @@ def test_udp_peer_is_the_first_hello_sender(udp_firmware):
 
 def test_a_version_mismatch_is_answered_and_ends_the_firmware(udp_firmware):
     process, hil = udp_firmware()
-    hil.socket.settimeout(0.1)
-    for _ in range(50):
-        hil.hello(version=2)
-        try:
-            reply = hil.receive()
-            break
-        except (socket.timeout, ConnectionRefusedError):
-            continue
-    hil.socket.settimeout(5.0)
+    reply = handshake(hil, process, version=2)
     assert isinstance(reply, wire.Hello) and reply.version == 1
     goodbye = hil.receive()
     assert isinstance(goodbye, wire.Goodbye) and goodbye.code == wire.GOODBYE_VERSION_MISMATCH
@@ -646,16 +639,7 @@ def test_a_version_mismatch_is_answered_and_ends_the_firmware(udp_firmware):
 
 def test_a_missing_sensor_is_a_layout_mismatch(udp_firmware):
     process, hil = udp_firmware()
-    reply = None
-    hil.socket.settimeout(0.1)
-    for _ in range(50):
-        hil.hello(sensors=SENSOR_LAYOUT[:3])
-        try:
-            reply = hil.receive()
-            break
-        except (socket.timeout, ConnectionRefusedError):
-            continue
-    hil.socket.settimeout(5.0)
+    reply = handshake(hil, process, sensors=SENSOR_LAYOUT[:3])
     assert isinstance(reply, wire.Hello)
     goodbye = hil.receive()
     assert goodbye.code == wire.GOODBYE_LAYOUT_MISMATCH and "gps" in goodbye.reason
