@@ -102,9 +102,8 @@ class ImpairedLink(Link):
         if decision.duplicated:
             self._count("inbound duplicated")
             self.link._accept(message)  # the copy repeats the sequence number: dropped and counted
-        delay = self.plan.delay_ticks(message.tick)
-        if delay:
+        if decision.delay:
             self._count("inbound delayed")
-            self._held.append((message.tick + delay, message))
-            return Undelivered(message.tick, f"ACTUATORS delayed by {delay} ticks")
+            self._held.append((message.tick + decision.delay, message))
+            return Undelivered(message.tick, f"ACTUATORS delayed by {decision.delay} ticks")
         return message

@@ -104,6 +104,7 @@ class LinkDecision:
     duplicated: bool
     corrupted: bool
     where: float  # in [0, 1): the position of the flipped bit in the frame
+    delay: int  # ticks the frame is held back (replies only)
 
 
 class LinkFaultPlan:
@@ -145,17 +146,16 @@ class LinkFaultPlan:
         if not active:
             return None
         lost = duplicated = corrupted = False
-        where = 0.0
+        where, delay = 0.0, 0
+        first = 0 if outbound else LINK_DRAWS // 2
         for link, stream in active:
-            u = self._uniforms(tick, stream)[0 if outbound else 4:][:4]
-            lost |= bool(u[0] < link.loss)
-            duplicated |= bool(u[1] < link.duplicate)
-            if u[2] < link.corrupt:
-                corrupted, where = True, float(u[3])
-        return LinkDecision(lost, duplicated, corrupted, where)
-
-    def delay_ticks(self, tick: int) -> int:
-        return max((round(link.delay * self.rate) for link, _ in self._active(tick)), default=0)
+            u_lost, u_duplicated, u_corrupted, u_where = self._uniforms(tick, stream)[first:first + LINK_DRAWS // 2]
+            lost |= bool(u_lost < link.loss)
+            duplicated |= bool(u_duplicated < link.duplicate)
+            if u_corrupted < link.corrupt:
+                corrupted, where = True, float(u_where)
+            delay = max(delay, round(link.delay * self.rate))
+        return LinkDecision(lost, duplicated, corrupted, where, 0 if outbound else delay)
 
 
 def _link_draws(key, tick, stream):

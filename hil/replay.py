@@ -110,8 +110,8 @@ def compare_flights(logged: np.ndarray, flown: np.ndarray, layout: dict, rate: f
 
     ticks = min(len(logged), len(flown))
     first, second = (Trace(np.asarray(rows[:ticks]), layout, rate, ticks) for rows in (logged, flown))
-    state = np.concatenate([np.arange(*span_range(layout[name])) for name in STATE_COLUMNS])
-    parted = np.flatnonzero(np.any(first.rows[:, state] != second.rows[:, state], axis=1))
+    parted = np.flatnonzero(np.any([np.any(first.column(name) != second.column(name), axis=1) for name in STATE_COLUMNS],
+                                   axis=0))
     distance = np.linalg.norm(first.column("position") - second.column("position"), axis=1)
     beyond = np.flatnonzero(distance > tolerance)
     differences = {
@@ -125,7 +125,3 @@ def compare_flights(logged: np.ndarray, flown: np.ndarray, layout: dict, rate: f
     return Comparison(ticks, int(parted[0]) if parted.size else None, int(beyond[0]) if beyond.size else None,
                       tolerance, worst)
 
-
-def span_range(span) -> tuple[int, int]:
-    offset, size = span
-    return offset, offset + size

@@ -240,7 +240,7 @@ class LinkFault:
 class Fault:
     start: float = spec(unit="s", ge=0)
     duration: float | None = spec(None, unit="s", gt=0, help="unset: to the end of the run")
-    name: str = spec("", help="for the run summary; unset: described from the fault")
+    name: str = spec("", help="what the fault stands for, for the reader of the scenario")
     motor: MotorFault | None = spec(None, help="loss of efficiency or failure of one motor")
     sensor: SensorFault | None = spec(None, help="dropout, stuck value, bias step or noise increase of one sensor")
     gps_loss: bool = spec(False, help="true: no GPS readings arrive (a sensor dropout of gps)")
@@ -253,21 +253,6 @@ class Fault:
     def sensor_fault(self) -> SensorFault | None:
         """The fault on a sensor's readings, with GPS loss as the dropout of gps that it is."""
         return SensorFault("gps", "dropout") if self.gps_loss else self.sensor
-
-    def describe(self) -> str:
-        if self.name:
-            return self.name
-        if self.motor:
-            what = "fails" if self.motor.efficiency == 0 else f"at {self.motor.efficiency:.0%} efficiency"
-            return f"motor {self.motor.index} {what}"
-        if self.gps_loss:
-            return "GPS loss"
-        if self.sensor:
-            return f"{self.sensor.name} {self.sensor.mode}"
-        parts = [f"{value:g}{unit} {key}" for key, value, unit in (
-            ("loss", 100 * self.link.loss, " %"), ("duplication", 100 * self.link.duplicate, " %"),
-            ("corruption", 100 * self.link.corrupt, " %"), ("delay", 1000 * self.link.delay, " ms")) if value]
-        return "link " + (", ".join(parts) or "untouched")
 
     def __check__(self, check, path):
         kinds = self.kinds()

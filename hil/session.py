@@ -186,6 +186,10 @@ class Session:
         except LinkError:
             pass
 
+    def _new_stats(self, mode: str) -> LinkStats:
+        return LinkStats(mode, self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
+                         counters=self.link.counters)
+
     def _note(self, message, stats: LinkStats) -> None:
         if isinstance(message, wire.Status):
             stats.status_messages.append((message.tick, message.severity, message.text))
@@ -199,12 +203,11 @@ class Session:
             return self._fly_lockstep(advance, initial, trace, progress, interval)
 
     def _fly_lockstep(self, advance, initial, trace: Trace, progress, interval):
-        self.stats = stats = LinkStats("lockstep", self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
-                                       counters=self.link.counters)
+        self.stats = stats = self._new_stats("lockstep")
         recorder = self.recorder
         rows = trace.rows
         command = np.zeros(MOTORS)
-        self._command_tick = -1  # the tick whose reply is in force
+        command_tick = -1  # the tick whose reply is in force
         state = initial
         timeout = self.settings.timeout
         started = time.perf_counter()
@@ -219,7 +222,7 @@ class Session:
             sent = time.perf_counter()
             self._send(wire.Sensors, k, fresh, values)
             stats.sensors_sent += 1
-            reply, newest = self._await(k, sent + timeout, stats)
+            reply, newest = self._await(k, sent + timeout, command_tick, stats)
             if isinstance(reply, wire.Actuators):
                 stats.round_trips.append(time.perf_counter() - sent)
                 newest = reply
@@ -238,8 +241,7 @@ class Session:
                 if policy == "cut":
                     command, newest = np.zeros(MOTORS), None
             if newest is not None:
-                self._command_tick = newest.tick
-                command = np.clip(np.asarray(newest.values, dtype=np.float64), 0.0, 1.0)
+                command_tick, command = newest.tick, _throttles(newest.values)
             row[self._command_slice] = command
             if recorder is not None:
                 recorder.tick(k, row, state)
@@ -251,10 +253,10 @@ class Session:
         stats.wall_seconds = time.perf_counter() - started
         return state, stats
 
-    def _await(self, tick: int, deadline: float, stats: LinkStats):
+    def _await(self, tick: int, deadline: float, command_tick: int, stats: LinkStats):
         """Wait for the reply to ``tick``: returns it (or the link's word that it will not come, or None
         at the deadline), and the newest older reply that arrived meanwhile and is newer than the
-        command in force (a delayed one), or None."""
+        reply to ``command_tick``, in force (a delayed one), or None."""
         newest = None
         while (remaining := deadline - time.perf_counter()) > 0:
             message = self.link.receive(remaining)
@@ -266,7 +268,7 @@ class Session:
                 if message.tick == tick:
                     return message, None
                 stats.late_replies += 1
-                if message.tick > max(self._command_tick, newest.tick if newest else -1):
+                if message.tick > max(command_tick, newest.tick if newest else -1):
                     newest = message
             elif isinstance(message, Undelivered):
                 if message.tick == tick:
@@ -292,8 +294,7 @@ class Session:
             return self._fly_realtime(advance, initial, trace, progress, interval)
 
     def _fly_realtime(self, advance, initial, trace: Trace, progress, interval):
-        self.stats = stats = LinkStats("real time", self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
-                                       counters=self.link.counters)
+        self.stats = stats = self._new_stats("real time")
         recorder = self.recorder
         rows = trace.rows
         period = self.simulation.dt
@@ -334,7 +335,7 @@ class Session:
                 stats.overruns += 1
             if pending is not None:
                 command_tick, values = pending
-                command = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+                command = _throttles(values)
                 pending = None
             state, out = advance(state, command)
             self.state = state
@@ -362,6 +363,11 @@ class Session:
         trace.ticks_done = last + 1
         stats.wall_seconds = time.perf_counter() - start
         return state, stats
+
+
+def _throttles(values) -> np.ndarray:
+    """A reply's motor values as the command in force: throttles in [0, 1]."""
+    return np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
 
 
 @contextlib.contextmanager

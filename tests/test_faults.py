@@ -6,6 +6,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import yaml
 from support import SCENARIOS
 
 from hil import flightlog, runner, scenario, wire
@@ -13,6 +14,7 @@ from hil.bridges.impairment import ImpairedLink
 from hil.bridges.link import Undelivered
 from hil.bridges.udp import UdpLink
 from hil.faults import FAULT_STREAM_BASE, LinkFaultPlan
+from hil.trace import Trace
 
 RATE = 1000
 SENSOR_FAULTS = [
@@ -34,7 +36,6 @@ def faulty_and_clean(tmp_path_factory):
     runs = []
     for faults in (SENSOR_FAULTS, []):
         path = tmp_path_factory.mktemp("faults") / "s.yaml"
-        import yaml
         data = yaml.safe_load(base.source)
         data.update(ON_THE_GROUND, faults=faults)
         path.write_text(yaml.safe_dump(data))
@@ -192,12 +193,8 @@ def test_link_delay_applies_each_reply_a_fixed_number_of_ticks_late(scenario_fil
     log = flightlog.read(log_path)
     replies = {m.tick: m.values for m in map(_decoded, (p[3] for p in log.packets if p[0] == 1))
                if isinstance(m, wire.Actuators)}
-    command = np.array(log.rows)[:, slice(*_span(log.header["layout"]["command"]))]
+    command = Trace(np.array(log.rows), log.header["layout"], RATE, len(log.rows)).column("command")
     for tick in (2400, 2600, 3500, 4500):  # before, inside (replies from 20 ticks back), inside, after
         answered = tick - 20 if 2520 <= tick < 4000 else tick
         np.testing.assert_array_equal(command[tick], replies[answered])
         assert np.any(command[tick] != replies[tick - 1])  # climbing: every reply differs from the one before
-
-
-def _span(span):
-    return span[0], span[0] + span[1]
