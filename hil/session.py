@@ -148,7 +148,13 @@ class Session:
                                f"{tick}; its last output:\n{self.firmware.last_output() or '(none)'}")
 
     def handshake(self) -> wire.Hello:
-        """Send HELLO until the firmware's arrives; check that both sides agree."""
+        """Send HELLO until the firmware's arrives; check that both sides agree.
+
+        Garbage is collected first: between HELLO and tick 0 the firmware waits, and a firmware
+        left waiting sends a HEARTBEAT, which would take a sequence number in one run and not in
+        the next.
+        """
+        gc.collect()
         deadline = time.perf_counter() + self.settings.hello_timeout
         while time.perf_counter() < deadline:
             h = self.hello
@@ -372,8 +378,8 @@ def _throttles(values) -> np.ndarray:
 
 @contextlib.contextmanager
 def _no_garbage_collection():
-    """Python's cyclic collector pauses a loop for milliseconds at a time: collect before, not during."""
-    gc.collect()
+    """Python's cyclic collector pauses a loop for milliseconds at a time: it has collected during
+    the handshake, and does not run during the loop."""
     gc.disable()
     try:
         yield
