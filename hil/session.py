@@ -3,7 +3,7 @@
 Lockstep: tick k + 1 is not released until the ACTUATORS for tick k arrive or the scenario's
 timeout passes (a counted fault handled by its policy). Real time: ticks are released on
 absolute deadlines (sleep, then spin for the last stretch); a command applies from the first
-tick after it arrived. Both count everything that went wrong and never hide it.
+tick after it arrived, and a firmware silent for longer than the timeout meets the policy. Both count everything that went wrong and never hide it.
 """
 
 import contextlib
@@ -41,7 +41,8 @@ class LinkStats:
     sensors_sent: int = 0
     actuators_received: int = 0
     round_trips: list = field(default_factory=list)  # s, SENSORS sent to its ACTUATORS received
-    late_replies: int = 0  # lockstep: timeouts; real time: replies older than the command in force
+    late_replies: int = 0  # timeouts (real time: silences longer than the timeout), and replies older than
+    # the command in force
     lost_replies: int = 0  # ticks whose reply never came
     unexpected: int = 0  # ACTUATORS for a tick that was not asked for
     policy_applied: dict = field(default_factory=dict)
@@ -177,6 +178,11 @@ class Session:
             f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
             f"protocol, that the port and baud rate (or address) are right, and that nothing else holds the port.")
 
+    def send_tick(self, tick: int, row: np.ndarray) -> None:
+        """Tell the firmware what tick ``tick`` (its ``row`` of the trace) sensed: a SENSORS frame."""
+        fresh, values = self.sensors_message(row, tick)
+        self._send(wire.Sensors, tick, fresh, values)
+
     def sensors_message(self, row: np.ndarray, tick: int) -> tuple[int, tuple]:
         flags = row[self._fresh_slice]
         fresh, values = 0, []
@@ -224,9 +230,8 @@ class Session:
             self.state = state  # each call consumes the previous buffer: a failure reports this one
             row = rows[k]
             row[:] = out
-            fresh, values = self.sensors_message(row, k)
             sent = time.perf_counter()
-            self._send(wire.Sensors, k, fresh, values)
+            self.send_tick(k, row)
             stats.sensors_sent += 1
             reply, newest = self._await(k, sent + timeout, command_tick, stats)
             if isinstance(reply, wire.Actuators):
@@ -301,7 +306,6 @@ class Session:
 
     def _fly_realtime(self, advance, initial, trace: Trace, progress, interval):
         self.stats = stats = self._new_stats("real time")
-        recorder = self.recorder
         rows = trace.rows
         period = self.simulation.dt
         command = np.zeros(MOTORS)
@@ -312,63 +316,88 @@ class Session:
         start = time.perf_counter() + 0.01
         next_report = start + interval
         pending = None  # the newest reply received since the last release: (tick, values)
-        for k in range(last + 1):
-            deadline = start + k * period
-            # Wait for the deadline listening to the link, so replies are timed as they arrive;
-            # spin the last stretch, since waking from a sleep is late by tens of µs.
-            while True:
-                remaining = deadline - SPIN_BEFORE_DEADLINE - time.perf_counter()
-                message = self.link.receive(max(remaining, 0.0))
-                if message is None and remaining <= 0:
-                    break
-                if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
-                    arrived = time.perf_counter()
-                    if message.tick in sent_at:
-                        stats.round_trips.append(arrived - sent_at.pop(message.tick))
-                    stats.actuators_received += 1
-                    if message.tick > max(command_tick, pending[0] if pending else -1):
-                        pending = (message.tick, message.values)
-                    else:
-                        stats.late_replies += 1
-                elif message is not None and not isinstance(message, (wire.Actuators, Undelivered)):
-                    self._note(message, stats)
-            while time.perf_counter() < deadline:
-                pass
-            released = time.perf_counter()
-            lateness = released - deadline
-            stats.period_errors.append(lateness)
-            if lateness > period:
-                stats.overruns += 1
-            if pending is not None:
-                command_tick, values = pending
-                command = _throttles(values)
-                pending = None
-            state, out = advance(state, command)
-            self.state = state
-            row = rows[k]
-            row[:] = out
-            row[self._command_slice] = command
-            fresh, values = self.sensors_message(row, k)
-            sent_at[k] = time.perf_counter()
-            self._send(wire.Sensors, k, fresh, values)
-            if recorder is not None:
-                recorder.tick(k, row, state)
-            stats.sensors_sent += 1
-            if len(sent_at) > 1000:  # replies this old will not come: count them lost
-                for old in [t for t in sent_at if t < k - 1000]:
-                    del sent_at[old]
-                    stats.lost_replies += 1
-            if k % 256 == 0:
-                self._check_firmware(k)
-            if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
+        timeout, policy = self.settings.timeout, self.settings.on_timeout
+        heard = start  # when the newest reply arrived (or the loop started)
+        silent = False  # the firmware has been silent for longer than the timeout, and the policy applied
+        # Row k's command is the one the physics flies from tick k to k + 1 (as in lockstep, and as
+        # replay reads it), known only when tick k + 1 is released: row k is recorded then.
+        unrecorded = None  # the tick whose row waits for its command, and its state
+        try:
+            for k in range(last + 1):
+                deadline = start + k * period
+                # Wait for the deadline listening to the link, so replies are timed as they arrive;
+                # spin the last stretch, since waking from a sleep is late by tens of µs.
+                while True:
+                    remaining = deadline - SPIN_BEFORE_DEADLINE - time.perf_counter()
+                    message = self.link.receive(max(remaining, 0.0))
+                    if message is None and remaining <= 0:
+                        break
+                    if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
+                        arrived = heard = time.perf_counter()
+                        silent = False
+                        if message.tick in sent_at:
+                            stats.round_trips.append(arrived - sent_at.pop(message.tick))
+                        stats.actuators_received += 1
+                        if message.tick > max(command_tick, pending[0] if pending else -1):
+                            pending = (message.tick, message.values)
+                        else:
+                            stats.late_replies += 1
+                    elif message is not None and not isinstance(message, (wire.Actuators, Undelivered)):
+                        self._note(message, stats)
+                while time.perf_counter() < deadline:
+                    pass
+                released = time.perf_counter()
+                lateness = released - deadline
+                stats.period_errors.append(lateness)
+                if lateness > period:
+                    stats.overruns += 1
+                if pending is not None:
+                    command_tick, values = pending
+                    command = _throttles(values)
+                    pending = None
+                elif not silent and released - heard > timeout:
+                    silent = True
+                    stats.late_replies += 1
+                    self._check_firmware(k)
+                    stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
+                    if policy == "abort":
+                        raise SessionError(f"no reply from {self.link.describe()} for {timeout:g} s, at tick {k}; "
+                                           f"the scenario's policy is to abort")
+                    if policy == "cut":
+                        command = np.zeros(MOTORS)
+                if unrecorded is not None:
+                    self._finish_row(rows, *unrecorded, command)
+                    unrecorded = None
+                state, out = advance(state, command)
+                self.state = state
+                row = rows[k]
+                row[:] = out
+                sent_at[k] = time.perf_counter()
+                self.send_tick(k, row)
+                unrecorded = (k, state)
                 trace.ticks_done = k + 1
-                progress(k, last, now - start)
-                next_report = now + interval
+                stats.sensors_sent += 1
+                if len(sent_at) > 1000:  # replies this old will not come: count them lost
+                    for old in [t for t in sent_at if t < k - 1000]:
+                        del sent_at[old]
+                        stats.lost_replies += 1
+                if k % 256 == 0:
+                    self._check_firmware(k)
+                if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
+                    progress(k, last, now - start)
+                    next_report = now + interval
+        finally:
+            if unrecorded is not None:
+                self._finish_row(rows, *unrecorded, command)
+        stats.wall_seconds = time.perf_counter() - start
         self._drain_replies(sent_at, stats)
         stats.lost_replies += len(sent_at)
-        trace.ticks_done = last + 1
-        stats.wall_seconds = time.perf_counter() - start
         return state, stats
+
+    def _finish_row(self, rows, tick: int, state, command) -> None:
+        rows[tick][self._command_slice] = command
+        if self.recorder is not None:
+            self.recorder.tick(tick, rows[tick], state)
 
 
 def _throttles(values) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 JAX's persistent compilation cache skips XLA compilation, but tracing and lowering the tick
 still cost about 0.7 s per start. Here the lowered tick is kept as a serialised ``jax.export``
-module, keyed by everything that shapes it: the scenario, whether the firmware runs in-process,
+module, keyed by everything that shapes it: the parts of the scenario it reads, whether the firmware runs in-process,
 the source of hil itself, and the JAX version and flags. Any failure to read an entry falls
 back to tracing, so a stale or damaged cache costs time, never correctness.
 """
@@ -29,8 +29,16 @@ def _source_digest() -> bytes:
 
 
 def key(scenario, in_process: bool) -> str:
+    """Only what the traced tick depends on: not the expectations, the run's length (unless a fault
+    lasts to its end), the link settings, the pilot, or a firmware that flies outside the tick."""
+    shaping = [scenario.seed, scenario.physics, scenario.vehicle, scenario.initial, scenario.environment,
+               scenario.sensors, scenario.faults]
+    if scenario.faults:
+        shaping.append(scenario.ticks)
+    if in_process:
+        shaping.append(scenario.firmware)
     digest = hashlib.sha256(_source_digest())
-    digest.update(repr(scenario).encode())
+    digest.update(repr(shaping).encode())
     digest.update(f"{in_process} {jax.__version__} {os.environ.get('XLA_FLAGS', '')} {jax.default_backend()}".encode())
     return digest.hexdigest()
 

@@ -28,11 +28,13 @@ class Trace:
             "altitude": lambda: -position[:, 2],
             "velocity_north": lambda: velocity[:, 0], "velocity_east": lambda: velocity[:, 1],
             "velocity_down": lambda: velocity[:, 2], "speed": lambda: np.linalg.norm(velocity, axis=1),
+            "horizontal_distance": lambda: np.linalg.norm(position[:, :2], axis=1),
             "rate_roll": lambda: self.column("angular_rate")[:, 0],
             "rate_pitch": lambda: self.column("angular_rate")[:, 1],
             "rate_yaw": lambda: self.column("angular_rate")[:, 2],
             "motor_max": lambda: self.column("command").max(axis=1),
             "motor_mean": lambda: self.column("command").mean(axis=1),
+            "motor_min": lambda: self.column("command").min(axis=1),
             "tilt_deg": lambda: np.degrees(np.arccos(np.clip(1 - 2 * (self.column("attitude")[:, 1] ** 2
                                                                        + self.column("attitude")[:, 2] ** 2), -1, 1))),
         }

@@ -1,6 +1,7 @@
 """The world the vehicle flies in: gravity, the ISA atmosphere, the geomagnetic field and wind."""
 
 import jax.numpy as jnp
+import numpy as np
 
 from hil.models.pytree import pytree
 from hil.models.small import matvec_t
@@ -23,11 +24,15 @@ class Atmosphere:
 
 
 def isa(altitude):
-    """International Standard Atmosphere at a geopotential altitude (m), troposphere and lower stratosphere."""
-    troposphere_t = SEA_LEVEL_TEMPERATURE - LAPSE_RATE * jnp.minimum(altitude, TROPOPAUSE)
+    """International Standard Atmosphere at a geopotential altitude (m), troposphere and lower stratosphere.
+
+    A NumPy or Python number gives NumPy results without touching JAX (host-side use, no compile).
+    """
+    xp = np if isinstance(altitude, (int, float, np.ndarray, np.generic)) else jnp
+    troposphere_t = SEA_LEVEL_TEMPERATURE - LAPSE_RATE * xp.minimum(altitude, TROPOPAUSE)
     tropopause_p = SEA_LEVEL_PRESSURE * (troposphere_t / SEA_LEVEL_TEMPERATURE) ** _EXPONENT
-    above = jnp.maximum(altitude - TROPOPAUSE, 0.0)
-    pressure = tropopause_p * jnp.exp(-GRAVITY * above / (GAS_CONSTANT_AIR * troposphere_t))
+    above = xp.maximum(altitude - TROPOPAUSE, 0.0)
+    pressure = tropopause_p * xp.exp(-GRAVITY * above / (GAS_CONSTANT_AIR * troposphere_t))
     return Atmosphere(troposphere_t, pressure, pressure / (GAS_CONSTANT_AIR * troposphere_t))
 
 

@@ -1,5 +1,6 @@
 """Paths and helpers shared by the tests (importable because pytest puts tests/ on sys.path)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,3 +10,30 @@ SCENARIOS = ROOT / "scenarios"
 
 def hil_command(*args):
     return [sys.executable, "-m", "hil", *args]
+
+
+def sitl_processes() -> list[int]:
+    """The process ids of every Betaflight SITL program running on this machine."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    argv0 = cmdline.read().split(b"\0")[0]
+            except OSError:
+                continue
+            if argv0.endswith(b"_SITL") and b"betaflight" in argv0:
+                found.append(int(entry))
+    return found
+
+
+def betaflight_missing() -> str | None:
+    """Why Betaflight's SITL cannot fly here, or None when it can."""
+    from hil.bridges import betaflight
+    from hil.bridges.link import LinkError
+
+    try:
+        betaflight.find_sitl()
+    except LinkError as error:
+        return str(error)
+    return None

@@ -199,6 +199,22 @@ def test_real_time_run_reports_period_jitter_overruns_and_late_replies():
     assert stats.actuators_received > 0.9 * stats.sensors_sent
 
 
+def test_a_silent_firmware_in_real_time_meets_the_abort_policy():
+    result = runner.run(short(1.0, timeout=0.05, on_timeout="abort"), firmware_command=FAKE + " --silent-after 200",
+                        realtime=True)
+    assert result.failure is not None and "for 0.05 s" in result.failure and "policy is to abort" in result.failure
+    assert 200 < result.trace.ticks_done < 400  # about 50 ticks of silence after the last reply
+    assert result.link_stats.policy_applied == {"abort": 1}
+
+
+def test_a_real_time_run_replays_bit_identically(tmp_path):
+    from hil import flightlog, replay
+    result = runner.run(short(2.0), runtime="c", realtime=True, log_path=tmp_path / "rt.hillog")
+    assert result.failure is None
+    replayed = replay.replay(flightlog.read(tmp_path / "rt.hillog"))
+    assert replayed.identical and replayed.ticks == result.scenario.ticks + 1
+
+
 def c_firmware_on(port, loaded):
     from hil.firmware_stubs import c_build
     arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))

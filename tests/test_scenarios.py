@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SCENARIOS, hil_command
+from support import ROOT, SCENARIOS, betaflight_missing, hil_command, sitl_processes
 from hil import scenario
 
 SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
@@ -16,9 +16,14 @@ def hil(*args, cwd=ROOT):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_scenario_passes(name, tmp_path):
+    flies_betaflight = name.startswith("betaflight")
+    if flies_betaflight and betaflight_missing():
+        pytest.skip(betaflight_missing())
     result = hil("run", str(SCENARIOS / name), "--out", str(tmp_path / "run.hillog"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
+    if flies_betaflight:
+        assert sitl_processes() == [], "the run left Betaflight's SITL running"
     summary = hil("log", str(tmp_path / "run.hillog"))
     assert summary.returncode == 0 and "complete" in summary.stdout.splitlines()[-1]
     replayed = hil("replay", str(tmp_path / "run.hillog"))

