@@ -24,6 +24,8 @@ timestamps advance against the wall clock. hil therefore flies it in real time, 
 per tick; a motor packet applies from the first tick after it arrived.
 """
 
+import collections
+import gc
 import glob
 import importlib.metadata
 import os
@@ -31,6 +33,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import tempfile
 import time
 
@@ -106,6 +109,13 @@ def fdm_packet(timestamp: float, gyro, specific_force, attitude, velocity, posit
     return FDM.pack(timestamp, *gyro, -fx, fy, fz, *attitude, *velocity, *position, pressure)
 
 
+def resting_specific_force(attitude) -> np.ndarray:
+    """FRD specific force of a vehicle at rest with ``attitude`` (body to NED): the ground's push,
+    straight up, i.e. -g times the body's view of down (the third row of the rotation matrix)."""
+    w, x, y, z = attitude
+    return -environment.GRAVITY * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+
+
 def rc_packet(timestamp: float, sticks: Sticks) -> bytes:
     return RC.pack(timestamp, *sticks.channels())
 
@@ -133,14 +143,17 @@ class Msp:
                 raise LinkError("Betaflight closed its MSP port")
             data += chunk
 
-    def status(self) -> tuple[int, bool, list[str]]:
-        """PID cycle time (µs, 0 while the loop has not started), armed, and what blocks arming."""
+    def status(self) -> tuple[int, list[str]]:
+        """PID cycle time (µs, 0 while the loop has not started) and what stops it arming."""
         payload = self.request(MSP_STATUS_EX)
-        cycle_time, modes = struct.unpack_from("<H4xI", payload, 0)
-        extra = payload[15]
-        (flags,) = struct.unpack_from("<I", payload, 17 + extra)
-        names = [name for bit, name in enumerate(ARMING_DISABLE_FLAGS) if flags >> bit & 1]
-        return cycle_time, bool(modes & 1), names
+        try:
+            (cycle_time,) = struct.unpack_from("<H", payload, 0)
+            extra = payload[15]
+            (flags,) = struct.unpack_from("<I", payload, 17 + extra)
+        except (IndexError, struct.error):
+            raise LinkError(f"Betaflight's MSP_STATUS_EX is {len(payload)} bytes, too short for this bridge "
+                            f"(written for Betaflight 4.6)") from None
+        return cycle_time, [name for bit, name in enumerate(ARMING_DISABLE_FLAGS) if flags >> bit & 1]
 
     def close(self) -> None:
         self.socket.close()
@@ -194,6 +207,14 @@ class BetaflightSitl:
 
     def _configure(self, lines: list[str]) -> None:
         """Enter the CLI, apply ``lines``, ``save``; Betaflight then exits, as it reboots."""
+        try:
+            self._send_cli(lines)
+        except OSError as error:
+            raise LinkError(f"lost Betaflight's CLI on port {CLI_PORT}: {error}; its last output:\n"
+                            f"{self.process.last_output()}") from None
+        self.process.close()
+
+    def _send_cli(self, lines: list[str]) -> None:
         with self.take_connection() as cli:
             cli.settimeout(0.2)
             reply, deadline = b"", time.monotonic() + 5.0
@@ -210,11 +231,10 @@ class BetaflightSitl:
                     message = answer.strip().splitlines()[-2 if answer.strip().endswith("#") else -1]
                     raise LinkError(f"Betaflight refused the CLI line {line!r}: {message.strip()}")
             cli.sendall(b"save\n")
-            try:
+            try:  # with the connection still open: closing it first can lose the `save`
                 self.process.process.wait(10.0)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 raise LinkError("Betaflight did not restart after `save` within 10 s") from None
-        self.process.close()
 
     @property
     def exit_code(self) -> int | None:
@@ -222,9 +242,6 @@ class BetaflightSitl:
 
     def last_output(self, lines: int = 20) -> str:
         return self.process.last_output(lines)
-
-    def pid(self) -> int:
-        return self.process.process.pid
 
     def stop(self) -> int | None:
         """Betaflight has no goodbye: ask it to stop (waking it first, should it be paused)."""
@@ -252,10 +269,14 @@ def _check_ports_free() -> None:
 
 
 def _read_some(connection: socket.socket) -> bytes:
+    """What the serial port has sent within the connection's timeout (maybe nothing)."""
     try:
-        return connection.recv(4096)
+        data = connection.recv(4096)
     except socket.timeout:
         return b""
+    if not data:
+        raise LinkError(f"Betaflight closed its serial port {CLI_PORT}")
+    return data
 
 
 def _read_until_prompt(connection: socket.socket, already: bytes, timeout: float = 5.0) -> bytes:
@@ -272,7 +293,8 @@ class BetaflightLink(Link):
 
     A motor packet carries no tick; it answers the newest FDM packet sent before it arrived
     (the SITL sends at most one per FDM packet, from the first PID loop after it), and is
-    delivered as the ACTUATORS of that tick, in hil's motor order.
+    delivered as the ACTUATORS of that tick, in hil's motor order. Packets waiting on the socket
+    when an FDM packet goes out are read first, so a late read never moves them to the new tick.
     """
 
     def __init__(self, motor_order=(0, 1, 2, 3)):
@@ -288,17 +310,28 @@ class BetaflightLink(Link):
         self.socket.setblocking(False)
         self.tick = -1  # the tick of the newest FDM packet sent
         self._replies = 0
+        # Motor packets that arrived before the newest FDM packet went out, with the tick they answer.
+        self._arrived: collections.deque = collections.deque()
 
     def describe(self) -> str:
         return f"betaflight sitl udp {HOST}:{FDM_PORT}/{RC_PORT} (motors on :{SERVO_PORT})"
 
     def transmit(self, data: bytes) -> None:
-        self._sendto(data, FDM_PORT)
+        raise LinkError("Betaflight's SITL does not speak hil's protocol; the bridge sends FDM and RC packets")
 
     def send_fdm(self, tick: int, data: bytes) -> None:
+        # What is already waiting answers the previous FDM packet, however late it is read.
+        while (message := self._read(self.tick)) is not None:
+            self._arrived.append(message)
         self._sendto(data, FDM_PORT)
         self.tick = tick
         self.counters.frames_sent += 1
+
+    def discard_arrived(self) -> None:
+        """Forget the motor packets not yet received (those of the rest before tick 0)."""
+        while self._read(self.tick) is not None:
+            pass
+        self._arrived.clear()
 
     def send_rc(self, data: bytes) -> None:
         self._sendto(data, RC_PORT)
@@ -316,18 +349,23 @@ class BetaflightLink(Link):
             self.tap(0, data)
 
     def receive(self, timeout: float) -> wire.Message | None:
+        if self._arrived:
+            return self._arrived.popleft()
         deadline = time.perf_counter() + timeout
+        while (message := self._read(self.tick)) is None:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            select.select([self.socket], [], [], remaining)
+        return message
+
+    def _read(self, tick: int) -> wire.Actuators | None:
+        """The next motor packet waiting on the socket, as the ACTUATORS of ``tick``; None when none waits."""
         while True:
             try:
                 data, sender = self.socket.recvfrom(256)
-            except BlockingIOError:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    return None
-                select.select([self.socket], [], [], remaining)
-                continue
-            except ConnectionRefusedError:
-                continue
+            except (BlockingIOError, ConnectionRefusedError):
+                return None  # nothing waiting, or an ICMP error from an earlier send to a stopped SITL
             if sender[0] != HOST:
                 self.counters.foreign += 1
                 continue
@@ -342,7 +380,7 @@ class BetaflightLink(Link):
             self.counters.stream.frames += 1
             self.counters.frames_received += 1
             self._replies += 1
-            return wire.Actuators(self._replies, self.tick, tuple(float(slots[s]) for s in self.motor_order))
+            return wire.Actuators(self._replies, tick, tuple(float(slots[s]) for s in self.motor_order))
 
     def close(self) -> None:
         self.socket.close()
@@ -399,10 +437,12 @@ class BetaflightSession(Session):
                 next_send = max(next_send, now)  # after a stall, carry on at the pace rather than catch up
                 if now >= next_poll:
                     next_poll = now + READY_POLL
-                    cycle_time, _, blockers = msp.status()
+                    cycle_time, blockers = msp.status()
                     self._check_firmware(0)
                     if not blockers and cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
                         self.clock_at_tick_0 = self.clock + self.simulation.dt
+                        self.link.discard_arrived()
+                        gc.collect()  # the tick loops run without the collector
                         return True
                 stalled_since = last_motor_packet or started
                 if now - stalled_since > STALL_TIMEOUT:
@@ -420,9 +460,7 @@ class BetaflightSession(Session):
         """The FDM packet of the vehicle standing still at its initial pose, as a function of time."""
         state = self.simulation.initial_state()
         body = state.vehicle.body
-        w, x, y, z = body.attitude
-        # At rest the specific force is the ground's push, straight up: -g times the body's view of down.
-        specific_force = -environment.GRAVITY * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+        specific_force = resting_specific_force(body.attitude)
         pressure = float(environment.isa(self.simulation.home_altitude - body.position[2]).pressure)
         zeros = np.zeros(3)
         return lambda clock: fdm_packet(clock, zeros, specific_force, body.attitude, zeros, body.position, pressure)

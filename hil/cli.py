@@ -101,7 +101,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
     if loaded.firmware.name == "betaflight":
-        _check_betaflight_run(board or runtime or firmware_command, realtime)
+        _require_betaflight()
     show_progress = not quiet and sys.stderr.isatty()
     what = (f"board on {udp or port}" if board else f"firmware: {firmware_command}" if firmware_command
             else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runtime})")
@@ -115,7 +115,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
     out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
-    result = runner.run(loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
+    result = _fly(scenario=loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
                         log_path=out_path,
                         progress=progress if (show_progress or verbose) and not quiet else None,
                         progress_interval=0.25 if show_progress else 2.0,
@@ -124,7 +124,8 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         click.echo("", err=True)
     ticks = result.trace.ticks_done
     if verbose and ticks:
-        click.echo(f"  compiled in {result.compile_seconds:.2f} s; {ticks} ticks in {result.wall_seconds:.2f} s "
+        click.echo(f"  compiled in {result.compile_seconds:.2f} s; firmware ready in {result.startup_seconds:.2f} s; "
+                   f"{ticks} ticks in {result.wall_seconds:.2f} s "
                    f"({result.wall_seconds / ticks * 1e6:.1f} µs/tick, {result.real_time_factor:.1f}x real time); "
                    f"recompilations during the run: {result.compilations_during_run}", err=True)
     stats = result.link_stats
@@ -151,19 +152,24 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
 
 
-def _check_betaflight_run(other_firmware, realtime) -> None:
-    """A Betaflight scenario flies Betaflight's SITL, in real time, and only where it is installed."""
+def _require_betaflight() -> None:
+    """A Betaflight scenario needs Betaflight's SITL installed: say how, as bad usage."""
     from hil.bridges import betaflight
     from hil.bridges.link import LinkError
 
-    if other_firmware:
-        raise click.UsageError("this scenario flies Betaflight's SITL with a pilot on its sticks; --firmware, "
-                               "--firmware-cmd, --port and --udp fly hil's own protocol")
-    if realtime is False:
-        raise click.UsageError("Betaflight's SITL keeps its own clock and flies in real time only; drop --lockstep")
     try:
         betaflight.find_sitl()
     except LinkError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _fly(**arguments):
+    """``runner.run``, with a run it refuses reported as bad usage."""
+    from hil import runner
+
+    try:
+        return runner.run(**arguments)
+    except runner.RunRefused as error:
         raise click.UsageError(str(error)) from None
 
 
@@ -245,15 +251,13 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
 
 
 def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
-    from hil import replay, runner
+    from hil import replay
 
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
-    if flown.firmware.name == "betaflight":
-        _check_betaflight_run(runtime or firmware_command, None)
     rate = log.header["rate_hz"]
-    result = runner.run(flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
-                        warn=lambda line: click.echo(line, err=True))
+    result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
+                  warn=lambda line: click.echo(line, err=True))
     if result.failure:
         click.echo(f"the re-flight broke off: {result.failure}", err=True)
     comparison = replay.compare_flights(log.rows, result.trace.rows[:result.trace.ticks_done], result.trace.layout,

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hil.models.environment import GRAVITY
 from hil.scenario import Pilot, PilotStep
 from hil.trace import euler_angles
 
-GRAVITY = 9.80665
 RC_LOW, RC_MID, RC_HIGH = 1000, 1500, 2000  # µs
 SWITCH_HIGH = 1800  # µs: inside the 1700-2100 range the bridge gives the ARM and ANGLE modes
 ON_GROUND_HEIGHT = 0.15  # m above the resting height: landed when this low and slow
@@ -83,8 +83,13 @@ class PilotLoop:
         if step.land:
             self.landing = True
             self.altitude = None
-        if step.roll is not None or step.pitch is not None:
-            sticks.roll, sticks.pitch, self.position = step.roll or 0.0, step.pitch or 0.0, None
+        if (step.roll is not None or step.pitch is not None) and self.position is not None:
+            # Hands back on the sticks: the one not given is centred, not left where the hold put it.
+            sticks.roll, sticks.pitch, self.position = 0.0, 0.0, None
+        if step.roll is not None:
+            sticks.roll = step.roll
+        if step.pitch is not None:
+            sticks.pitch = step.pitch
         if step.yaw is not None:
             sticks.yaw = step.yaw
         if step.position is not None:

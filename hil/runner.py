@@ -59,6 +59,7 @@ class RunResult:
     runtime: str = "in-process"  # what flew: in-process, c, python, or the board's link
     link_stats: LinkStats | None = None
     failure: str | None = None  # why the run ended early (firmware died, aborted, no HELLO)
+    startup_seconds: float = 0.0  # from the compiled tick to tick 0: starting the firmware and HELLO (or set-up)
 
     @property
     def passed(self) -> bool:
@@ -112,6 +113,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     flies in lockstep unless ``realtime`` is True. ``log_path``: where to record the flight log.
     """
     runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
+    _check_runtime(scenario, runtime, realtime)
     in_process = runtime == "in-process"
     simulation = Simulation(scenario, in_process_firmware=in_process)
     started = time.perf_counter()
@@ -138,7 +140,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     firmware = link = None
     session = None
     failure, final, stats = None, tick.initial, None
-    loop_started = time.perf_counter()
+    setup_started = loop_started = time.perf_counter()
     try:
         if board:
             link = board.open()
@@ -180,7 +182,8 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         final = session.state if session is not None else None
     result = RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds,
                        wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
-                       stats or (session.stats if session is not None else None), failure)
+                       stats or (session.stats if session is not None else None), failure,
+                       loop_started - setup_started)
     if recorder is not None:
         recorder.close(_footer(result))
     return result
@@ -195,13 +198,29 @@ def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
     sitl = betaflight.BetaflightSitl(settings)
     try:
         link = betaflight.BetaflightLink(settings.motor_order)
-    except LinkError:
+    except BaseException:
         sitl.stop()
         sitl.close()
         raise
     pilot = PilotLoop(scenario.pilot, settings.angle_limit_deg, -rest_height(scenario))
     return sitl, link, betaflight.BetaflightSession(simulation, link, scenario.link, sitl, recorder, pilot,
                                                     settings.ready_timeout)
+
+
+class RunRefused(ValueError):
+    """The run asked for cannot be flown (bad usage): nothing was started."""
+
+
+def _check_runtime(scenario: Scenario, runtime: str, realtime: bool | None) -> None:
+    """Betaflight's SITL flies Betaflight scenarios only, and only in real time."""
+    betaflight_scenario = scenario.firmware.name == "betaflight"
+    if betaflight_scenario and runtime != "sitl":
+        raise RunRefused(f"scenario {scenario.name} flies Betaflight's SITL with a pilot on its sticks; "
+                         f"{runtime} firmware speaks hil's own protocol and flies a mission")
+    if runtime == "sitl" and not betaflight_scenario:
+        raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, not Betaflight's SITL")
+    if betaflight_scenario and realtime is False:
+        raise RunRefused("Betaflight's SITL keeps its own clock and flies in real time only; drop --lockstep")
 
 
 def _header(scenario: Scenario, simulation: Simulation, runtime: str) -> dict:

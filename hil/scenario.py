@@ -216,7 +216,8 @@ class Firmware:
 
 @dataclass(frozen=True)
 class LinkSettings:
-    timeout: float = spec(0.5, unit="s", gt=0, help="how long hil waits for each reply in lockstep")
+    timeout: float = spec(0.5, unit="s", gt=0, help="lockstep: how long hil waits for each reply; real time: how "
+                                                     "long the firmware may stay silent after a tick it could answer")
     on_timeout: Literal["hold", "cut", "abort"] = spec(
         "hold", help="a missed reply: hold the last command, cut the motors, or abort the run")
     hello_timeout: float = spec(10.0, unit="s", gt=0, help="how long hil waits for the firmware's HELLO")
@@ -297,9 +298,10 @@ class PilotStep:
     throttle: float | None = spec(None, ge=0, le=1, help="the throttle stick, 0 low to 1 high; ends altitude hold")
     altitude: float | None = spec(None, unit="m", help="hold this height above home with the throttle")
     land: bool = spec(False, help="descend at the pilot's land_speed; on the ground, throttle low")
-    roll: float | None = spec(None, ge=-1, le=1, help="the roll stick, -1 left to 1 right; ends position hold")
+    roll: float | None = spec(None, ge=-1, le=1, help="the roll stick, -1 left to 1 right; ends position hold "
+                                                         "(the pitch stick then centres unless given)")
     pitch: float | None = spec(None, ge=-1, le=1, help="the pitch stick, 1 forward (nose down) to -1 back; "
-                                                          "ends position hold")
+                                                          "ends position hold (the roll stick then centres unless given)")
     yaw: float | None = spec(None, ge=-1, le=1, help="the yaw stick, -1 left to 1 right")
     position: tuple[float, float] | None = spec(None, unit="m", help="north, east: hold it with roll and pitch")
 

@@ -317,7 +317,7 @@ class Session:
         next_report = start + interval
         pending = None  # the newest reply received since the last release: (tick, values)
         timeout, policy = self.settings.timeout, self.settings.on_timeout
-        heard = start  # when the newest reply arrived (or the loop started)
+        unanswered_since = None  # when the oldest tick sent since the newest reply went out
         silent = False  # the firmware has been silent for longer than the timeout, and the policy applied
         # Row k's command is the one the physics flies from tick k to k + 1 (as in lockstep, and as
         # replay reads it), known only when tick k + 1 is released: row k is recorded then.
@@ -333,8 +333,8 @@ class Session:
                     if message is None and remaining <= 0:
                         break
                     if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
-                        arrived = heard = time.perf_counter()
-                        silent = False
+                        arrived = time.perf_counter()
+                        unanswered_since, silent = None, False
                         if message.tick in sent_at:
                             stats.round_trips.append(arrived - sent_at.pop(message.tick))
                         stats.actuators_received += 1
@@ -355,7 +355,7 @@ class Session:
                     command_tick, values = pending
                     command = _throttles(values)
                     pending = None
-                elif not silent and released - heard > timeout:
+                elif not silent and unanswered_since is not None and released - unanswered_since > timeout:
                     silent = True
                     stats.late_replies += 1
                     self._check_firmware(k)
@@ -373,6 +373,9 @@ class Session:
                 row = rows[k]
                 row[:] = out
                 sent_at[k] = time.perf_counter()
+                if unanswered_since is None:
+                    # Silence counts from a tick the firmware could answer: hil's own stalls are not its.
+                    unanswered_since = sent_at[k]
                 self.send_tick(k, row)
                 unrecorded = (k, state)
                 trace.ticks_done = k + 1

@@ -12,17 +12,19 @@ def hil_command(*args):
     return [sys.executable, "-m", "hil", *args]
 
 
-def sitl_processes() -> list[int]:
-    """The process ids of every Betaflight SITL program running on this machine."""
+def sitl_processes(parent: int | None = None) -> list[int]:
+    """The process ids of the Betaflight SITL programs running here (those of ``parent`` only, if given)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
                     argv0 = cmdline.read().split(b"\0")[0]
-            except OSError:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    parent_of = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if argv0.endswith(b"_SITL") and b"betaflight" in argv0:
+            if argv0.endswith(b"_SITL") and b"betaflight" in argv0 and parent in (None, parent_of):
                 found.append(int(entry))
     return found
 
@@ -36,4 +38,6 @@ def betaflight_missing() -> str | None:
         betaflight.find_sitl()
     except LinkError as error:
         return str(error)
+    if sitl_processes():
+        return "a Betaflight SITL is already running on this machine, and its ports are fixed"
     return None

@@ -207,6 +207,15 @@ def test_a_silent_firmware_in_real_time_meets_the_abort_policy():
     assert result.link_stats.policy_applied == {"abort": 1}
 
 
+def test_a_silent_firmware_in_real_time_meets_the_cut_policy():
+    result = runner.run(short(1.0, timeout=0.05, on_timeout="cut"),
+                        firmware_command=FAKE + " --silent-after 200 --throttle 0.3", realtime=True)
+    assert result.failure is None and result.link_stats.policy_applied == {"cut": 1}
+    command = result.trace.column("command")
+    assert np.any(command[150:200] > 0)  # the fake firmware's replies were in force
+    assert np.all(command[300:] == 0.0)  # after 50 ms of silence the motors are cut, to the end
+
+
 def test_a_real_time_run_replays_bit_identically(tmp_path):
     from hil import flightlog, replay
     result = runner.run(short(2.0), runtime="c", realtime=True, log_path=tmp_path / "rt.hillog")
