@@ -63,6 +63,7 @@ BOOT_ATTEMPTS = 3
 # meanwhile. The SITL follows at most 20 ms of its time per packet.
 FAST_FORWARD = 15
 PREFLIGHT_PERIOD = 0.001  # s of wall clock between FDM packets before tick 0
+SETTLE = 0.3  # s of rest at the wall clock's pace between fast-forward and tick 0
 
 MSP_STATUS_EX = 150
 ARMING_DISABLE_FLAGS = (  # fc/runtime_config.c, armingDisableFlagNames
@@ -425,8 +426,10 @@ class BetaflightSession(Session):
             last_motor_packet = None
             blockers = ["(no answer yet)"]
             next_send = started
+            speed = FAST_FORWARD
+            settled_at = None  # once ready: when the rest at 1x ends and tick 0 may follow
             while True:
-                self.clock += PREFLIGHT_PERIOD * FAST_FORWARD
+                self.clock += PREFLIGHT_PERIOD * speed
                 self.link.send_fdm(-1, resting(self.clock))
                 self.link.send_rc(rc_packet(self.clock, sticks))
                 next_send += PREFLIGHT_PERIOD
@@ -435,15 +438,22 @@ class BetaflightSession(Session):
                         last_motor_packet = time.monotonic()
                 now = time.monotonic()
                 next_send = max(next_send, now)  # after a stall, carry on at the pace rather than catch up
-                if now >= next_poll:
+                if settled_at is not None and now >= settled_at:
+                    if now - (last_motor_packet or started) >= READY_POLL:
+                        return False
+                    self.clock_at_tick_0 = self.clock + self.simulation.dt
+                    self.link.discard_arrived()
+                    return True
+                if settled_at is None and now >= next_poll:
                     next_poll = now + READY_POLL
                     cycle_time, blockers = msp.status()
                     self._check_firmware(0)
                     if not blockers and cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
-                        self.clock_at_tick_0 = self.clock + self.simulation.dt
-                        self.link.discard_arrived()
-                        gc.collect()  # the tick loops run without the collector
-                        return True
+                        # Collect now (the tick loops run without the collector), then rest at the
+                        # wall clock's pace, so that Betaflight's clock rate is 1 well before tick 0.
+                        gc.collect()
+                        speed, settled_at = 1, time.monotonic() + SETTLE
+                        next_send = time.monotonic()
                 stalled_since = last_motor_packet or started
                 if now - stalled_since > STALL_TIMEOUT:
                     return False
