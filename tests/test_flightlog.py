@@ -1,6 +1,7 @@
 """The flight log survives any crash: every complete record reads back, damage is located exactly."""
 
 import concurrent.futures
+import hashlib
 import os
 import signal
 import subprocess
@@ -190,3 +191,19 @@ def test_refly_against_a_changed_firmware_names_where_it_strays(whole_log):
     line = next(l for l in completed.stdout.splitlines() if "strays beyond 0.05 m" in l)
     assert int(line.split("strays beyond 0.05 m at tick ")[1].split()[0]) > 2000  # after arming and spin-up
     assert "position (m)" in completed.stdout and "motor command (throttle)" in completed.stdout
+
+
+def test_tick_records_built_as_one_array_are_the_records_the_format_describes(tmp_path):
+    layout = {"position": (0, 3), "command": (3, 4), "reading.imu": (7, 6)}
+    rows = np.random.default_rng(3).normal(size=(70, 13))
+    recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, layout)
+    for tick, row in enumerate(rows):
+        recorder.tick(tick, row, np.zeros(2))
+    recorder.close({"passed": True})
+    log = flightlog.read(tmp_path / "a.hillog")
+    assert log.complete and len(log.ticks) == 70
+    for tick, row in enumerate(rows):
+        # One by one, as the format describes them: prefix (tick, wall, digest) and the row.
+        digest = hashlib.blake2b(row[:3].tobytes() + row[7:].tobytes(), digest_size=8).digest()
+        assert log.ticks[tick][0] == tick and log.ticks[tick][2] == digest
+        assert np.array_equal(log.rows[tick], row)
