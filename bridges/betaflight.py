@@ -99,6 +99,10 @@ def setup_lines(settings: Betaflight) -> list[str]:
         # Linear stick: with centre sensitivity equal to the maximum rate the angle-mode target is
         # stick * angle_limit (flight/pid.c pidLevel scales the rate curve by its maximum).
         "set roll_rc_rate = 7", "set pitch_rc_rate = 7", "set roll_srate = 7", "set pitch_srate = 7",
+        # Betaflight's clock leaps when the SITL, descheduled for a few ms, reads the FDM packets
+        # queued meanwhile back to back (its clock rate is Δtimestamp / Δarrival); a leap past the
+        # 1.5 s failsafe delay disarmed it in flight on a loaded machine. UDP RC has no loss to catch.
+        "set failsafe_delay = 200",
         *settings.cli,
     ]
 
@@ -396,6 +400,12 @@ class BetaflightSession(Session):
         super().__init__(simulation, link, settings, sitl, recorder)
         self.pilot = pilot
         self.ready_timeout = ready_timeout
+        # Betaflight's clock runs at Δtimestamp / Δarrival of the last two FDM packets: a burst of
+        # late ticks would make it race ahead.
+        self.catch_up = False
+        # Betaflight free-runs: it needs no tick released to the microsecond, and the CPU a spin
+        # would take is better left to it.
+        self.spin_before_deadline = 0.00005
         self.rc_every = max(1, round(simulation.rate / simulation.scenario.pilot.rate_hz))
         self.clock = 0.0  # the newest FDM timestamp; Betaflight's clock follows it and it never goes back
         self.clock_at_tick_0 = 0.0
@@ -446,7 +456,10 @@ class BetaflightSession(Session):
                     return True
                 if settled_at is None and now >= next_poll:
                     next_poll = now + READY_POLL
-                    cycle_time, blockers = msp.status()
+                    try:
+                        cycle_time, blockers = msp.status()
+                    except TimeoutError:
+                        return False  # MSP unanswered for a second: a boot gone wrong; start again
                     self._check_firmware(0)
                     if not blockers and cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
                         # Collect now (the tick loops run without the collector), then rest at the

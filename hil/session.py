@@ -128,6 +128,10 @@ class Session:
         self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
+        # Real time, after an overrun: release the late ticks at once to get back on the wall
+        # clock (a board's clock is the wall clock), or keep their spacing and run late.
+        self.catch_up = True
+        self.spin_before_deadline = SPIN_BEFORE_DEADLINE
         self.state = None  # the latest simulation state, for a run that ends early
         offsets = [simulation.layout[f"reading.{s.name}"] for s in simulation.sensors]
         self._reading_slices = [slice(offset, offset + size) for offset, size in offsets]
@@ -328,7 +332,7 @@ class Session:
                 # Wait for the deadline listening to the link, so replies are timed as they arrive;
                 # spin the last stretch, since waking from a sleep is late by tens of µs.
                 while True:
-                    remaining = deadline - SPIN_BEFORE_DEADLINE - time.perf_counter()
+                    remaining = deadline - self.spin_before_deadline - time.perf_counter()
                     message = self.link.receive(max(remaining, 0.0))
                     if message is None and remaining <= 0:
                         break
@@ -351,6 +355,8 @@ class Session:
                 stats.period_errors.append(lateness)
                 if lateness > period:
                     stats.overruns += 1
+                    if not self.catch_up:
+                        start += lateness  # the ticks after an overrun keep their spacing
                 if pending is not None:
                     command_tick, values = pending
                     command = _throttles(values)
