@@ -12,7 +12,7 @@ from support import ROOT
 
 from hil import wire
 
-FUZZ = settings(max_examples=25_000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=15_000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 def doc_vectors():
