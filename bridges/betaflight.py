@@ -46,6 +46,7 @@ from hil.models import environment
 from hil.pilot import PilotLoop, Sticks
 from hil.scenario import Betaflight
 from hil.session import Session, SessionError
+from hil.sim import rest_height
 
 HOST = "127.0.0.1"
 SERVO_PORT, FDM_PORT, RC_PORT, CLI_PORT = 9002, 9003, 9004, 5761  # fixed in the SITL build
@@ -349,9 +350,7 @@ class BetaflightLink(Link):
             pass  # an ICMP error from an earlier send: the SITL restarted or stopped; the loop notices
         except OSError as error:
             raise LinkError(f"cannot send to Betaflight on UDP {HOST}:{port}: {error}") from None
-        self.counters.bytes_sent += len(data)
-        if self.tap is not None:
-            self.tap(0, data)
+        self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:
         if self._arrived:
@@ -374,9 +373,7 @@ class BetaflightLink(Link):
             if sender[0] != HOST:
                 self.counters.foreign += 1
                 continue
-            self.counters.bytes_received += len(data)
-            if self.tap is not None:
-                self.tap(1, data)
+            self._received(data)
             if len(data) != SERVO.size:
                 self.counters.stream.count("size")
                 self.counters.stream.garbage_bytes += len(data)
@@ -395,22 +392,22 @@ class BetaflightSession(Session):
     """The run loop's side of the bridge: before tick 0, wait until Betaflight would arm; then per
     tick an FDM packet from the tick's sensors and true attitude, and the pilot's RC at its rate."""
 
-    def __init__(self, simulation, link: BetaflightLink, settings, sitl: BetaflightSitl, recorder, pilot: PilotLoop,
-                 ready_timeout: float):
-        super().__init__(simulation, link, settings, sitl, recorder)
-        self.pilot = pilot
-        self.ready_timeout = ready_timeout
-        # Betaflight's clock runs at Δtimestamp / Δarrival of the last two FDM packets: a burst of
-        # late ticks would make it race ahead.
-        self.catch_up = False
-        # Betaflight free-runs: it needs no tick released to the microsecond, and the CPU a spin
-        # would take is better left to it.
-        self.spin_before_deadline = 0.00005
-        self.rc_every = max(1, round(simulation.rate / simulation.scenario.pilot.rate_hz))
+    # Betaflight's clock runs at Δtimestamp / Δarrival of the last two FDM packets: a burst of
+    # late ticks would make it race ahead.
+    catch_up = False
+    # Betaflight free-runs: it needs no tick released to the microsecond, and the CPU a spin
+    # would take is better left to it.
+    spin_before_deadline = 0.00005
+
+    def __init__(self, simulation, link: BetaflightLink, sitl: BetaflightSitl, recorder):
+        scenario = simulation.scenario
+        super().__init__(simulation, link, scenario.link, sitl, recorder)
+        settings = scenario.firmware.betaflight
+        self.pilot = PilotLoop(scenario.pilot, settings.angle_limit_deg, -rest_height(scenario))
+        self.ready_timeout = settings.ready_timeout
+        self.rc_every = max(1, round(simulation.rate / scenario.pilot.rate_hz))
         self.clock = 0.0  # the newest FDM timestamp; Betaflight's clock follows it and it never goes back
         self.clock_at_tick_0 = 0.0
-        layout = simulation.layout
-        self._columns = {name: slice(offset, offset + size) for name, (offset, size) in layout.items()}
 
     # ---- before tick 0 --------------------------------------------------------------------------
 
@@ -491,7 +488,7 @@ class BetaflightSession(Session):
     # ---- per tick -------------------------------------------------------------------------------
 
     def send_tick(self, tick: int, row: np.ndarray) -> None:
-        column = self._columns
+        column = self.columns
         self.clock = self.clock_at_tick_0 + tick * self.simulation.dt
         imu, baro = row[column["reading.imu"]], row[column["reading.baro"]]
         position, velocity, attitude = row[column["position"]], row[column["velocity"]], row[column["attitude"]]

@@ -69,6 +69,18 @@ class Link(abc.ABC):
         """The line's capacity, for links that have one (serial); None for the network."""
         return None
 
+    def _sent(self, data: bytes) -> None:
+        """Count bytes that went out on the line and show them to the tap."""
+        self.counters.bytes_sent += len(data)
+        if self.tap is not None:
+            self.tap(0, data)
+
+    def _received(self, data: bytes) -> None:
+        """Count bytes that came in from the peer and show them to the tap."""
+        self.counters.bytes_received += len(data)
+        if self.tap is not None:
+            self.tap(1, data)
+
     def _accept(self, message: wire.Message) -> bool:
         """Count a decoded message; False for a duplicate (same seq as the previous one)."""
         if message.seq == self._last_seq and not isinstance(message, wire.Hello):

@@ -46,9 +46,7 @@ class SerialLink(Link):
             self.port.write(data)
         except (serial.SerialException, OSError) as error:
             raise LinkError(f"cannot write to {self.describe()}: {error}") from None
-        self.counters.bytes_sent += len(data)
-        if self.tap is not None:
-            self.tap(0, data)
+        self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:
         deadline = time.perf_counter() + timeout
@@ -69,9 +67,7 @@ class SerialLink(Link):
             except (serial.SerialException, OSError) as error:
                 raise LinkError(f"cannot read from {self.describe()}: {error}") from None
             if data:
-                self.counters.bytes_received += len(data)
-                if self.tap is not None:
-                    self.tap(1, data)
+                self._received(data)
                 self._pending.extend(self.reader.feed(data))
 
     def close(self) -> None:

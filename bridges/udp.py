@@ -58,9 +58,7 @@ class UdpLink(Link):
             self.socket.sendto(data, destination)
         except OSError as error:
             raise LinkError(f"cannot send to {self.describe()}: {error}") from None
-        self.counters.bytes_sent += len(data)
-        if self.tap is not None:
-            self.tap(0, data)
+        self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:
         now = time.perf_counter()
@@ -81,9 +79,7 @@ class UdpLink(Link):
             if self.agreed is not None and sender != self.agreed:
                 self.counters.foreign += 1
                 continue
-            self.counters.bytes_received += len(data)
-            if self.tap is not None:
-                self.tap(1, data)
+            self._received(data)
             message = self._decode(data)
             if message is not None:
                 if self.agreed is None and isinstance(message, wire.Hello):

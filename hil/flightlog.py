@@ -239,13 +239,8 @@ class Recorder:
         self.writer.close(footer)
 
 
-def row_digest_of(row: np.ndarray, layout: dict) -> bytes:
-    """The digest :class:`Recorder` logs for a row: BLAKE2b-64 of the row without its command."""
-    offset, size = layout["command"]
-    return _digest(row[:offset], row[offset + size:])
-
-
 def _digest(before_command: np.ndarray, after_command: np.ndarray) -> bytes:
+    """The digest a TICK record carries: BLAKE2b-64 of the row without its command."""
     digest = hashlib.blake2b(before_command, digest_size=8)
     digest.update(after_command)
     return digest.digest()

@@ -23,7 +23,7 @@ from hil.expectations import Outcome, evaluate_all
 from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
-from hil.sim import READING_SIZE, CompiledTick, Simulation, rest_height
+from hil.sim import READING_SIZE, CompiledTick, Simulation
 from hil.trace import Trace
 
 SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
@@ -192,7 +192,6 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
 def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
     """Betaflight's SITL started and configured, its link, and the session that flies it with the pilot."""
     from hil.bridges import betaflight
-    from hil.pilot import PilotLoop
 
     settings = scenario.firmware.betaflight
     sitl = betaflight.BetaflightSitl(settings)
@@ -202,9 +201,7 @@ def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
         sitl.stop()
         sitl.close()
         raise
-    pilot = PilotLoop(scenario.pilot, settings.angle_limit_deg, -rest_height(scenario))
-    return sitl, link, betaflight.BetaflightSession(simulation, link, scenario.link, sitl, recorder, pilot,
-                                                    settings.ready_timeout)
+    return sitl, link, betaflight.BetaflightSession(simulation, link, sitl, recorder)
 
 
 class RunRefused(ValueError):
@@ -212,14 +209,18 @@ class RunRefused(ValueError):
 
 
 def _check_runtime(scenario: Scenario, runtime: str, realtime: bool | None) -> None:
-    """Betaflight's SITL flies Betaflight scenarios only, and only in real time."""
-    betaflight_scenario = scenario.firmware.name == "betaflight"
-    if betaflight_scenario and runtime != "sitl":
-        raise RunRefused(f"scenario {scenario.name} flies Betaflight's SITL with a pilot on its sticks; "
-                         f"{runtime} firmware speaks hil's own protocol and flies a mission")
-    if runtime == "sitl" and not betaflight_scenario:
-        raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, not Betaflight's SITL")
-    if betaflight_scenario and realtime is False:
+    """The firmware runs only as ``scenario.FIRMWARE_RUNTIMES`` says; a board or your own firmware
+    (``--firmware-cmd``) speaks hil's protocol, which Betaflight's SITL does not; the SITL flies in
+    real time only."""
+    allowed = scenario_module.FIRMWARE_RUNTIMES[scenario.firmware.name]
+    speaks_hil = runtime in ("board", "custom")
+    if not (runtime in allowed or speaks_hil and "sitl" not in allowed):
+        if "sitl" in allowed:
+            raise RunRefused(f"scenario {scenario.name} flies Betaflight's SITL with a pilot on its sticks; "
+                             f"{runtime} firmware speaks hil's own protocol and flies a mission")
+        raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, which runs as "
+                         f"{' or '.join(allowed)}, not {runtime}")
+    if runtime == "sitl" and realtime is False:
         raise RunRefused("Betaflight's SITL keeps its own clock and flies in real time only; drop --lockstep")
 
 

@@ -116,6 +116,11 @@ def compatibility_problems(ours: wire.Hello, theirs: wire.Hello) -> list[tuple[i
 class Session:
     """One link to one firmware: sequence numbers, HELLO, and the tick loops."""
 
+    # Real time, after an overrun: release the late ticks at once to get back on the wall clock
+    # (a board's clock is the wall clock), or keep their spacing and run late.
+    catch_up = True
+    spin_before_deadline = SPIN_BEFORE_DEADLINE  # s of each real-time period spent spinning
+
     def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None, recorder=None):
         self.simulation = simulation
         self.link = link
@@ -128,17 +133,12 @@ class Session:
         self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
-        # Real time, after an overrun: release the late ticks at once to get back on the wall
-        # clock (a board's clock is the wall clock), or keep their spacing and run late.
-        self.catch_up = True
-        self.spin_before_deadline = SPIN_BEFORE_DEADLINE
         self.state = None  # the latest simulation state, for a run that ends early
-        offsets = [simulation.layout[f"reading.{s.name}"] for s in simulation.sensors]
-        self._reading_slices = [slice(offset, offset + size) for offset, size in offsets]
-        fresh_offset, fresh_size = simulation.layout["fresh"]
-        self._fresh_slice = slice(fresh_offset, fresh_offset + fresh_size)
-        offset, size = simulation.layout["command"]
-        self._command_slice = slice(offset, offset + size)
+        # Where each named column of a trace row lies.
+        self.columns = {name: slice(offset, offset + size) for name, (offset, size) in simulation.layout.items()}
+        self._reading_slices = [self.columns[f"reading.{s.name}"] for s in simulation.sensors]
+        self._fresh_slice = self.columns["fresh"]
+        self._command_slice = self.columns["command"]
 
     def _send(self, message_type, *fields) -> None:
         if message_type is wire.Hello:
@@ -220,7 +220,6 @@ class Session:
 
     def _fly_lockstep(self, advance, initial, trace: Trace, progress, interval):
         self.stats = stats = self._new_stats("lockstep")
-        recorder = self.recorder
         rows = trace.rows
         command = np.zeros(MOTORS)
         command_tick = -1  # the tick whose reply is in force
@@ -257,9 +256,7 @@ class Session:
                     command, newest = np.zeros(MOTORS), None
             if newest is not None:
                 command_tick, command = newest.tick, _throttles(newest.values)
-            row[self._command_slice] = command
-            if recorder is not None:
-                recorder.tick(k, row, state)
+            self._finish_row(rows, k, state, command)
             if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
                 trace.ticks_done = k + 1
                 progress(k, last, now - started)
@@ -321,6 +318,7 @@ class Session:
         next_report = start + interval
         pending = None  # the newest reply received since the last release: (tick, values)
         timeout, policy = self.settings.timeout, self.settings.on_timeout
+        spin = self.spin_before_deadline
         unanswered_since = None  # when the oldest tick sent since the newest reply went out
         silent = False  # the firmware has been silent for longer than the timeout, and the policy applied
         # Row k's command is the one the physics flies from tick k to k + 1 (as in lockstep, and as
@@ -332,7 +330,7 @@ class Session:
                 # Wait for the deadline listening to the link, so replies are timed as they arrive;
                 # spin the last stretch, since waking from a sleep is late by tens of µs.
                 while True:
-                    remaining = deadline - self.spin_before_deadline - time.perf_counter()
+                    remaining = deadline - spin - time.perf_counter()
                     message = self.link.receive(max(remaining, 0.0))
                     if message is None and remaining <= 0:
                         break
@@ -404,6 +402,7 @@ class Session:
         return state, stats
 
     def _finish_row(self, rows, tick: int, state, command) -> None:
+        """Write the command the physics flies from ``tick`` to the next into its row, and record it."""
         rows[tick][self._command_slice] = command
         if self.recorder is not None:
             self.recorder.tick(tick, rows[tick], state)

@@ -8,6 +8,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 
 
+def scenario_problems(text: str) -> list[str]:
+    """Every problem scenario validation finds in ``text``, as the lines a user would read."""
+    import pytest
+
+    from hil import scenario
+
+    with pytest.raises(scenario.ScenarioError) as caught:
+        scenario.parse_text(text, "s.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
 def hil_command(*args):
     return [sys.executable, "-m", "hil", *args]
 

@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from support import SCENARIOS, betaflight_missing, hil_command, sitl_processes
+from support import SCENARIOS, betaflight_missing, hil_command, scenario_problems, sitl_processes
 
 from hil import runner, scenario
 from hil.bridges import betaflight
@@ -146,31 +146,25 @@ def test_landing_ends_with_the_throttle_low_on_the_ground():
     assert loop.update(0.1, [0, 0, -0.08], [0, 0, 0], attitude_of(0)).throttle == 0.0
 
 
-def problems(text):
-    with pytest.raises(scenario.ScenarioError) as caught:
-        scenario.parse_text(text, "bf.yaml")
-    return [str(p) for p in caught.value.problems]
-
-
 HOVER = (SCENARIOS / "betaflight_hover.yaml").read_text()
 
 
 def test_a_betaflight_scenario_needs_a_pilot_and_its_sensors():
     text = HOVER.split("\npilot:")[0].replace("  baro: {rate_hz: 50}\n", "")
-    found = problems(text)
+    found = scenario_problems(text)
     assert any("pilot: firmware betaflight is flown by RC sticks" in p for p in found), found
     assert any("add sensors.baro" in p for p in found), found
 
 
 def test_a_motor_order_must_be_an_order_of_the_four_slots():
-    found = problems(HOVER.replace("    angle_limit_deg: 45", "    angle_limit_deg: 45\n    motor_order: [0, 0, 1, 2]"))
+    found = scenario_problems(HOVER.replace("    angle_limit_deg: 45", "    angle_limit_deg: 45\n    motor_order: [0, 0, 1, 2]"))
     assert any("firmware.betaflight.motor_order: [0, 0, 1, 2] is not an order" in p for p in found), found
 
 
 def test_link_faults_and_unordered_steps_are_refused():
     text = HOVER.replace("expect:", "faults:\n  - {start: 1, link: {loss: 0.1}}\nexpect:").replace(
         "{at: 22.0, arm: false}", "{at: 2.0, arm: false}")
-    found = problems(text)
+    found = scenario_problems(text)
     assert any("faults[0].link: link faults act on hil's own protocol" in p for p in found), found
     assert any("pilot.steps[3].at: 2.0 s comes before the step above it" in p for p in found), found
 

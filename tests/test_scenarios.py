@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SCENARIOS, betaflight_missing, hil_command, sitl_processes
+from support import ROOT, SCENARIOS, betaflight_missing, hil_command, scenario_problems, sitl_processes
 from hil import scenario
 
 SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
@@ -71,49 +71,43 @@ def test_missing_file_exits_2():
     assert "does/not/exist.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
-def problems(text):
-    with pytest.raises(scenario.ScenarioError) as caught:
-        scenario.parse_text(text, "s.yaml")
-    return [str(p) for p in caught.value.problems]
-
-
 BASE = (SCENARIOS / "hover.yaml").read_text()
 
 
 def test_unknown_key_suggests_the_nearest_valid_one():
-    found = problems(BASE.replace("  arm_at: 1.0", "  arm_time: 1.0"))
+    found = scenario_problems(BASE.replace("  arm_at: 1.0", "  arm_time: 1.0"))
     assert any("firmware.arm_time: unknown key (did you mean 'arm_at'?)" in p for p in found), found
 
 
 def test_missing_required_field_is_named():
-    found = problems(BASE.replace("duration: 20.0\n", ""))
+    found = scenario_problems(BASE.replace("duration: 20.0\n", ""))
     assert any("duration: missing required field" in p for p in found), found
 
 
 def test_impossible_values_are_reported_all_at_once():
     text = BASE.replace("  mass: 1.5", "  mass: -1").replace("  baro: {rate_hz: 50}", "  baro: {rate_hz: 0}")
-    found = problems(text)
+    found = scenario_problems(text)
     assert any("vehicle.mass: must be greater than 0 kg, got -1.0" in p for p in found), found
     assert any("sensors.baro.rate_hz: must be greater than 0 Hz" in p for p in found), found
 
 
 def test_a_sensor_rate_must_divide_the_tick_rate():
-    found = problems(BASE.replace("  baro: {rate_hz: 50}", "  baro: {rate_hz: 300}"))
+    found = scenario_problems(BASE.replace("  baro: {rate_hz: 50}", "  baro: {rate_hz: 300}"))
     assert any("sensors.baro.rate_hz" in p and "does not divide the tick rate" in p for p in found), found
 
 
 def test_duplicate_keys_are_errors_not_silent_overwrites():
-    found = problems(BASE.replace("seed: 1\n", "seed: 1\nseed: 2\n"))
+    found = scenario_problems(BASE.replace("seed: 1\n", "seed: 1\nseed: 2\n"))
     assert any("seed: duplicate key (first at line" in p for p in found), found
 
 
 def test_a_vehicle_that_cannot_lift_itself_is_rejected():
-    found = problems(BASE.replace("  mass: 1.5", "  mass: 50"))
+    found = scenario_problems(BASE.replace("  mass: 1.5", "  mass: 50"))
     assert any("cannot lift the weight" in p for p in found), found
 
 
 def test_expectation_past_the_end_of_the_run_is_rejected():
-    found = problems(BASE.replace("after: 8, min: 1.7", "after: 80, min: 1.7"))
+    found = scenario_problems(BASE.replace("after: 8, min: 1.7", "after: 80, min: 1.7"))
     assert any("expect[0].within.after: 80.0 s is past the end of the run" in p for p in found), found
 
 
