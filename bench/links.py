@@ -4,35 +4,20 @@
 
 Figures:
 - lockstep ticks/s and round trip p50/p99 for the C firmware over UDP, the Python firmware over
-  UDP and the C firmware over a pseudo-terminal at 921600 baud, and, in the same run, the
-  in-process tick as the baseline (no link at all);
+  UDP and the C firmware as a board on its own pseudo-terminal (``--pty``), opened by pyserial
+  at 921600 baud, and, in the same run, the in-process tick as the baseline (no link at all);
 - real time at 1 kHz with the C firmware over UDP: period error p50/p99/max and overruns.
 """
 
 import argparse
 import dataclasses
 import json
-import os
-import select
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def relay(a, b, stop):
-    pairs = {a: b, b: a}
-    while not stop.is_set():
-        ready, _, _ = select.select(list(pairs), [], [], 0.05)
-        for source in ready:
-            try:
-                os.write(pairs[source], os.read(source, 4096))
-            except OSError:
-                pass
 
 
 def figures(result):
@@ -51,7 +36,7 @@ def main():
     args = parser.parse_args()
 
     from hil import runner, scenario
-    from hil.firmware_stubs import c_build, quad_pid
+    from hil import firmware_process
 
     base = scenario.load(ROOT / "scenarios" / "hover.yaml")
     loaded = dataclasses.replace(base, duration=args.seconds, expect=[])
@@ -59,20 +44,12 @@ def main():
                "c_udp": figures(runner.run(loaded, runtime="c")),
                "python_udp": figures(runner.run(loaded, runtime="python"))}
 
-    hil_master, hil_slave = os.openpty()
-    board_master, board_slave = os.openpty()
-    stop = threading.Event()
-    thread = threading.Thread(target=relay, args=(hil_master, board_master, stop), daemon=True)
-    thread.start()
-    board = subprocess.Popen([str(c_build.build("hil_quad_pid")), "--port", os.ttyname(board_slave), "--baud", "921600",
-                              *quad_pid.command_line(quad_pid.params_from_scenario(loaded))])
+    board, terminal = firmware_process.start_on_pty(loaded)
     try:
-        results["c_pty_921600"] = figures(runner.run(loaded, board=runner.Board(port=os.ttyname(hil_slave), baud=921600),
+        results["c_pty_921600"] = figures(runner.run(loaded, board=runner.Board(port=terminal, baud=921600),
                                                      realtime=False))
     finally:
         board.wait(10)
-        stop.set()
-        thread.join()
 
     realtime = runner.run(dataclasses.replace(base, duration=args.realtime_seconds, expect=[]), runtime="c",
                           realtime=True)

@@ -32,8 +32,7 @@ from hil import scenario
 from hil.sim import Simulation
 s = scenario.load(sys.argv[2])
 tick = Simulation(s).compile()
-state, out = tick.advance(tick.initial)
-out = out.__array__()
+state, row = tick.advance(tick.initial)
 print(time.time() - t0)
 """
 
@@ -77,12 +76,12 @@ def main():
     box = {"link": link_tick.initial, "in_process": in_process_tick.initial}
 
     def call_link():
-        box["link"], out = link_tick.advance(box["link"], command)
-        return np.asarray(out)
+        box["link"], row = link_tick.advance(box["link"], command)
+        return row
 
     def call_in_process():
-        box["in_process"], out = in_process_tick.advance(box["in_process"])
-        return np.asarray(out)
+        box["in_process"], row = in_process_tick.advance(box["in_process"])
+        return row
 
     reference = NumpyTick(link)
     counter = iter(range(10**9))

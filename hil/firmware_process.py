@@ -1,6 +1,7 @@
 """Start, watch and stop an emulated firmware as its own process."""
 
 import collections
+import select
 import socket
 import subprocess
 import sys
@@ -19,18 +20,36 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-def command(scenario: Scenario, runtime: str, udp: str) -> list[str]:
-    """The command line that starts the scenario's firmware in ``runtime`` (``c`` or ``python``) on ``udp``."""
+def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
+    """The command line that starts the scenario's firmware in ``runtime`` (``c`` or ``python``)
+    on ``udp`` (HOST:PORT), or with ``udp`` None, as a board on its own pseudo-terminal (C only)."""
     name = scenario.firmware.name
     if name == "quad_pid":
         arguments = quad_pid.command_line(quad_pid.params_from_scenario(scenario))
     else:
         arguments = open_loop.command_line(open_loop.params_from_scenario(scenario))
+    link = ["--udp", udp] if udp is not None else ["--pty"]
     if runtime == "c":
         from hil.firmware_stubs import c_build
 
-        return [str(c_build.build(f"hil_{name}")), "--udp", udp, *arguments]
-    return [sys.executable, "-m", f"hil.firmware_stubs.{name}", "--udp", udp, *arguments]
+        return [str(c_build.build(f"hil_{name}")), *link, *arguments]
+    if udp is None:
+        raise ValueError("only the C firmware runs on its own pseudo-terminal")
+    return [sys.executable, "-m", f"hil.firmware_stubs.{name}", *link, *arguments]
+
+
+def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple[subprocess.Popen, str]:
+    """The scenario's C firmware as a board on a new pseudo-terminal, nothing between it and hil:
+    the process, and the terminal to open as its serial port (``hil run --port``)."""
+    process = subprocess.Popen(command(scenario, "c", None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    terminal = process.stdout.readline().strip() if ready else ""
+    if not terminal:
+        process.kill()
+        _, errors = process.communicate()
+        raise RuntimeError(f"the C firmware made no pseudo-terminal within {timeout:g} s: {errors.strip() or '(no output)'}")
+    return process, terminal
 
 
 class FirmwareProcess:

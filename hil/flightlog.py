@@ -208,14 +208,15 @@ class Recorder:
 
     def tick(self, tick: int, row: np.ndarray, state) -> None:
         """Record a finished tick; packets from now on belong to the next one. ``row`` must not
-        change afterwards (it is a row of the run's trace)."""
+        change afterwards (it is a row of the run's trace); ``state`` is the simulation's state
+        after it, as the tick's pages (a tuple of vectors that end to end are the flat state)."""
         self.current_tick = tick + 1
         wall = self.writer.wall_ns()
         self._pending.append((tick, wall, row))
         # Encoding points depend on ticks only, so the file's bytes do not depend on timing.
         if tick % SNAPSHOT_INTERVAL == 0:
             self._encode_pending()
-            self.writer.snapshot(tick, np.asarray(state))
+            self.writer.snapshot(tick, np.concatenate([np.asarray(page) for page in state]))
         elif len(self._pending) >= ENCODE_BATCH:
             self._encode_pending()
         if self.writer.flush_due(wall):

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import jax
+import jax.dlpack
 import jax.numpy as jnp
 import numpy as np
 from jax import export
@@ -66,7 +67,7 @@ class Channel:
 
     model: Any
     reading: jnp.ndarray
-    pending: jnp.ndarray
+    pending: jnp.ndarray  # empty for a sensor without latency
 
 
 @pytree
@@ -172,8 +173,8 @@ class Simulation:
         attitude = quaternion.from_euler(*np.radians(init.attitude_deg))
         body = RigidBodyState(position, np.array(init.velocity), attitude, np.array(init.angular_rate))
         vehicle = QuadrotorState(body, np.full(MOTORS, init.rotor_speed))
-        channels = {s.name: Channel(s.init, np.zeros(READING_SIZE[s.name]), np.zeros(READING_SIZE[s.name]))
-                    for s in self.sensors}
+        channels = {s.name: Channel(s.init, np.zeros(READING_SIZE[s.name]),
+                                    np.zeros(READING_SIZE[s.name] if s.latency else 0)) for s in self.sensors}
         firmware = self.firmware.init(self.firmware_params) if self.firmware else None
         return SimState(np.array(-1, dtype=np.int64), vehicle, environment.wind_init(self.wind_params),
                         channels, firmware, np.zeros(MOTORS), np.zeros(3))
@@ -276,23 +277,17 @@ class Simulation:
         return state, self.observe(state, fresh)
 
     def compile(self) -> "CompiledTick":
-        """Lower and compile both entry points for this scenario's shapes, before tick 0.
+        """Lower and compile the tick for this scenario's shapes, before tick 0."""
+        pages = StatePages.of(self.initial_state())
 
-        Across the compiled boundary the state is one flat float64 vector: every argument and
-        result buffer costs about a microsecond per call, and the state has dozens of leaves.
-        """
-        flat, unravel = flatten(self.initial_state())
-
-        def advance(vector, *command):
-            new, out = self.advance(unravel(vector), *command)
-            return flatten(new)[0], out
+        def advance(state, *command):
+            new, out = self.advance(pages.unpack(state), *command)
+            return pages.pack(new), out
 
         command = () if self.in_process else (np.zeros(MOTORS),)
-        return CompiledTick(
-            advance=_compiled(advance, (flat, *command), tick_cache.key(self.scenario, self.in_process)),
-            initial=jnp.asarray(flat),
-            unravel=unravel,
-        )
+        compiled = _compiled(advance, (pages.pack(self.initial_state()), *command),
+                             tick_cache.key(self.scenario, self.in_process))
+        return CompiledTick(compiled, pages, self._initial_pages(pages), None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
         """Up to ``batch`` link-mode ticks per call, each with its own command: for replay.
@@ -302,19 +297,22 @@ class Simulation:
         loop cannot be unrolled or specialised, and XLA compiles one tick as the loop's body, which
         computes what the single compiled tick computes, bit for bit (replay checks every row).
         """
-        flat, unravel = flatten(self.initial_state())
+        pages = StatePages.of(self.initial_state())
 
-        def advance_many(vector, commands, n):
+        def advance_many(state, commands, n):
             def one(index, carry):
-                vector, rows = carry
-                new, out = self.advance(unravel(vector), commands[index])
-                return flatten(new)[0], jax.lax.dynamic_update_slice(rows, out[None, :], (index, jnp.zeros_like(index)))
+                state, rows = carry
+                new, out = self.advance(pages.unpack(state), commands[index])
+                return pages.pack(new), jax.lax.dynamic_update_slice(rows, out[None, :], (index, jnp.zeros_like(index)))
 
-            return jax.lax.fori_loop(0, n, one, (vector, jnp.zeros((batch, self.width))))
+            return jax.lax.fori_loop(0, n, one, (state, jnp.zeros((batch, self.width))))
 
-        arguments = (flat, np.zeros((batch, MOTORS)), np.int32(0))
+        arguments = (pages.pack(self.initial_state()), np.zeros((batch, MOTORS)), np.int32(0))
         name = tick_cache.key(self.scenario, False) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, arguments, name), jnp.asarray(flat), batch)
+        return CompiledBatch(_compiled(advance_many, arguments, name), self._initial_pages(pages), batch)
+
+    def _initial_pages(self, pages: "StatePages") -> tuple:
+        return tuple(jnp.asarray(page) for page in pages.pack(self.initial_state()))
 
 
 def _compiled(function, arguments, name: str):
@@ -323,47 +321,133 @@ def _compiled(function, arguments, name: str):
     if exported is None:
         exported = export.export(jax.jit(function))(*arguments)
         tick_cache.store(name, exported)
-    # The state's buffer is donated: XLA writes the new state over the old one instead of
+    # The state's buffers are donated: XLA writes the new state over the old one instead of
     # allocating, which takes a third off the time of a call.
     return jax.jit(exported.call, donate_argnums=0).lower(*arguments).compile()
 
 
-def flatten(state):
-    """A state pytree as one float64 vector, and the function that rebuilds it.
-
-    Works on the host (NumPy leaves, no JAX dispatch: start-up stays fast) and while tracing.
-    Integer and boolean leaves round-trip exactly: ticks stay far below 2**53.
-    """
-    leaves, structure = jax.tree_util.tree_flatten(state)
-    xp = np if all(isinstance(leaf, (np.ndarray, np.generic, float, int, bool)) for leaf in leaves) else jnp
-    shapes = [np.shape(leaf) for leaf in leaves]
-    dtypes = [leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf) for leaf in leaves]
-    vector = xp.concatenate([xp.ravel(xp.asarray(leaf, dtype=np.float64)) for leaf in leaves]) if leaves else xp.zeros(0)
-
-    def unflatten(flat):
-        parts, offset = [], 0
-        for shape, dtype in zip(shapes, dtypes):
-            size = int(np.prod(shape))
-            parts.append(flat[offset: offset + size].reshape(shape).astype(dtype))
-            offset += size
-        return jax.tree_util.tree_unflatten(structure, parts)
-
-    return vector, unflatten
+# Float64s per state page: 512 bytes. XLA's CPU runtime runs a program's kernels one after
+# another on the calling thread only while no buffer it touches is larger than that; with a
+# larger one it spreads them over its thread pool, and the hand-offs cost more than the kernels
+# (and take a core from a firmware process running beside hil).
+PAGE_SIZE = 64
 
 
 @dataclass(frozen=True)
-class CompiledBatch:
-    """Many link-mode ticks per call over a flat state vector; see :meth:`Simulation.compile_batch`."""
+class StatePages:
+    """A state pytree as a tuple of float64 vectors ("pages") of at most :data:`PAGE_SIZE` each.
 
-    advance_many: Any
-    initial: jax.Array
-    batch: int
+    Leaves keep their order and are never split, so the pages end to end are the flat state (a
+    log's SNAPSHOT); a leaf larger than a page has a page of its own. Packs and unpacks on the
+    host (NumPy leaves, no JAX dispatch: start-up stays fast) and while tracing. Integer and
+    boolean leaves round-trip exactly: ticks stay far below 2**53.
+    """
+
+    structure: Any
+    shapes: tuple
+    dtypes: tuple
+    places: tuple  # (page, offset) of each leaf
+    pages: tuple  # the leaves of each page
+
+    @classmethod
+    def of(cls, state) -> "StatePages":
+        leaves, structure = jax.tree_util.tree_flatten(state)
+        shapes = tuple(np.shape(leaf) for leaf in leaves)
+        places, pages, fill = [], [], 0
+        for index, shape in enumerate(shapes):
+            size = int(np.prod(shape))
+            if not pages or fill + size > PAGE_SIZE:
+                pages.append([])
+                fill = 0
+            places.append((len(pages) - 1, fill))
+            pages[-1].append(index)
+            fill += size
+        return cls(structure, shapes, tuple(np.asarray(leaf).dtype for leaf in leaves), tuple(places),
+                   tuple(tuple(page) for page in pages))
+
+    def pack(self, state) -> tuple:
+        leaves = jax.tree_util.tree_leaves(state)
+        xp = np if all(isinstance(leaf, (np.ndarray, np.generic, float, int, bool)) for leaf in leaves) else jnp
+        return tuple(xp.concatenate([xp.ravel(xp.asarray(leaves[i], dtype=np.float64)) for i in page])
+                     for page in self.pages)
+
+    def unpack(self, pages):
+        parts = []
+        for (page, offset), shape, dtype in zip(self.places, self.shapes, self.dtypes):
+            size = int(np.prod(shape))
+            parts.append(pages[page][offset: offset + size].reshape(shape).astype(dtype))
+        return jax.tree_util.tree_unflatten(self.structure, parts)
+
+
+class SharedInput:
+    """A float64 vector the host writes in place and the compiled tick reads without a transfer.
+
+    Passing a new NumPy array to a compiled call copies it to the device first, which costs
+    about 6 µs, a fifth of a link tick. On the CPU a device array can instead sit on NumPy's
+    memory (DLPack, no copy): the host writes the command there and the next call reads it.
+    Calls are synchronous (:mod:`hil.jaxconfig`), so no call is reading while the host writes.
+    Whether the memory is really shared is checked once; where it is not (another backend, or
+    a JAX that copies), :attr:`device` is None and the NumPy vector itself is passed.
+    """
+
+    def __init__(self, size: int):
+        raw = np.zeros(size + 8)
+        first = (-raw.ctypes.data % 64) // 8  # XLA wants its buffers 64-byte aligned
+        self.host = raw[first: first + size]
+        self.device = None
+        if jax.default_backend() != "cpu":
+            return
+        try:
+            device = jax.dlpack.from_dlpack(self.host)
+        except (TypeError, ValueError, RuntimeError):
+            return
+        self.host[:] = np.arange(1.0, size + 1.0)
+        if np.array_equal(np.asarray(device), self.host):
+            self.device = device
+        self.host[:] = 0.0
+
+    def write(self, values):
+        """Set the vector; returns what to pass to the compiled call."""
+        self.host[:] = values
+        return self.device if self.device is not None else self.host.copy()
 
 
 @dataclass(frozen=True)
 class CompiledTick:
-    """The compiled tick over a flat state vector; ``unravel`` rebuilds a :class:`SimState`."""
+    """The compiled tick over the state's pages, as a run loop calls it.
 
-    advance: Any
-    initial: jax.Array
-    unravel: Callable
+    ``advance(state[, command]) -> (state, row)``: ``state`` is the tuple of device pages that
+    the previous call returned (``initial`` first; a call consumes it), ``command`` the four
+    throttles in force (link mode only), ``row`` a NumPy vector laid out as
+    :attr:`Simulation.layout`.
+    """
+
+    call: Any
+    pages: StatePages
+    initial: tuple
+    command: SharedInput | None
+
+    def advance(self, state, command=None):
+        if self.command is None:
+            state, row = self.call(state)
+        else:
+            state, row = self.call(state, self.command.write(command))
+        return state, np.asarray(row)
+
+    def unravel(self, state):
+        """The :class:`SimState` of a state the tick returned, on the host."""
+        return self.pages.unpack(tuple(np.asarray(page) for page in state))
+
+    @staticmethod
+    def flat(state) -> np.ndarray:
+        """A state the tick returned as one float64 vector (a log's SNAPSHOT)."""
+        return np.concatenate([np.asarray(page) for page in state])
+
+
+@dataclass(frozen=True)
+class CompiledBatch:
+    """Many link-mode ticks per call over the state's pages; see :meth:`Simulation.compile_batch`."""
+
+    advance_many: Any
+    initial: tuple
+    batch: int

@@ -198,7 +198,7 @@ def test_tick_records_built_as_one_array_are_the_records_the_format_describes(tm
     rows = np.random.default_rng(3).normal(size=(70, 13))
     recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, layout)
     for tick, row in enumerate(rows):
-        recorder.tick(tick, row, np.zeros(2))
+        recorder.tick(tick, row, (np.zeros(2),))
     recorder.close({"passed": True})
     log = flightlog.read(tmp_path / "a.hillog")
     assert log.complete and len(log.ticks) == 70

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from support import ROOT, SCENARIOS
 
-from hil import runner, scenario, wire
+from hil import firmware_process, runner, scenario, wire
 from hil.firmware_process import free_udp_port
 from hil.firmware_stubs import quad_pid
 
@@ -238,18 +238,24 @@ def test_c_firmware_over_udp_flies_hover_and_passes():
 
 
 def test_c_firmware_over_a_pseudo_terminal_at_921600_flies_hover_and_is_deterministic(cable):
+    """Once as a board on its own pty (``--pty``, nothing between it and pyserial), once through
+    the relayed cable: the same state history, bit for bit."""
     loaded = hover()
-    results = []
-    for _ in range(2):
-        board = c_firmware_on(cable.board_end, loaded)
-        try:
-            results.append(runner.run(loaded, board=runner.Board(port=cable.hil_end, baud=921600), realtime=False))
-        finally:
-            board.wait(10)
-        assert board.returncode == 0
-    first, second = results
-    assert first.failure is None and first.passed
-    assert first.trace.rows.tobytes() == second.trace.rows.tobytes()
+    board, terminal = firmware_process.start_on_pty(loaded)
+    try:
+        direct = runner.run(loaded, board=runner.Board(port=terminal, baud=921600), realtime=False)
+    finally:
+        board.wait(10)
+    assert board.returncode == 0  # it left on GOODBYE
+    assert direct.failure is None and direct.passed
+    assert direct.link_stats.link == f"{terminal} at 921600 baud"
+    board = c_firmware_on(cable.board_end, loaded)
+    try:
+        relayed = runner.run(loaded, board=runner.Board(port=cable.hil_end, baud=921600), realtime=False)
+    finally:
+        board.wait(10)
+    assert board.returncode == 0
+    assert direct.trace.rows.tobytes() == relayed.trace.rows.tobytes()
 
 
 def test_c_and_python_firmware_fly_the_same_mission():

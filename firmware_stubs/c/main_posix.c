@@ -4,6 +4,10 @@
  *
  *   hil_quad_pid --udp HOST:PORT [controller options] [--idle-timeout S] [-v]
  *   hil_quad_pid --port /dev/ttyACM0 [--baud 921600] [controller options] [--idle-timeout S] [-v]
+ *   hil_quad_pid --pty [controller options] [--idle-timeout S] [-v]
+ *
+ * With --pty it is a board on a new pseudo-terminal: the first line on stdout is the terminal
+ * hil opens (for example /dev/pts/3), a serial port with nothing in between.
  *
  * It answers every HELLO with its own, replies to every SENSORS with ACTUATORS for the same
  * tick, reports news (phase changes) as STATUS and exits 0 on GOODBYE.
@@ -13,6 +17,7 @@
  * one line to stderr: "<program>: <reason>".
  */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* posix_openpt, grantpt, unlockpt, ptsname */
 #define _DEFAULT_SOURCE 1
 #define _DARWIN_C_SOURCE 1
 
@@ -41,6 +46,9 @@
 #define EXIT_IDLE 3
 
 #define HEARTBEAT_INTERVAL 0.2   /* s of silence before a HEARTBEAT */
+/* s after a frame during which the link is polled without sleeping: in lockstep the next frame
+ * comes within tens of µs, and waking from a sleep costs as much again. */
+#define BUSY_POLL_WINDOW 0.0003
 #define SERIAL_WRITE_TIMEOUT_MS 1000
 #define DATAGRAM_BUFFER 2048
 
@@ -81,11 +89,12 @@ static NORETURN void usage_error(const char *format, ...)
 
 static void print_help(void)
 {
-    printf("usage: %s (--udp HOST:PORT | --port DEVICE [--baud N]) [options]\n\n"
+    printf("usage: %s (--udp HOST:PORT | --port DEVICE [--baud N] | --pty) [options]\n\n"
            "An emulated flight controller speaking hil's native protocol (docs/protocol.md).\n\n"
            "  --udp HOST:PORT                bind here; talk to whoever sends the first HELLO\n"
            "  --port DEVICE                  a serial port (opened raw, 8N1, no flow control)\n"
            "  --baud N                       its baud rate (default 921600)\n"
+           "  --pty                          a new pseudo-terminal; prints the device hil opens\n"
            "  --idle-timeout S               exit with status 3 after S seconds without a frame\n"
            "                                 (default 10; 0: never)\n"
            "  -v, --verbose                  report the session on stderr\n"
@@ -270,9 +279,30 @@ static const baud_rate baud_rates[] = {
 #endif
 };
 
-static void open_serial(const char *path, long baud)
+/* Raw: no line editing, echo, signals, translation or flow control; 8 data bits, no parity, 1 stop bit. */
+static int make_raw(int fd, speed_t speed)
 {
     struct termios t;
+    if (tcgetattr(fd, &t) != 0) return -1;
+    t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON | IXOFF);
+#ifdef IXANY
+    t.c_iflag &= ~(tcflag_t)IXANY;
+#endif
+    t.c_oflag &= ~(tcflag_t)OPOST;
+    t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+    t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB | CSTOPB);
+    t.c_cflag |= CS8 | CLOCAL | CREAD;
+#ifdef CRTSCTS
+    t.c_cflag &= ~(tcflag_t)CRTSCTS;
+#endif
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    if (cfsetispeed(&t, speed) != 0 || cfsetospeed(&t, speed) != 0) return -1;
+    return tcsetattr(fd, TCSANOW, &t);
+}
+
+static void open_serial(const char *path, long baud)
+{
     speed_t code = 0;
     size_t k;
     int fd, found = 0;
@@ -289,25 +319,11 @@ static void open_serial(const char *path, long baud)
         say("cannot open serial port %s: %s", path, strerror(errno));
         exit(EXIT_FATAL);
     }
-    if (tcgetattr(fd, &t) != 0) {
-        say("cannot use %s as a serial port: %s", path, strerror(errno));
+    if (!isatty(fd)) {
+        say("cannot use %s as a serial port: it is not a terminal", path);
         exit(EXIT_FATAL);
     }
-    /* Raw: no line editing, echo, signals, translation or flow control; 8 data bits, no parity, 1 stop bit. */
-    t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON | IXOFF);
-#ifdef IXANY
-    t.c_iflag &= ~(tcflag_t)IXANY;
-#endif
-    t.c_oflag &= ~(tcflag_t)OPOST;
-    t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
-    t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB | CSTOPB);
-    t.c_cflag |= CS8 | CLOCAL | CREAD;
-#ifdef CRTSCTS
-    t.c_cflag &= ~(tcflag_t)CRTSCTS;
-#endif
-    t.c_cc[VMIN] = 0;
-    t.c_cc[VTIME] = 0;
-    if (cfsetispeed(&t, code) != 0 || cfsetospeed(&t, code) != 0 || tcsetattr(fd, TCSANOW, &t) != 0) {
+    if (make_raw(fd, code) != 0) {
         say("cannot set %s to %ld baud, raw 8N1: %s", path, baud, strerror(errno));
         exit(EXIT_FATAL);
     }
@@ -315,6 +331,30 @@ static void open_serial(const char *path, long baud)
     snprintf(link_.where, sizeof link_.where, "%.250s at %ld baud", path, baud);
     link_.fd = fd;
     link_.is_udp = 0;
+}
+
+/* A new pseudo-terminal: the firmware holds its controlling side, hil opens the other as a
+ * serial port. The firmware keeps the terminal side open too, so that the link does not read
+ * as hung up before hil has opened it, or between two runs. */
+static void open_pty(void)
+{
+    const char *name;
+    int fd = posix_openpt(O_RDWR | O_NOCTTY), terminal;
+    if (fd < 0 || grantpt(fd) != 0 || unlockpt(fd) != 0 || (name = ptsname(fd)) == NULL) {
+        say("cannot create a pseudo-terminal: %s", strerror(errno));
+        exit(EXIT_FATAL);
+    }
+    terminal = open(name, O_RDWR | O_NOCTTY);
+    if (terminal < 0 || make_raw(terminal, B38400) != 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        say("cannot set up the pseudo-terminal %s: %s", name, strerror(errno));
+        exit(EXIT_FATAL);
+    }
+    snprintf(link_.where, sizeof link_.where, "pty %.250s", name);
+    link_.fd = fd;
+    link_.is_udp = 0;
+    printf("%s\n", name);
+    fflush(stdout);
 }
 
 /* ---- session ------------------------------------------------------------------------------------ */
@@ -622,7 +662,7 @@ static void serve(double idle_timeout)
         p.fd = link_.fd;
         p.events = POLLIN;
         p.revents = 0;
-        ready = poll(&p, 1, (int)(wait * 1000.0) + 1);
+        ready = poll(&p, 1, t - session.last_received < BUSY_POLL_WINDOW ? 0 : (int)(wait * 1000.0) + 1);
         if (ready < 0) {
             if (errno == EINTR) continue;
             say("poll on %s failed: %s", link_.where, strerror(errno));
@@ -667,6 +707,7 @@ static void serve(double idle_timeout)
 int main(int argc, char **argv)
 {
     const char *udp = NULL, *port = NULL;
+    int pty = 0;
     long baud = 921600;
     double idle_timeout = 10.0;
     char err[512];
@@ -682,6 +723,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) {
             verbose = 1;
+            continue;
+        }
+        if (strcmp(arg, "--pty") == 0) {
+            pty = 1;
             continue;
         }
         if (strncmp(arg, "--", 2) != 0) usage_error("unexpected argument '%s'", arg);
@@ -728,12 +773,13 @@ int main(int argc, char **argv)
             usage_error("%s", err);
         }
     }
-    if ((udp == NULL) == (port == NULL)) usage_error("give exactly one of --udp HOST:PORT and --port DEVICE");
+    if ((udp != NULL) + (port != NULL) + pty != 1) usage_error("give exactly one of --udp HOST:PORT, --port DEVICE and --pty");
     if (!fw->finish(err, sizeof err)) usage_error("%s", err);
 
     install_signals();
     if (udp) open_udp(udp);
-    else open_serial(port, baud);
+    else if (port) open_serial(port, baud);
+    else open_pty();
     serve(idle_timeout);
     return EXIT_FATAL;
 }
