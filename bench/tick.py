@@ -5,6 +5,10 @@
 Figures (median and p99 of one call, NumPy in and out as a link needs them):
 - link tick: physics + sensors, command in from the host (what a UDP or serial link calls);
 - in-process tick: the same plus the emulated firmware;
+- empty tick: a compiled tick that computes nothing, with the link tick's arguments and results:
+  what a call from Python costs before any physics (the floor for the two above);
+- link tick between frames: the link tick with a UDP frame sent, received and decoded between
+  calls, as in a lockstep run, where the call finds the processor's caches cold;
 - the NumPy tick (bench/numpy_tick.py), measured in the same run, and the ratio;
 - start-up from process start to tick 0, with a cold and with a warm compilation cache.
 Machines here are shared and noisy, so the ratio in the same run is the figure to compare.
@@ -37,11 +41,14 @@ print(time.time() - t0)
 """
 
 
-def latency(call, calls):
+def latency(call, calls, between=None):
+    """Figures of ``call``'s duration; ``between`` runs before each call, untimed."""
     for _ in range(min(2000, calls)):
         call()
     samples = np.empty(calls)
     for i in range(calls):
+        if between is not None:
+            between()
         started = time.perf_counter()
         call()
         samples[i] = time.perf_counter() - started
@@ -65,15 +72,25 @@ def main():
 
     from numpy_tick import NumpyTick
 
-    from hil import scenario
-    from hil.sim import Simulation
+    import dataclasses
+    import socket
+
+    import jax
+    import jax.numpy as jnp
+
+    from hil import scenario, wire
+    from hil.sim import MOTORS, SharedInput, Simulation
 
     loaded = scenario.load(args.scenario)
     link = Simulation(loaded, in_process_firmware=False)
     link_tick = link.compile()
     in_process_tick = Simulation(loaded).compile()
+    empty_tick = dataclasses.replace(
+        link_tick, initial=tuple(jnp.array(page) for page in link_tick.initial), command=SharedInput(MOTORS),
+        call=jax.jit(lambda state, command: (state, jnp.zeros(link.width) + command[0]), donate_argnums=0)
+        .lower(link_tick.initial, np.zeros(MOTORS)).compile())
     command = np.full(4, 0.6)
-    box = {"link": link_tick.initial, "in_process": in_process_tick.initial}
+    box = {"link": link_tick.initial, "in_process": in_process_tick.initial, "empty": empty_tick.initial}
 
     def call_link():
         box["link"], row = link_tick.advance(box["link"], command)
@@ -83,6 +100,18 @@ def main():
         box["in_process"], row = in_process_tick.advance(box["in_process"])
         return row
 
+    def call_empty():
+        box["empty"], row = empty_tick.advance(box["empty"], command)
+        return row
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    frame = wire.encode(wire.Sensors(1, 1000, 0b1011, tuple(np.linspace(-1.0, 1.0, 17))))
+
+    def between_frames():
+        peer.sendto(frame, peer.getsockname())
+        wire.decode(peer.recvfrom(2048)[0][:-1])
+
     reference = NumpyTick(link)
     counter = iter(range(10**9))
 
@@ -90,22 +119,22 @@ def main():
         return reference.advance(command, next(counter))
 
     figures = {"link_tick": latency(call_link, args.calls), "numpy_tick": latency(call_numpy, args.calls // 4),
-               "in_process_tick": latency(call_in_process, args.calls)}
+               "in_process_tick": latency(call_in_process, args.calls), "empty_tick": latency(call_empty, args.calls),
+               "link_tick_between_frames": latency(call_link, args.calls, between_frames)}
     figures["numpy_over_link_median"] = figures["numpy_tick"]["median_us"] / figures["link_tick"]["median_us"]
     with tempfile.TemporaryDirectory() as cache:
         figures["startup_cold_s"] = startup(args.scenario, cache)
         figures["startup_warm_s"] = min(startup(args.scenario, cache) for _ in range(3))
-    import jax
     figures["machine"] = {"python": platform.python_version(), "jax": jax.__version__, "cpus": os.cpu_count(),
                           "platform": platform.platform(), "device": str(jax.devices()[0])}
     figures["scenario"] = Path(args.scenario).name
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
 
-    print(f"{'tick':22s} {'median µs':>10s} {'p99 µs':>10s} {'min µs':>10s}")
-    for name in ("link_tick", "in_process_tick", "numpy_tick"):
+    print(f"{'tick':26s} {'median µs':>10s} {'p99 µs':>10s} {'min µs':>10s}")
+    for name in ("link_tick", "in_process_tick", "empty_tick", "link_tick_between_frames", "numpy_tick"):
         f = figures[name]
-        print(f"{name:22s} {f['median_us']:10.1f} {f['p99_us']:10.1f} {f['min_us']:10.1f}")
+        print(f"{name:26s} {f['median_us']:10.1f} {f['p99_us']:10.1f} {f['min_us']:10.1f}")
     print(f"NumPy / compiled link tick (median): {figures['numpy_over_link_median']:.2f}x")
     print(f"start-up to tick 0: cold {figures['startup_cold_s']:.2f} s, warm {figures['startup_warm_s']:.2f} s")
     print(f"written to {args.out}")
