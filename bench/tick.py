@@ -79,7 +79,8 @@ def main():
     import jax.numpy as jnp
 
     from hil import scenario, wire
-    from hil.sim import MOTORS, SharedInput, Simulation
+    from hil.pages import SharedInput
+    from hil.sim import MOTORS, Simulation
 
     loaded = scenario.load(args.scenario)
     link = Simulation(loaded, in_process_firmware=False)

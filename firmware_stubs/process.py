@@ -12,12 +12,14 @@ import argparse
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hil import wire
 from hil.bridges.link import LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.bridges.udp import UdpLink
+from hil.pages import SharedInput, StatePages
 
 PHASE_NAMES = ("waiting to arm", "armed, spinning up", "mission started", "landing", "landed, disarmed")
 
@@ -50,14 +52,12 @@ def main(controller, argv=None) -> None:
 
 def serve(controller, params, link, idle_timeout: float) -> int:
     """The firmware's main loop; returns the process exit status."""
-    needs = dict(controller.SENSOR_NEEDS)
     state = controller.init(params)
-    readings = {name: np.zeros(size) for name, size in needs.items()}
     step = None
     layout: list[tuple[str, int]] = []
     tick_rate = 0
     seq = 1  # 0 belongs to HELLO, which never advances the counter
-    last_phase = _phase(state)
+    last_phase = _phase_of(state)
 
     def send(message_type, *fields):
         nonlocal seq
@@ -81,17 +81,14 @@ def serve(controller, params, link, idle_timeout: float) -> int:
             layout = [(s.name, s.fields) for s in message.sensors]
             tick_rate = message.tick_rate_hz
             if step is None:  # before answering: hil starts ticking as soon as our HELLO arrives
-                step = _compile(controller, params, state, readings)
+                step = CompiledStep(controller, params, state)
             send(wire.Hello, wire.PROTOCOL_VERSION, "firmware", "quadrotor", 4, 0,
                  tuple(wire.SensorSpec(name, size, 0.0) for name, size in controller.SENSOR_NEEDS))
         elif isinstance(message, wire.Sensors) and step is not None and tick_rate:
-            fresh = _unpack(message, layout, readings)
-            if fresh is None:
+            if not step.take(message, layout):
                 continue  # values do not match the mask: a bad frame, dropped
-            state, command = step(state, readings, fresh,
-                                  np.float64(message.tick / tick_rate))
-            send(wire.Actuators, message.tick, tuple(float(c) for c in np.asarray(command)))
-            phase = _phase(state)
+            command, phase = step(message.tick / tick_rate)
+            send(wire.Actuators, message.tick, command)
             if phase != last_phase:
                 send(wire.Status, message.tick, 1, PHASE_NAMES[phase])
                 last_phase = phase
@@ -99,32 +96,68 @@ def serve(controller, params, link, idle_timeout: float) -> int:
             return 0
 
 
-def _phase(state) -> int | None:
+def _phase_of(state) -> int | None:
     phase = getattr(state, "phase", None)
     return None if phase is None else int(phase)
 
 
-def _unpack(message: wire.Sensors, layout, readings):
-    """Store the fresh readings; returns the freshness flags, or None if the values do not fit the mask."""
-    fresh = {name: False for name in readings}
-    offset = 0
-    values = message.values
-    if message.fresh >> len(layout):
-        return None  # a bit for a sensor hil never announced
-    for index, (name, size) in enumerate(layout):
-        if message.fresh >> index & 1:
-            if offset + size > len(values):
-                return None
-            if name in readings and readings[name].size == size:
-                readings[name] = np.asarray(values[offset:offset + size], dtype=np.float64)
-                fresh[name] = True
+class CompiledStep:
+    """The controller's step, compiled once, with its state kept on the device as pages.
+
+    Its inputs are one vector the host writes in place: every reading the controller needs
+    (the last one received stays until a fresh one comes), a freshness flag per sensor, and
+    the time. Its output is one vector: the four motor commands and the phase (-1 for a
+    controller without phases). One argument and one result per call: each more costs a
+    transfer.
+    """
+
+    def __init__(self, controller, params, state):
+        needs = list(controller.SENSOR_NEEDS)
+        self.spans, offset = {}, 0
+        for name, size in needs:
+            self.spans[name] = (offset, size)
             offset += size
-    return fresh if offset == len(values) else None
+        self.flags = {name: offset + index for index, (name, _) in enumerate(needs)}
+        self.inputs = SharedInput(offset + len(needs) + 1)
+        pages = StatePages.of(state)
 
+        def step(state, inputs):
+            readings = {name: inputs[first:first + size] for name, (first, size) in self.spans.items()}
+            fresh = {name: inputs[index] > 0.5 for name, index in self.flags.items()}
+            new, command = controller.step(params, pages.unpack(state), readings, fresh, inputs[-1])
+            phase = getattr(new, "phase", -1)
+            return pages.pack(new), jnp.concatenate([command, jnp.reshape(phase, (1,)).astype(jnp.float64)])
 
-def _compile(controller, params, state, readings):
-    """The controller's step, compiled once for these shapes."""
-    fresh = {name: np.bool_(True) for name in readings}
-    compiled = jax.jit(lambda s, r, f, t: controller.step(params, s, r, f, t)).lower(
-        state, readings, fresh, np.float64(0.0)).compile()
-    return lambda s, r, f, t: compiled(s, r, {k: np.bool_(v) for k, v in f.items()}, t)
+        arguments = (pages.pack(state), self.inputs.host.copy())
+        self.call = jax.jit(step, donate_argnums=0).lower(*arguments).compile()
+        self.state = tuple(jnp.asarray(page) for page in pages.pack(state))
+
+    def take(self, message: wire.Sensors, layout) -> bool:
+        """Store the message's fresh readings and flags; False (nothing stored) if the values do not fit the mask."""
+        if message.fresh >> len(layout):
+            return False  # a bit for a sensor hil never announced
+        values, offset, fresh = message.values, 0, []
+        for index, (name, size) in enumerate(layout):
+            if message.fresh >> index & 1:
+                if offset + size > len(values):
+                    return False
+                if name in self.spans and self.spans[name][1] == size:
+                    fresh.append((name, values[offset:offset + size]))
+                offset += size
+        if offset != len(values):
+            return False
+        host = self.inputs.host
+        for flag in self.flags.values():
+            host[flag] = 0.0
+        for name, reading in fresh:
+            first, size = self.spans[name]
+            host[first:first + size] = reading
+            host[self.flags[name]] = 1.0
+        return True
+
+    def __call__(self, time: float) -> tuple[tuple[float, ...], int | None]:
+        """Run the step at ``time`` (s); returns the motor commands and the phase (None if it has none)."""
+        self.inputs.host[-1] = time
+        self.state, out = self.call(self.state, self.inputs.argument())
+        out = np.asarray(out).tolist()
+        return tuple(out[:4]), None if out[4] < 0 else int(out[4])
