@@ -49,7 +49,8 @@ def main():
         results["c_pty_921600"] = figures(runner.run(loaded, board=runner.Board(port=terminal, baud=921600),
                                                      realtime=False))
     finally:
-        board.wait(10)
+        board.stop()
+        board.close()
 
     realtime = runner.run(dataclasses.replace(base, duration=args.realtime_seconds, expect=[]), runtime="c",
                           realtime=True)

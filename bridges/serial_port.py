@@ -17,8 +17,9 @@ from hil.bridges.link import Link, LinkError
 
 BITS_PER_BYTE = 10  # 8N1: start bit, eight data bits, stop bit
 POLL_INTERVAL = 0.0002  # s, for pyserial URL handlers that offer no file descriptor to wait on
-# s to poll a port's descriptor before sleeping in select: a lockstep reply on a pty or a USB
-# serial adapter often comes within tens of µs, and waking from select costs as much again.
+# s to poll a serial port before sleeping in select: a lockstep reply on a pty comes within
+# tens of µs, and waking from select costs as much again. On a real line a frame takes longer
+# than this to arrive, and the poll costs only this much CPU per wait.
 SPIN = 0.0002
 READ_SIZE = 4096
 
@@ -35,6 +36,9 @@ class SerialLink(Link):
             self._fileno = self.port.fileno()
         except (AttributeError, NotImplementedError, serial.SerialException, OSError):
             self._fileno = None
+        # A plain POSIX serial port (or pty) is read straight from its descriptor; other URL
+        # handlers (socket://, spy://) are read through pyserial, which does their work.
+        self._raw = self._fileno is not None and os.name == "posix" and type(self.port) is serial.Serial
         self.reader = wire.FrameReader()
         self.counters.stream = self.reader.counters
         self._pending = collections.deque()
@@ -64,8 +68,11 @@ class SerialLink(Link):
             if remaining <= 0:
                 return None
             try:
-                if self._fileno is not None:
+                if self._raw:
                     data = self._read_descriptor(remaining)
+                elif self._fileno is not None:
+                    select.select([self._fileno], [], [], remaining)
+                    data = self.port.read(self.port.in_waiting)
                 else:  # URL handlers without a file descriptor: poll
                     data = self.port.read(self.port.in_waiting or 1) or time.sleep(POLL_INTERVAL) or b""
             except (serial.SerialException, OSError) as error:
@@ -76,7 +83,7 @@ class SerialLink(Link):
 
     def _read_descriptor(self, timeout: float) -> bytes:
         """What the port holds, waiting up to ``timeout``: polled for :data:`SPIN`, then in select.
-        pyserial opens ports non-blocking, so an empty read raises or returns nothing."""
+        pyserial opens ports non-blocking, so a read of an empty port raises or returns nothing."""
         now = time.perf_counter()
         deadline, spin_until = now + timeout, now + min(timeout, SPIN)
         readable = False
@@ -87,7 +94,7 @@ class SerialLink(Link):
                 data = b""
             if data:
                 return data
-            if readable:  # as pyserial words it
+            if readable:  # select says readable, the read gives nothing: the line is gone
                 raise LinkError(f"{self.describe()} reports data to read but gives none: is it disconnected, "
                                 f"or open in another program?")
             now = time.perf_counter()

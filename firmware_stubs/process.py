@@ -57,7 +57,7 @@ def serve(controller, params, link, idle_timeout: float) -> int:
     layout: list[tuple[str, int]] = []
     tick_rate = 0
     seq = 1  # 0 belongs to HELLO, which never advances the counter
-    last_phase = _phase_of(state)
+    last_phase = _phase(state)
 
     def send(message_type, *fields):
         nonlocal seq
@@ -96,7 +96,7 @@ def serve(controller, params, link, idle_timeout: float) -> int:
             return 0
 
 
-def _phase_of(state) -> int | None:
+def _phase(state) -> int | None:
     phase = getattr(state, "phase", None)
     return None if phase is None else int(phase)
 

@@ -1,11 +1,11 @@
 """Start, watch and stop an emulated firmware as its own process."""
 
 import collections
-import select
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.scenario import Scenario
@@ -38,18 +38,19 @@ def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
     return [sys.executable, "-m", f"hil.firmware_stubs.{name}", *link, *arguments]
 
 
-def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple[subprocess.Popen, str]:
+def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple["FirmwareProcess", str]:
     """The scenario's C firmware as a board on a new pseudo-terminal, nothing between it and hil:
     the process, and the terminal to open as its serial port (``hil run --port``)."""
-    process = subprocess.Popen(command(scenario, "c", None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    terminal = process.stdout.readline().strip() if ready else ""
-    if not terminal:
-        process.kill()
-        _, errors = process.communicate()
-        raise RuntimeError(f"the C firmware made no pseudo-terminal within {timeout:g} s: {errors.strip() or '(no output)'}")
-    return process, terminal
+    board = FirmwareProcess(command(scenario, "c", None), f"{scenario.firmware.name} (c, on a pty)")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and board.exit_code is None:
+        terminal = board.first_line()
+        if terminal is not None:
+            return board, terminal
+        time.sleep(0.01)
+    output = board.last_output()
+    board.close()
+    raise RuntimeError(f"the C firmware made no pseudo-terminal within {timeout:g} s: {output or '(no output)'}")
 
 
 class FirmwareProcess:
@@ -73,6 +74,12 @@ class FirmwareProcess:
         self._output.seek(0)
         tail = collections.deque(self._output.read().decode(errors="replace").splitlines(), maxlen=lines)
         return "\n".join(tail)
+
+    def first_line(self) -> str | None:
+        """The first complete line of its output, or None until there is one."""
+        self._output.seek(0)
+        line = self._output.readline()
+        return line.decode(errors="replace").strip() if line.endswith(b"\n") else None
 
     def stop(self) -> int:
         """Wait for it to leave after GOODBYE, else terminate, else kill; returns its exit status."""

@@ -86,8 +86,10 @@ class LogWriter:
         records["wall"] = walls
         records["row"] = rows
         offset, size = layout["command"]
-        state, rest = rows[:, :offset], rows[:, offset + size:]
-        records["digest"] = np.frombuffer(b"".join(_digest(state[index], rest[index]) for index in range(count)), "V8")
+        hashed = memoryview(np.concatenate([rows[:, :offset], rows[:, offset + size:]], axis=1)).cast("B")
+        stride = 8 * (width - size)
+        records["digest"] = np.frombuffer(b"".join(hashlib.blake2b(hashed[start:start + stride], digest_size=8).digest()
+                                                   for start in range(0, count * stride, stride)), "V8")
         step = records.dtype.itemsize
         data = memoryview(records).cast("B")
         records["crc"] = [zlib.crc32(data[start + 4:start + step - 4]) for start in range(0, count * step, step)]
@@ -200,19 +202,21 @@ class Recorder:
         self.writer = LogWriter(path, header)
         self._layout = layout
         self.current_tick = 0
-        # Records not yet encoded: ticks as (tick, wall ns, row), packets as (direction, tick, wall
-        # ns, bytes). They are encoded every ENCODE_BATCH ticks, the ticks as one array, which
-        # costs a quarter of encoding each as it comes.
+        # Records not yet encoded: ticks as (tick, wall ns), packets as (direction, tick, wall ns,
+        # bytes). They are encoded every ENCODE_BATCH ticks, the ticks as one array, which costs a
+        # quarter of encoding each as it comes.
         self._pending: list = []
         self._packets: list = []
+        self._rows: np.ndarray | None = None  # the run's trace, whose rows the pending ticks are
 
-    def tick(self, tick: int, row: np.ndarray, state) -> None:
-        """Record a finished tick; packets from now on belong to the next one. ``row`` must not
-        change afterwards (it is a row of the run's trace); ``state`` is the simulation's state
-        after it, as the tick's pages (a tuple of vectors that end to end are the flat state)."""
+    def tick(self, tick: int, rows: np.ndarray, state) -> None:
+        """Record a finished tick, row ``tick`` of the run's trace ``rows``, which must not change
+        afterwards; packets from now on belong to the next tick. ``state`` is the simulation's
+        state after it, as the tick's pages (a tuple of vectors that end to end are the flat state)."""
         self.current_tick = tick + 1
+        self._rows = rows
         wall = self.writer.wall_ns()
-        self._pending.append((tick, wall, row))
+        self._pending.append((tick, wall))
         # Encoding points depend on ticks only, so the file's bytes do not depend on timing.
         if tick % SNAPSHOT_INTERVAL == 0:
             self._encode_pending()
@@ -228,8 +232,8 @@ class Recorder:
     def _encode_pending(self) -> None:
         """Each write holds its TICK records, then its PACKET records; every one carries its tick and time."""
         if self._pending:
-            ticks, walls, rows = zip(*self._pending)
-            self.writer.ticks(ticks, walls, np.stack(rows), self._layout)
+            ticks, walls = zip(*self._pending)
+            self.writer.ticks(ticks, walls, self._rows.take(ticks, axis=0), self._layout)
             self._pending.clear()
         for packet in self._packets:
             self.writer.packet(*packet)
@@ -240,8 +244,3 @@ class Recorder:
         self.writer.close(footer)
 
 
-def _digest(before_command: np.ndarray, after_command: np.ndarray) -> bytes:
-    """The digest a TICK record carries: BLAKE2b-64 of the row without its command."""
-    digest = hashlib.blake2b(before_command, digest_size=8)
-    digest.update(after_command)
-    return digest.digest()

@@ -70,9 +70,10 @@ class SharedInput:
     Passing a new NumPy array to a compiled call copies it to the device first, which costs
     about 6 µs, a fifth of a link tick. On the CPU a device array can instead sit on NumPy's
     memory (DLPack, no copy): the host writes the command there and the next call reads it.
-    Calls are synchronous (:mod:`hil.jaxconfig`), so no call is reading while the host writes.
+    A call has finished reading by the time its results reach the host, before the next write.
     Whether the memory is really shared is checked once; where it is not (another backend, or
-    a JAX that copies), :attr:`device` is None and the NumPy vector itself is passed.
+    a JAX that copies), :attr:`device` is None and each call gets a copy of the vector: JAX
+    may keep a NumPy argument's memory instead of copying it, and must not see it change.
     """
 
     def __init__(self, size: int):
@@ -84,7 +85,7 @@ class SharedInput:
             return
         try:
             device = jax.dlpack.from_dlpack(self.host)
-        except (TypeError, ValueError, RuntimeError):
+        except (TypeError, ValueError, RuntimeError, BufferError):
             return
         self.host[:] = np.arange(1.0, size + 1.0)
         if np.array_equal(np.asarray(device), self.host):

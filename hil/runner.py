@@ -275,7 +275,7 @@ def _fly(tick: CompiledTick, trace: Trace, progress, interval, recorder):
         state, out = advance(state)
         rows[k] = out
         if recorder is not None:
-            recorder.tick(k, rows[k], state)
+            recorder.tick(k, rows, state)
         if progress is not None and k % 64 == 0:
             now = time.perf_counter()
             if now >= next_report:

@@ -405,7 +405,7 @@ class Session:
         """Write the command the physics flies from ``tick`` to the next into its row, and record it."""
         rows[tick][self._command_slice] = command
         if self.recorder is not None:
-            self.recorder.tick(tick, rows[tick], state)
+            self.recorder.tick(tick, rows, state)
 
 
 def _throttles(values) -> np.ndarray:

@@ -67,7 +67,7 @@ class Channel:
 
     model: Any
     reading: jnp.ndarray
-    pending: jnp.ndarray  # empty for a sensor without latency
+    pending: jnp.ndarray  # a reading in flight; empty for a sensor without latency (a smaller state)
 
 
 @pytree
@@ -278,16 +278,17 @@ class Simulation:
 
     def compile(self) -> "CompiledTick":
         """Lower and compile the tick for this scenario's shapes, before tick 0."""
-        pages = StatePages.of(self.initial_state())
+        initial = self.initial_state()
+        pages = StatePages.of(initial)
 
         def advance(state, *command):
             new, out = self.advance(pages.unpack(state), *command)
             return pages.pack(new), out
 
         command = () if self.in_process else (np.zeros(MOTORS),)
-        compiled = _compiled(advance, (pages.pack(self.initial_state()), *command),
-                             tick_cache.key(self.scenario, self.in_process))
-        return CompiledTick(compiled, pages, self._initial_pages(pages), None if self.in_process else SharedInput(MOTORS))
+        compiled = _compiled(advance, (pages.pack(initial), *command), tick_cache.key(self.scenario, self.in_process))
+        return CompiledTick(compiled, pages, _on_device(pages.pack(initial)),
+                            None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
         """Up to ``batch`` link-mode ticks per call, each with its own command: for replay.
@@ -297,7 +298,8 @@ class Simulation:
         loop cannot be unrolled or specialised, and XLA compiles one tick as the loop's body, which
         computes what the single compiled tick computes, bit for bit (replay checks every row).
         """
-        pages = StatePages.of(self.initial_state())
+        initial = self.initial_state()
+        pages = StatePages.of(initial)
 
         def advance_many(state, commands, n):
             def one(index, carry):
@@ -307,12 +309,14 @@ class Simulation:
 
             return jax.lax.fori_loop(0, n, one, (state, jnp.zeros((batch, self.width))))
 
-        arguments = (pages.pack(self.initial_state()), np.zeros((batch, MOTORS)), np.int32(0))
+        arguments = (pages.pack(initial), np.zeros((batch, MOTORS)), np.int32(0))
         name = tick_cache.key(self.scenario, False) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, arguments, name), self._initial_pages(pages), batch)
+        return CompiledBatch(_compiled(advance_many, arguments, name), _on_device(pages.pack(initial)), batch)
 
-    def _initial_pages(self, pages: "StatePages") -> tuple:
-        return tuple(jnp.asarray(page) for page in pages.pack(self.initial_state()))
+
+def _on_device(pages: tuple) -> tuple:
+    """Host pages as device arrays of their own: the compiled call donates (consumes) them."""
+    return tuple(jnp.array(page) for page in pages)
 
 
 def _compiled(function, arguments, name: str):
@@ -333,29 +337,25 @@ class CompiledTick:
     ``advance(state[, command]) -> (state, row)``: ``state`` is the tuple of device pages that
     the previous call returned (``initial`` first; a call consumes it), ``command`` the four
     throttles in force (link mode only), ``row`` a NumPy vector laid out as
-    :attr:`Simulation.layout`.
+    :attr:`Simulation.layout`, possibly read-only: copy it into the run's trace.
     """
 
     call: Any
     pages: StatePages
     initial: tuple
-    command: SharedInput | None
+    command_input: SharedInput | None  # link mode: where the command goes
 
     def advance(self, state, command=None):
-        if self.command is None:
+        if self.command_input is None:
             state, row = self.call(state)
         else:
-            state, row = self.call(state, self.command.write(command))
+            state, row = self.call(state, self.command_input.write(command))
         return state, np.asarray(row)
 
     def unravel(self, state):
         """The :class:`SimState` of a state the tick returned, on the host."""
         return self.pages.unpack(tuple(np.asarray(page) for page in state))
 
-    @staticmethod
-    def flat(state) -> np.ndarray:
-        """A state the tick returned as one float64 vector (a log's SNAPSHOT)."""
-        return np.concatenate([np.asarray(page) for page in state])
 
 
 @dataclass(frozen=True)

@@ -208,8 +208,8 @@ def test_a_betaflight_that_stops_answering_meets_the_abort_policy():
     progress, sent = stop_sitl_at(2.0, signal.SIGSTOP)
     result = runner.run(loaded(duration=8.0), progress=progress, progress_interval=0.1)
     assert sent, f"the run ended before the SITL could be paused: {result.failure}"
-    assert result.failure is not None
-    assert "no reply from betaflight sitl" in result.failure and "policy is to abort" in result.failure
+    assert result.failure is not None, f"paused at tick {sent[0]}, yet the run finished"
+    assert "no reply from betaflight sitl" in result.failure and "policy is to abort" in result.failure, result.failure
     assert result.trace.ticks_done < result.scenario.ticks
     assert sitl_processes() == []  # a paused SITL is woken and stopped, not left behind
 

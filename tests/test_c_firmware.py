@@ -676,7 +676,8 @@ def test_bad_arguments_exit_2_with_one_line(firmware, change, message):
 
 
 def test_usage_needs_exactly_one_link(firmware):
-    for argv in ([], ["--udp", "127.0.0.1:1", "--port", "/dev/null"], ["--udp", "nonsense"]):
+    for argv in ([], ["--udp", "127.0.0.1:1", "--port", "/dev/null"], ["--udp", "nonsense"], ["--pty", "--udp", "127.0.0.1:1"],
+                 ["--pty", "--port", "/dev/null"], ["--pty", "--baud", "115200"], ["--udp", "127.0.0.1:1", "--baud", "9600"]):
         result = subprocess.run([str(firmware), *argv, *hover_arguments()], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2, argv
         assert result.stderr.count("\n") == 1

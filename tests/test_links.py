@@ -14,6 +14,8 @@ import pytest
 from support import ROOT, SCENARIOS
 
 from hil import firmware_process, runner, scenario, wire
+from hil.bridges.link import LinkError
+from hil.bridges.serial_port import SerialLink
 from hil.firmware_process import free_udp_port
 from hil.firmware_stubs import quad_pid
 
@@ -108,6 +110,21 @@ def test_hover_over_a_pseudo_terminal_through_pyserial(cable):
     assert board.returncode == 0  # it left on GOODBYE
     assert result.link_stats.capacity == 92160.0
     assert "line use" in dict(result.link_stats.summary())
+
+
+def test_a_serial_line_that_hangs_up_ends_the_wait_with_a_message_naming_the_port():
+    controlling, terminal = os.openpty()
+    path = os.ttyname(terminal)
+    link = SerialLink(path, 921600)
+    try:
+        os.close(controlling)  # the far end goes away, as an unplugged adapter does
+        started = time.perf_counter()
+        with pytest.raises(LinkError, match=path):
+            link.receive(2.0)
+        assert time.perf_counter() - started < 1.0  # at once, not at the timeout
+    finally:
+        link.close()
+        os.close(terminal)
 
 
 def test_line_noise_in_the_middle_of_a_serial_run_is_survived_and_counted(cable):
@@ -244,9 +261,9 @@ def test_c_firmware_over_a_pseudo_terminal_at_921600_flies_hover_and_is_determin
     board, terminal = firmware_process.start_on_pty(loaded)
     try:
         direct = runner.run(loaded, board=runner.Board(port=terminal, baud=921600), realtime=False)
+        assert board.stop() == 0  # it left on GOODBYE
     finally:
-        board.wait(10)
-    assert board.returncode == 0  # it left on GOODBYE
+        board.close()
     assert direct.failure is None and direct.passed
     assert direct.link_stats.link == f"{terminal} at 921600 baud"
     board = c_firmware_on(cable.board_end, loaded)

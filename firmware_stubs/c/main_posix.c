@@ -46,9 +46,11 @@
 #define EXIT_IDLE 3
 
 #define HEARTBEAT_INTERVAL 0.2   /* s of silence before a HEARTBEAT */
-/* s after a frame during which the link is polled without sleeping: in lockstep the next frame
- * comes within tens of µs, and waking from a sleep costs as much again. */
-#define BUSY_POLL_WINDOW 0.0003
+/* s after our last frame during which the link is polled without sleeping, while frames come
+ * at most this far apart: in lockstep the next one comes within tens of µs, and waking from a
+ * sleep costs as much again; paced at 1 kHz they are a millisecond apart, and it would only
+ * burn a core. */
+#define BUSY_POLL_WINDOW 0.0005
 #define SERIAL_WRITE_TIMEOUT_MS 1000
 #define DATAGRAM_BUFFER 2048
 
@@ -335,7 +337,7 @@ static void open_serial(const char *path, long baud)
 
 /* A new pseudo-terminal: the firmware holds its controlling side, hil opens the other as a
  * serial port. The firmware keeps the terminal side open too, so that the link does not read
- * as hung up before hil has opened it, or between two runs. */
+ * as hung up before hil has opened it. */
 static void open_pty(void)
 {
     const char *name;
@@ -369,6 +371,7 @@ static struct {
     uint32_t latest_tick;
     double last_sent;
     double last_received;
+    double arrival_gap;       /* s between the last two frames received */
     double readings[HIL_MAX_SENSORS][HIL_MAX_VALUES];
     double *reading_ptr[HIL_MAX_SENSORS];
     int fresh[HIL_MAX_SENSORS];
@@ -582,7 +585,11 @@ static void on_message(const hil_message *msg, const struct sockaddr_storage *se
     }
     session.have_last_seq = 1;
     session.last_seq = msg->seq;
-    session.last_received = now();
+    {
+        double t = now();
+        session.arrival_gap = t - session.last_received;
+        session.last_received = t;
+    }
     if (msg->tick > session.latest_tick || msg->type == HIL_HELLO) session.latest_tick = msg->tick;
 
     switch (msg->type) {
@@ -625,12 +632,13 @@ static void serve(double idle_timeout)
     session.seq = 1; /* 0 belongs to HELLO */
     fw->reset();
     session.last_received = session.last_sent = now();
+    session.arrival_gap = HEARTBEAT_INTERVAL;
     note("waiting for hil on %s", link_.where);
     for (;;) {
         struct pollfd p;
         double t = now(), wait = 1.0;
         int can_heartbeat = link_.is_udp ? link_.have_peer : 1;
-        int ready;
+        int ready, busy;
         if (stop_signal) {
             char reason[64];
             snprintf(reason, sizeof reason, "firmware stopped by signal %d", (int)stop_signal);
@@ -662,7 +670,8 @@ static void serve(double idle_timeout)
         p.fd = link_.fd;
         p.events = POLLIN;
         p.revents = 0;
-        ready = poll(&p, 1, t - session.last_received < BUSY_POLL_WINDOW ? 0 : (int)(wait * 1000.0) + 1);
+        busy = session.arrival_gap < BUSY_POLL_WINDOW && t - session.last_sent < BUSY_POLL_WINDOW;
+        ready = poll(&p, 1, busy ? 0 : (int)(wait * 1000.0) + 1);
         if (ready < 0) {
             if (errno == EINTR) continue;
             say("poll on %s failed: %s", link_.where, strerror(errno));
@@ -708,7 +717,7 @@ int main(int argc, char **argv)
 {
     const char *udp = NULL, *port = NULL;
     int pty = 0;
-    long baud = 921600;
+    long baud = 0; /* 0: not given, 921600 */
     double idle_timeout = 10.0;
     char err[512];
     int i;
@@ -774,6 +783,8 @@ int main(int argc, char **argv)
         }
     }
     if ((udp != NULL) + (port != NULL) + pty != 1) usage_error("give exactly one of --udp HOST:PORT, --port DEVICE and --pty");
+    if (baud != 0 && port == NULL) usage_error("--baud goes with --port: a serial port's rate");
+    if (baud == 0) baud = 921600;
     if (!fw->finish(err, sizeof err)) usage_error("%s", err);
 
     install_signals();
