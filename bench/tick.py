@@ -87,7 +87,7 @@ def main():
     link_tick = link.compile()
     in_process_tick = Simulation(loaded).compile()
     empty_tick = dataclasses.replace(
-        link_tick, initial=tuple(jnp.array(page) for page in link_tick.initial), command_input=SharedInput(MOTORS),
+        link_tick, command_input=SharedInput(MOTORS),
         call=jax.jit(lambda state, command: (state, jnp.zeros(link.width) + command[0]), donate_argnums=0)
         .lower(link_tick.initial, np.zeros(MOTORS)).compile())
     command = np.full(4, 0.6)

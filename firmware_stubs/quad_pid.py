@@ -76,12 +76,12 @@ class QuadPidState:
 
 
 def init(params: QuadPidParams) -> QuadPidState:
-    zero3 = jnp.zeros(3)
+    zero3 = np.zeros(3)  # NumPy, as all host-side set-up: no JAX executable to fetch at start-up
     return QuadPidState(
-        attitude=jnp.array([1.0, 0.0, 0.0, 0.0]), gyro_bias=zero3, position=zero3, velocity=zero3,
-        baro_reference=jnp.array(0.0), baro_ready=jnp.array(False), gps_ready=jnp.array(False),
-        velocity_integral=zero3, rate_integral=zero3, waypoint=jnp.array(0), hold=jnp.array(0.0),
-        phase=jnp.array(WAITING), low_thrust=jnp.array(0.0), command=jnp.zeros(4),
+        attitude=np.array([1.0, 0.0, 0.0, 0.0]), gyro_bias=zero3, position=zero3, velocity=zero3,
+        baro_reference=np.array(0.0), baro_ready=np.array(False), gps_ready=np.array(False),
+        velocity_integral=zero3, rate_integral=zero3, waypoint=np.array(0), hold=np.array(0.0),
+        phase=np.array(WAITING), low_thrust=np.array(0.0), command=np.zeros(4),
     )
 
 
@@ -146,11 +146,11 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
 
     # Mission: arm, spin up, fly the waypoints, optionally land.
     last = p.waypoints.shape[0] - 1
-    target = p.waypoints[s.waypoint]
+    target = jnp.asarray(p.waypoints)[s.waypoint]  # NumPy cannot be indexed by a traced value
     flying = (s.phase == MISSION) | (s.phase == LANDING)
     within = jnp.linalg.norm(position - target) < p.acceptance
     hold = jnp.where(within & (s.phase == MISSION), s.hold + dt, 0.0)
-    done_here = hold >= p.waypoint_hold[s.waypoint]
+    done_here = hold >= jnp.asarray(p.waypoint_hold)[s.waypoint]
     waypoint = jnp.where(done_here & (s.waypoint < last), s.waypoint + 1, s.waypoint)
     hold = jnp.where(waypoint != s.waypoint, 0.0, hold)
     mission_over = done_here & (s.waypoint == last)
@@ -181,7 +181,8 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     # Turn at most MAX_YAW_STEP ahead of the current heading, so a large heading change never
     # pulls the geometric attitude error (and so the tilt) off the thrust direction.
     heading = jnp.arctan2(rotation[1, 0], rotation[0, 0])
-    turn = jnp.arctan2(jnp.sin(p.waypoint_yaw[waypoint] - heading), jnp.cos(p.waypoint_yaw[waypoint] - heading))
+    yaw = jnp.asarray(p.waypoint_yaw)[waypoint]
+    turn = jnp.arctan2(jnp.sin(yaw - heading), jnp.cos(yaw - heading))
     desired = attitude_from_thrust(thrust, heading + jnp.clip(turn, -MAX_YAW_STEP, MAX_YAW_STEP))
     mismatch = desired.T @ rotation - rotation.T @ desired
     attitude_error = 0.5 * jnp.stack([mismatch[2, 1], mismatch[0, 2], mismatch[1, 0]])
@@ -223,9 +224,9 @@ def params_from_scenario(scenario) -> QuadPidParams:
         gain_position=np.array(gains.position), gain_velocity=np.array(gains.velocity),
         gain_velocity_integral=np.array(gains.velocity_integral), gain_attitude=np.array(gains.attitude),
         gain_rate=np.array(gains.rate), gain_rate_integral=np.array(gains.rate_integral),
-        waypoints=jnp.array([w.position for w in waypoints]),
-        waypoint_yaw=jnp.radians(jnp.array([w.yaw_deg for w in waypoints])),
-        waypoint_hold=jnp.array([w.hold for w in waypoints]), acceptance=fw.mission.acceptance, land=fw.mission.land,
+        waypoints=np.array([w.position for w in waypoints]),
+        waypoint_yaw=np.radians([w.yaw_deg for w in waypoints]),
+        waypoint_hold=np.array([w.hold for w in waypoints]), acceptance=fw.mission.acceptance, land=fw.mission.land,
     )
 
 

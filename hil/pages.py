@@ -52,7 +52,9 @@ class StatePages:
 
     def pack(self, state) -> tuple:
         leaves = jax.tree_util.tree_leaves(state)
-        xp = np if all(isinstance(leaf, (np.ndarray, np.generic, float, int, bool)) for leaf in leaves) else jnp
+        # Concrete values pack on the host: a JAX operation here would be one more executable
+        # to compile or fetch from the cache at start-up, tens of milliseconds each.
+        xp = jnp if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) else np
         return tuple(xp.concatenate([xp.ravel(xp.asarray(leaves[i], dtype=np.float64)) for i in page])
                      for page in self.pages)
 

@@ -287,8 +287,7 @@ class Simulation:
 
         command = () if self.in_process else (np.zeros(MOTORS),)
         compiled = _compiled(advance, (pages.pack(initial), *command), tick_cache.key(self.scenario, self.in_process))
-        return CompiledTick(compiled, pages, _on_device(pages.pack(initial)),
-                            None if self.in_process else SharedInput(MOTORS))
+        return CompiledTick(compiled, pages, pages.pack(initial), None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
         """Up to ``batch`` link-mode ticks per call, each with its own command: for replay.
@@ -311,12 +310,7 @@ class Simulation:
 
         arguments = (pages.pack(initial), np.zeros((batch, MOTORS)), np.int32(0))
         name = tick_cache.key(self.scenario, False) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, arguments, name), _on_device(pages.pack(initial)), batch)
-
-
-def _on_device(pages: tuple) -> tuple:
-    """Host pages as device arrays of their own: the compiled call donates (consumes) them."""
-    return tuple(jnp.array(page) for page in pages)
+        return CompiledBatch(_compiled(advance_many, arguments, name), pages.pack(initial), batch)
 
 
 def _compiled(function, arguments, name: str):
@@ -335,7 +329,8 @@ class CompiledTick:
     """The compiled tick over the state's pages, as a run loop calls it.
 
     ``advance(state[, command]) -> (state, row)``: ``state`` is the tuple of device pages that
-    the previous call returned (``initial`` first; a call consumes it), ``command`` the four
+    the previous call returned, which the call consumes, or ``initial`` (host pages, copied on the
+    way in: no JAX operation to fetch at start-up), ``command`` the four
     throttles in force (link mode only), ``row`` a NumPy vector laid out as
     :attr:`Simulation.layout`, possibly read-only: copy it into the run's trace.
     """

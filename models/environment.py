@@ -57,7 +57,7 @@ class WindState:
 
 
 def wind_init(params: WindParams) -> WindState:
-    return WindState(jnp.zeros(3))
+    return WindState(np.zeros(3))
 
 
 def wind_step(params: WindParams, state: WindState, dt, normals) -> WindState:

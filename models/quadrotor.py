@@ -22,9 +22,9 @@ from hil.models.pytree import pytree
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
 from hil.models.small import matvec, matvec_t, norm, sum_rows
 
-MOTOR_DIRECTIONS = jnp.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]) / jnp.sqrt(2.0)
+MOTOR_DIRECTIONS = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]) / np.sqrt(2.0)
 # +1: counter-clockwise seen from above, whose reaction torque yaws the body right (+z in FRD).
-MOTOR_SPIN = jnp.array([1.0, 1.0, -1.0, -1.0])
+MOTOR_SPIN = np.array([1.0, 1.0, -1.0, -1.0])
 CONTACT_MARGIN = 0.05  # m of clearance beyond the worst-case travel before contact is skipped
 
 

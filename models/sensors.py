@@ -8,6 +8,7 @@ Readings are flat float64 vectors whose layout the wire protocol documents.
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 from hil.models import quaternion
 from hil.models.environment import Atmosphere
@@ -47,7 +48,7 @@ class ImuState:
 
 
 def imu_init(params: ImuParams) -> ImuState:
-    return ImuState(jnp.zeros(3), jnp.zeros(3))
+    return ImuState(np.zeros(3), np.zeros(3))
 
 
 def imu_sample(params: ImuParams, state: ImuState, truth: Truth, normals):
