@@ -23,9 +23,9 @@ class StatePages:
     """A state pytree as a tuple of float64 vectors ("pages") of at most :data:`PAGE_SIZE` each.
 
     Leaves keep their order and are never split, so the pages end to end are the flat state (a
-    log's SNAPSHOT); a leaf larger than a page has a page of its own. Packs and unpacks on the
-    host (NumPy leaves, no JAX dispatch: start-up stays fast) and while tracing. Integer and
-    boolean leaves round-trip exactly: ticks stay far below 2**53.
+    log's SNAPSHOT); a leaf larger than a page has a page of its own. Concrete states pack with
+    NumPy and traced ones with JAX; unpacking works on either. Integer and boolean leaves
+    round-trip exactly: ticks stay far below 2**53.
     """
 
     structure: Any
