@@ -15,9 +15,11 @@ Machines here are shared and noisy, so the ratio in the same run is the figure t
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,9 +73,6 @@ def main():
     args = parser.parse_args()
 
     from numpy_tick import NumpyTick
-
-    import dataclasses
-    import socket
 
     import jax
     import jax.numpy as jnp

@@ -42,7 +42,7 @@ import numpy as np
 from hil import wire
 from hil.bridges.link import Link, LinkError
 from hil.firmware_process import FirmwareProcess
-from hil.models import environment
+from hil.models import environment, quaternion
 from hil.pilot import PilotLoop, Sticks
 from hil.scenario import Betaflight
 from hil.session import Session, SessionError
@@ -118,8 +118,7 @@ def fdm_packet(timestamp: float, gyro, specific_force, attitude, velocity, posit
 def resting_specific_force(attitude) -> np.ndarray:
     """FRD specific force of a vehicle at rest with ``attitude`` (body to NED): the ground's push,
     straight up, i.e. -g times the body's view of down (the third row of the rotation matrix)."""
-    w, x, y, z = attitude
-    return -environment.GRAVITY * np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+    return -environment.GRAVITY * np.asarray(quaternion.to_matrix(attitude))[2]
 
 
 def rc_packet(timestamp: float, sticks: Sticks) -> bytes:

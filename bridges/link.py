@@ -1,10 +1,34 @@
 """What every link to a flight controller offers the run loop, whatever carries the bytes."""
 
 import abc
+import select
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 from hil import wire
+
+# s to poll a link before sleeping in select: a lockstep reply usually comes within tens of µs,
+# and waking from select costs about as much again. On a slower line it costs only this much
+# CPU per wait.
+SPIN = 0.0002
+Read = TypeVar("Read")
+
+
+def poll_then_wait(read: Callable[[bool], Read | None], fileno: int, deadline: float) -> Read | None:
+    """The first result of ``read(woken)`` that is not None, or None at ``deadline`` (perf_counter s).
+
+    ``read`` must not block. It is tried without sleeping for :data:`SPIN`, then whenever select
+    wakes on ``fileno``; ``woken`` says that select found it readable.
+    """
+    spin_until = min(deadline, time.perf_counter() + SPIN)
+    woken = False
+    while (result := read(woken)) is None:
+        now = time.perf_counter()
+        if now >= deadline:
+            return None
+        woken = now >= spin_until and bool(select.select([fileno], [], [], deadline - now)[0])
+    return result
 
 
 class LinkError(RuntimeError):

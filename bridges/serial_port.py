@@ -13,14 +13,10 @@ import time
 import serial
 
 from hil import wire
-from hil.bridges.link import Link, LinkError
+from hil.bridges.link import Link, LinkError, poll_then_wait
 
 BITS_PER_BYTE = 10  # 8N1: start bit, eight data bits, stop bit
 POLL_INTERVAL = 0.0002  # s, for pyserial URL handlers that offer no file descriptor to wait on
-# s to poll a serial port before sleeping in select: a lockstep reply on a pty comes within
-# tens of µs, and waking from select costs as much again. On a real line a frame takes longer
-# than this to arrive, and the poll costs only this much CPU per wait.
-SPIN = 0.0002
 READ_SIZE = 4096
 
 
@@ -69,7 +65,7 @@ class SerialLink(Link):
                 return None
             try:
                 if self._raw:
-                    data = self._read_descriptor(remaining)
+                    data = poll_then_wait(self._read_descriptor, self._fileno, deadline) or b""
                 elif self._fileno is not None:
                     select.select([self._fileno], [], [], remaining)
                     data = self.port.read(self.port.in_waiting)
@@ -81,27 +77,19 @@ class SerialLink(Link):
                 self._received(data)
                 self._pending.extend(self.reader.feed(data))
 
-    def _read_descriptor(self, timeout: float) -> bytes:
-        """What the port holds, waiting up to ``timeout``: polled for :data:`SPIN`, then in select.
-        pyserial opens ports non-blocking, so a read of an empty port raises or returns nothing."""
-        now = time.perf_counter()
-        deadline, spin_until = now + timeout, now + min(timeout, SPIN)
-        readable = False
-        while True:
-            try:
-                data = os.read(self._fileno, READ_SIZE)
-            except BlockingIOError:
-                data = b""
-            if data:
-                return data
-            if readable:  # select says readable, the read gives nothing: the line is gone
-                raise LinkError(f"{self.describe()} reports data to read but gives none: is it disconnected, "
-                                f"or open in another program?")
-            now = time.perf_counter()
-            if now >= deadline:
-                return b""
-            if now >= spin_until:
-                readable = bool(select.select([self._fileno], [], [], deadline - now)[0])
+    def _read_descriptor(self, woken: bool) -> bytes | None:
+        """What the port holds now, or None. pyserial opens ports non-blocking, so reading an empty
+        port raises or returns nothing; nothing after select found it readable: the line is gone."""
+        try:
+            data = os.read(self._fileno, READ_SIZE)
+        except BlockingIOError:
+            data = b""
+        if data:
+            return data
+        if woken:
+            raise LinkError(f"{self.describe()} reports data to read but gives none: is it disconnected, "
+                            f"or open in another program?")
+        return None
 
     def close(self) -> None:
         self.port.close()

@@ -4,17 +4,13 @@ hil binds to loopback unless told otherwise and, once a HELLO has come back, acc
 only from the address that sent it; anything else is dropped and counted as foreign.
 """
 
-import select
 import socket
 import time
 
 from hil import wire
-from hil.bridges.link import Link, LinkError
+from hil.bridges.link import Link, LinkError, poll_then_wait
 
 MAX_DATAGRAM = wire.MAX_FRAME + 1
-# s to poll the socket before sleeping in select: a lockstep reply usually comes within tens of
-# µs, and waking from select costs about as much again.
-SPIN = 0.0002
 
 
 def parse_address(text: str, local: bool = False) -> tuple[str, int]:
@@ -61,33 +57,29 @@ class UdpLink(Link):
         self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:
-        now = time.perf_counter()
-        deadline = now + timeout
-        spin_until = now + min(timeout, SPIN)
-        while True:
-            try:
-                data, sender = self.socket.recvfrom(MAX_DATAGRAM + 1)
-            except BlockingIOError:
-                now = time.perf_counter()
-                if now >= deadline:
-                    return None
-                if now >= spin_until:
-                    select.select([self.socket], [], [], deadline - now)
-                continue
-            except ConnectionRefusedError:
-                continue  # an ICMP error from an earlier send: the peer is not listening yet
+        deadline = time.perf_counter() + timeout
+        while (datagram := poll_then_wait(self._read, self.socket.fileno(), deadline)) is not None:
+            data, sender = datagram
             if self.agreed is not None and sender != self.agreed:
                 self.counters.foreign += 1
-                continue
-            self._received(data)
-            message = self._decode(data)
-            if message is not None:
-                if self.agreed is None and isinstance(message, wire.Hello):
-                    self.agreed = sender
-                if self._accept(message):
-                    return message
+            else:
+                self._received(data)
+                message = self._decode(data)
+                if message is not None:
+                    if self.agreed is None and isinstance(message, wire.Hello):
+                        self.agreed = sender
+                    if self._accept(message):
+                        return message
             if time.perf_counter() >= deadline:
                 return None
+        return None
+
+    def _read(self, woken: bool) -> tuple[bytes, tuple] | None:
+        """The next datagram and its sender, or None when none waits."""
+        try:
+            return self.socket.recvfrom(MAX_DATAGRAM + 1)
+        except (BlockingIOError, ConnectionRefusedError):  # refused: an ICMP error from an earlier send,
+            return None  # the peer is not listening yet
 
     def _decode(self, data: bytes) -> wire.Message | None:
         """The one frame of a datagram, or None (counted) when it is not a valid frame."""

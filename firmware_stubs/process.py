@@ -128,9 +128,8 @@ class CompiledStep:
             phase = getattr(new, "phase", -1)
             return pages.pack(new), jnp.concatenate([command, jnp.reshape(phase, (1,)).astype(jnp.float64)])
 
-        arguments = (pages.pack(state), self.inputs.host.copy())
-        self.call = jax.jit(step, donate_argnums=0).lower(*arguments).compile()
-        self.state = tuple(jnp.asarray(page) for page in pages.pack(state))
+        self.state = pages.pack(state)  # host pages first: the call copies them in
+        self.call = jax.jit(step, donate_argnums=0).lower(self.state, self.inputs.host).compile()
 
     def take(self, message: wire.Sensors, layout) -> bool:
         """Store the message's fresh readings and flags; False (nothing stored) if the values do not fit the mask."""

@@ -198,23 +198,23 @@ class Recorder:
     """What a run loop calls: one TICK record per tick, a SNAPSHOT every :data:`SNAPSHOT_INTERVAL`
     ticks, and the link's raw bytes as PACKET records stamped with the tick in progress."""
 
-    def __init__(self, path: Path, header: dict, layout: dict):
+    def __init__(self, path: Path, header: dict, layout: dict, rows: np.ndarray):
+        """``rows``: the run's trace, whose row k tick k records once it is finished."""
         self.writer = LogWriter(path, header)
         self._layout = layout
+        self._rows = rows
         self.current_tick = 0
         # Records not yet encoded: ticks as (tick, wall ns), packets as (direction, tick, wall ns,
         # bytes). They are encoded every ENCODE_BATCH ticks, the ticks as one array, which costs a
         # quarter of encoding each as it comes.
         self._pending: list = []
         self._packets: list = []
-        self._rows: np.ndarray | None = None  # the run's trace, whose rows the pending ticks are
 
-    def tick(self, tick: int, rows: np.ndarray, state) -> None:
-        """Record a finished tick, row ``tick`` of the run's trace ``rows``, which must not change
-        afterwards; packets from now on belong to the next tick. ``state`` is the simulation's
-        state after it, as the tick's pages (a tuple of vectors that end to end are the flat state)."""
+    def tick(self, tick: int, state) -> None:
+        """Record a finished tick, whose row of the trace must not change afterwards; packets from
+        now on belong to the next tick. ``state`` is the simulation's state after it, as the
+        tick's pages (a tuple of vectors that end to end are the flat state)."""
         self.current_tick = tick + 1
-        self._rows = rows
         wall = self.writer.wall_ns()
         self._pending.append((tick, wall))
         # Encoding points depend on ticks only, so the file's bytes do not depend on timing.

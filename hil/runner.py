@@ -122,7 +122,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     rows = np.empty((scenario.ticks + 1, simulation.width))
     trace = Trace(rows, simulation.layout, simulation.rate)
     recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
-                                                                  simulation.layout)
+                                                                  simulation.layout, rows)
     before = compilations()
     if in_process:
         try:
@@ -275,7 +275,7 @@ def _fly(tick: CompiledTick, trace: Trace, progress, interval, recorder):
         state, out = advance(state)
         rows[k] = out
         if recorder is not None:
-            recorder.tick(k, rows, state)
+            recorder.tick(k, state)
         if progress is not None and k % 64 == 0:
             now = time.perf_counter()
             if now >= next_report:

@@ -405,13 +405,14 @@ class Session:
         """Write the command the physics flies from ``tick`` to the next into its row, and record it."""
         rows[tick][self._command_slice] = command
         if self.recorder is not None:
-            self.recorder.tick(tick, rows, state)
+            self.recorder.tick(tick, state)
 
 
-def _throttles(values) -> np.ndarray:
+def _throttles(values) -> tuple[float, ...]:
     """A reply's motor values as the command in force: throttles in [0, 1] (NaN stays NaN).
-    In Python: for four values, np.clip costs ten times as much."""
-    return np.array([0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values])
+    In Python: for four values, np.clip costs ten times as much, and the tick's command input
+    and the trace row take a tuple as they are."""
+    return tuple(0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values)
 
 
 @contextlib.contextmanager

@@ -278,16 +278,15 @@ class Simulation:
 
     def compile(self) -> "CompiledTick":
         """Lower and compile the tick for this scenario's shapes, before tick 0."""
-        initial = self.initial_state()
-        pages = StatePages.of(initial)
+        pages, initial = self._pages()
 
         def advance(state, *command):
             new, out = self.advance(pages.unpack(state), *command)
             return pages.pack(new), out
 
         command = () if self.in_process else (np.zeros(MOTORS),)
-        compiled = _compiled(advance, (pages.pack(initial), *command), tick_cache.key(self.scenario, self.in_process))
-        return CompiledTick(compiled, pages, pages.pack(initial), None if self.in_process else SharedInput(MOTORS))
+        compiled = _compiled(advance, (initial, *command), tick_cache.key(self.scenario, self.in_process))
+        return CompiledTick(compiled, pages, initial, None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
         """Up to ``batch`` link-mode ticks per call, each with its own command: for replay.
@@ -297,8 +296,7 @@ class Simulation:
         loop cannot be unrolled or specialised, and XLA compiles one tick as the loop's body, which
         computes what the single compiled tick computes, bit for bit (replay checks every row).
         """
-        initial = self.initial_state()
-        pages = StatePages.of(initial)
+        pages, initial = self._pages()
 
         def advance_many(state, commands, n):
             def one(index, carry):
@@ -308,9 +306,16 @@ class Simulation:
 
             return jax.lax.fori_loop(0, n, one, (state, jnp.zeros((batch, self.width))))
 
-        arguments = (pages.pack(initial), np.zeros((batch, MOTORS)), np.int32(0))
+        arguments = (initial, np.zeros((batch, MOTORS)), np.int32(0))
         name = tick_cache.key(self.scenario, False) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, arguments, name), pages.pack(initial), batch)
+        return CompiledBatch(_compiled(advance_many, arguments, name), initial, batch)
+
+    def _pages(self) -> tuple[StatePages, tuple]:
+        """How the state is paged, and the initial state's pages on the host (a compiled call
+        copies host pages on the way in, so they serve as every run's first state)."""
+        state = self.initial_state()
+        pages = StatePages.of(state)
+        return pages, pages.pack(state)
 
 
 def _compiled(function, arguments, name: str):
@@ -350,7 +355,6 @@ class CompiledTick:
     def unravel(self, state):
         """The :class:`SimState` of a state the tick returned, on the host."""
         return self.pages.unpack(tuple(np.asarray(page) for page in state))
-
 
 
 @dataclass(frozen=True)

@@ -196,9 +196,9 @@ def test_refly_against_a_changed_firmware_names_where_it_strays(whole_log):
 def test_tick_records_built_as_one_array_are_the_records_the_format_describes(tmp_path):
     layout = {"position": (0, 3), "command": (3, 4), "reading.imu": (7, 6)}
     rows = np.random.default_rng(3).normal(size=(70, 13))
-    recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, layout)
+    recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, layout, rows)
     for tick in range(len(rows)):
-        recorder.tick(tick, rows, (np.zeros(2),))
+        recorder.tick(tick, (np.zeros(2),))
     recorder.close({"passed": True})
     log = flightlog.read(tmp_path / "a.hillog")
     assert log.complete and len(log.ticks) == 70
