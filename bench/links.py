@@ -5,7 +5,9 @@
 Figures:
 - lockstep ticks/s and round trip p50/p99 for the C firmware over UDP, the Python firmware over
   UDP and the C firmware as a board on its own pseudo-terminal (``--pty``), opened by pyserial
-  at 921600 baud, and, in the same run, the in-process tick as the baseline (no link at all);
+  at 921600 baud, each with the exchange compiled into the tick loop (the default) and, in the
+  same run, with one compiled call and a Python exchange per tick; and the in-process tick as
+  the baseline (no link at all);
 - real time at 1 kHz with the C firmware over UDP: period error p50/p99/max and overruns.
 """
 
@@ -40,17 +42,20 @@ def main():
 
     base = scenario.load(ROOT / "scenarios" / "hover.yaml")
     loaded = dataclasses.replace(base, duration=args.seconds, expect=[])
-    results = {"in_process": figures(runner.run(loaded, runtime="in-process")),
-               "c_udp": figures(runner.run(loaded, runtime="c")),
-               "python_udp": figures(runner.run(loaded, runtime="python"))}
-
-    board, terminal = firmware_process.start_on_pty(loaded)
-    try:
-        results["c_pty_921600"] = figures(runner.run(loaded, board=runner.Board(port=terminal, baud=921600),
-                                                     realtime=False))
-    finally:
-        board.stop()
-        board.close()
+    results = {"in_process": figures(runner.run(loaded, runtime="in-process"))}
+    for suffix, compiled in (("", True), ("_per_tick", False)):
+        results["c_udp" + suffix] = figures(runner.run(loaded, runtime="c", compiled_exchange=compiled))
+        results["python_udp" + suffix] = figures(runner.run(loaded, runtime="python", compiled_exchange=compiled))
+        board, terminal = firmware_process.start_on_pty(loaded)
+        try:
+            results["c_pty_921600" + suffix] = figures(runner.run(
+                loaded, board=runner.Board(port=terminal, baud=921600), realtime=False, compiled_exchange=compiled))
+        finally:
+            board.stop()
+            board.close()
+    for name in ("c_udp", "python_udp", "c_pty_921600"):
+        results[name]["over_per_tick"] = (results[name]["ticks_per_second"]
+                                          / results[name + "_per_tick"]["ticks_per_second"])
 
     realtime = runner.run(dataclasses.replace(base, duration=args.realtime_seconds, expect=[]), runtime="c",
                           realtime=True)
@@ -63,11 +68,13 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
-    print(f"{'lockstep':16s} {'ticks/s':>10s} {'RTT p50 µs':>11s} {'RTT p99 µs':>11s}")
-    for name in ("in_process", "c_udp", "python_udp", "c_pty_921600"):
+    print(f"{'lockstep':22s} {'ticks/s':>10s} {'RTT p50 µs':>11s} {'RTT p99 µs':>11s} {'÷ per tick':>11s}")
+    for name in ("in_process", "c_udp", "c_udp_per_tick", "python_udp", "python_udp_per_tick", "c_pty_921600",
+                 "c_pty_921600_per_tick"):
         r = results[name]
-        print(f"{name:16s} {r['ticks_per_second']:10.0f} {r['round_trip_p50_us']:11.0f} {r['round_trip_p99_us']:11.0f}"
-              + (f"  FAILED: {r['failure']}" if r["failure"] else ""))
+        ratio = f"{r['over_per_tick']:10.2f}x" if "over_per_tick" in r else ""
+        print(f"{name:22s} {r['ticks_per_second']:10.0f} {r['round_trip_p50_us']:11.0f} {r['round_trip_p99_us']:11.0f} "
+              f"{ratio:>11s}" + (f"  FAILED: {r['failure']}" if r["failure"] else ""))
     r = results["realtime_c_udp_1khz"]
     print(f"real time 1 kHz, C over UDP, {r['seconds']:g} s: period error p50 {r['period_error_p50_us']:.1f} µs, "
           f"p99 {r['period_error_p99_us']:.1f} µs, max {r['period_error_max_us']:.0f} µs; {r['overruns']} overruns, "

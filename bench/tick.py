@@ -9,8 +9,12 @@ Figures (median and p99 of one call, NumPy in and out as a link needs them):
   what a call from Python costs before any physics (the floor for the two above);
 - link tick between frames: the link tick with a UDP frame sent, received and decoded between
   calls, as in a lockstep run, where the call finds the processor's caches cold;
+- link tick in a compiled loop: per tick, 256 link ticks as the body of one compiled loop with
+  their rows to NumPy (the loop replay runs, and the lockstep exchange loop runs around its
+  frames): what a tick costs once the call's floor is paid per batch, not per tick;
 - the NumPy tick (bench/numpy_tick.py), measured in the same run, and the ratio;
-- start-up from process start to tick 0, with a cold and with a warm compilation cache.
+- start-up from process start to tick 0, with a cold and with a warm compilation cache, as an
+  in-process ``hil run`` starts: the loop of ticks compiled (or loaded), and its first call.
 Machines here are shared and noisy, so the ratio in the same run is the figure to compare.
 """
 
@@ -34,13 +38,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 STARTUP_PROBE = """
 import time, sys
 t0 = float(sys.argv[1])
-from hil import scenario
+import numpy as np
+from hil import runner, scenario
 from hil.sim import Simulation
 s = scenario.load(sys.argv[2])
-tick = Simulation(s).compile()
-state, row = tick.advance(tick.initial)
+program = Simulation(s).compile_batch(runner.IN_PROCESS_BATCH)
+state, rows = program.advance_many(program.initial, np.int32(1))
 print(time.time() - t0)
 """
+
+
+LOOP_TICKS = 256
 
 
 def latency(call, calls, between=None):
@@ -121,7 +129,19 @@ def main():
     figures = {"link_tick": latency(call_link, args.calls), "numpy_tick": latency(call_numpy, args.calls // 4),
                "in_process_tick": latency(call_in_process, args.calls), "empty_tick": latency(call_empty, args.calls),
                "link_tick_between_frames": latency(call_link, args.calls, between_frames)}
+    batch = link.compile_batch(LOOP_TICKS)
+    commands = np.full((LOOP_TICKS, MOTORS), 0.6)
+    box["loop"] = batch.initial
+
+    def call_loop():
+        box["loop"], rows = batch.advance_many(box["loop"], commands, np.int32(LOOP_TICKS))
+        return np.asarray(rows)
+
+    per_loop = latency(call_loop, max(args.calls // LOOP_TICKS, 50))
+    figures["link_tick_in_loop"] = {name: value / LOOP_TICKS for name, value in per_loop.items()}
     figures["numpy_over_link_median"] = figures["numpy_tick"]["median_us"] / figures["link_tick"]["median_us"]
+    figures["numpy_over_link_in_loop_median"] = (figures["numpy_tick"]["median_us"]
+                                                 / figures["link_tick_in_loop"]["median_us"])
     with tempfile.TemporaryDirectory() as cache:
         figures["startup_cold_s"] = startup(args.scenario, cache)
         figures["startup_warm_s"] = min(startup(args.scenario, cache) for _ in range(3))
@@ -132,10 +152,12 @@ def main():
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
 
     print(f"{'tick':26s} {'median µs':>10s} {'p99 µs':>10s} {'min µs':>10s}")
-    for name in ("link_tick", "in_process_tick", "empty_tick", "link_tick_between_frames", "numpy_tick"):
+    for name in ("link_tick", "in_process_tick", "empty_tick", "link_tick_between_frames", "link_tick_in_loop",
+                 "numpy_tick"):
         f = figures[name]
         print(f"{name:26s} {f['median_us']:10.1f} {f['p99_us']:10.1f} {f['min_us']:10.1f}")
-    print(f"NumPy / compiled link tick (median): {figures['numpy_over_link_median']:.2f}x")
+    print(f"NumPy / compiled link tick (median): {figures['numpy_over_link_median']:.2f}x, "
+          f"in a compiled loop {figures['numpy_over_link_in_loop_median']:.0f}x")
     print(f"start-up to tick 0: cold {figures['startup_cold_s']:.2f} s, warm {figures['startup_warm_s']:.2f} s")
     print(f"written to {args.out}")
 

@@ -31,6 +31,15 @@ def poll_then_wait(read: Callable[[bool], Read | None], fileno: int, deadline: f
     return result
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a link's frames go, for the compiled lockstep exchange (hil.bridges.compiled_exchange)."""
+
+    fd: int
+    datagram: bool  # UDP: one frame per datagram, from and to ``peer``; else a byte stream
+    peer: tuple[str, int] | None = None
+
+
 class LinkError(RuntimeError):
     """A link that cannot be opened or used; the message says which port or address and what to check."""
 
@@ -67,7 +76,7 @@ class Link(abc.ABC):
 
     def __init__(self):
         self.counters = LinkCounters()
-        self._last_seq = None
+        self.last_seq = None  # seq of the last frame accepted: the next with the same seq is a duplicate
         # Called with (direction, raw bytes) for everything sent (0) and received (1): the recorder.
         self.tap: Callable[[int, bytes], None] | None = None
 
@@ -93,6 +102,24 @@ class Link(abc.ABC):
         """The line's capacity, for links that have one (serial); None for the network."""
         return None
 
+    def endpoint(self) -> Endpoint | None:
+        """Where the compiled lockstep exchange may send and receive this link's frames now; None
+        when it cannot (a link of another kind, no agreed peer yet, input waiting to be read)."""
+        return None
+
+    def exchanged(self, frames_sent: int, bytes_sent: int, frames_received: int, bytes_received: int,
+                  last_seq: int | None) -> None:
+        """Count what the compiled exchange sent and accepted on this link (``last_seq``: the seq of
+        the last frame it accepted, None if none). Its frames reach the recorder from the session,
+        with their times, not through the tap."""
+        self.counters.frames_sent += frames_sent
+        self.counters.bytes_sent += bytes_sent
+        self.counters.frames_received += frames_received
+        self.counters.stream.frames += frames_received
+        self.counters.bytes_received += bytes_received
+        if last_seq is not None:
+            self.last_seq = last_seq
+
     def _sent(self, data: bytes) -> None:
         """Count bytes that went out on the line and show them to the tap."""
         self.counters.bytes_sent += len(data)
@@ -107,9 +134,9 @@ class Link(abc.ABC):
 
     def _accept(self, message: wire.Message) -> bool:
         """Count a decoded message; False for a duplicate (same seq as the previous one)."""
-        if message.seq == self._last_seq and not isinstance(message, wire.Hello):
+        if message.seq == self.last_seq and not isinstance(message, wire.Hello):
             self.counters.duplicates += 1
             return False
-        self._last_seq = message.seq
+        self.last_seq = message.seq
         self.counters.frames_received += 1
         return True

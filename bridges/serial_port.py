@@ -13,7 +13,7 @@ import time
 import serial
 
 from hil import wire
-from hil.bridges.link import Link, LinkError, poll_then_wait
+from hil.bridges.link import Endpoint, Link, LinkError, poll_then_wait
 
 BITS_PER_BYTE = 10  # 8N1: start bit, eight data bits, stop bit
 POLL_INTERVAL = 0.0002  # s, for pyserial URL handlers that offer no file descriptor to wait on
@@ -45,6 +45,17 @@ class SerialLink(Link):
 
     def capacity_bytes_per_second(self) -> float:
         return self.baud / BITS_PER_BYTE
+
+    def endpoint(self) -> Endpoint | None:
+        """The port's descriptor, while nothing read from it waits in hil (a plain POSIX port only)."""
+        if not self._raw or self._pending or not self.reader.idle:
+            return None
+        return Endpoint(self._fileno, False)
+
+    def take_back(self, data: bytes) -> None:
+        """Bytes the compiled exchange read but did not accept: read them here, as if just received."""
+        self._received(data)
+        self._pending.extend(self.reader.feed(data))
 
     def transmit(self, data: bytes) -> None:
         try:

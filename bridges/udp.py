@@ -8,7 +8,7 @@ import socket
 import time
 
 from hil import wire
-from hil.bridges.link import Link, LinkError, poll_then_wait
+from hil.bridges.link import Endpoint, Link, LinkError, poll_then_wait
 
 MAX_DATAGRAM = wire.MAX_FRAME + 1
 
@@ -45,6 +45,11 @@ class UdpLink(Link):
         if self.peer is None:
             return f"udp {host}:{port}"
         return f"udp {self.peer[0]}:{self.peer[1]} (from {host}:{port})"
+
+    def endpoint(self) -> Endpoint | None:
+        if self.agreed is None or self.socket.family != socket.AF_INET:
+            return None
+        return Endpoint(self.socket.fileno(), True, self.agreed)
 
     def transmit(self, data: bytes) -> None:
         destination = self.agreed or self.peer

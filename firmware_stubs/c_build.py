@@ -1,4 +1,5 @@
-"""Build the C firmware programs of ``firmware_stubs/c/`` with the system compiler, cached.
+"""Build the C firmware programs of ``firmware_stubs/c/`` with the system compiler, cached; and
+hil's own native part, the lockstep exchange (:func:`build_ffi_library`), which uses hil_proto.c.
 
 ``build("hil_quad_pid")`` returns the path of a binary compiled from the C sources with
 ``$CC`` (default ``cc``) and warnings as errors. Binaries live in
@@ -22,6 +23,7 @@ from hil import jaxconfig
 SOURCE_DIR = Path(__file__).resolve().parent / "c"
 FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
 LIBRARIES = ("-lm",)
+CXX_FLAGS = ("-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC")
 
 # The C files of each program; every header in SOURCE_DIR goes into the hash as well.
 TARGETS = {
@@ -36,24 +38,66 @@ def cache_directory() -> Path:
     return jaxconfig.cache_directory().parent / "firmware"
 
 
-def compiler() -> list[str]:
-    """The compiler command: ``$CC`` split as a shell would, else ``cc``."""
-    return shlex.split(os.environ.get("CC") or "cc")
+def compiler(variable: str = "CC", default: str = "cc") -> list[str]:
+    """The compiler command: ``$CC`` (or another variable) split as a shell would, else ``default``."""
+    return shlex.split(os.environ.get(variable) or default)
 
 
-def _key(target: str, command: list[str], resolved: str, flags: tuple[str, ...]) -> str:
+def _resolved(command: list[str], language: str, variable: str, example: str) -> str:
+    """The compiler's real path; raises RuntimeError saying what to set when there is none."""
+    if not command:
+        raise RuntimeError(f"no {language} compiler: ${variable} is set but empty")
+    resolved = shutil.which(command[0])
+    if resolved is None:
+        raise RuntimeError(f"no {language} compiler: {command[0]!r} was not found (set ${variable} to a "
+                           f"{language} compiler, e.g. {variable}={example})")
+    return os.path.realpath(resolved)
+
+
+def _key(target: str, parts: list[tuple[str, bytes]], sources: list[Path]) -> str:
     digest = hashlib.sha256()
 
     def add(label: str, data: bytes):
         digest.update(label.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
 
     add("target", target.encode())
-    add("compiler", "\0".join(command).encode())
-    add("resolved", resolved.encode())
-    add("flags", "\0".join(flags).encode())
-    for path in sorted(SOURCE_DIR.glob("*.h")) + [SOURCE_DIR / name for name in TARGETS[target]]:
+    for label, data in parts:
+        add(label, data)
+    for path in sorted(SOURCE_DIR.glob("*.h")) + sources:
         add(path.name, path.read_bytes())
     return digest.hexdigest()[:20]
+
+
+def _cached(target: str, key: str, steps) -> Path:
+    """``target`` under ``key`` in the cache, built now by ``steps(output, scratch)`` (a list of
+    argv lists, run in order, the last writing ``output``) unless it is there already."""
+    directory = cache_directory()
+    product = directory / f"{target}-{key}"
+    if product.is_file() and os.access(product, os.X_OK):
+        return product
+    directory.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=directory))
+    temporary = scratch / "product"
+    try:
+        for argv in steps(temporary, scratch):
+            try:
+                result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            except OSError as error:
+                raise RuntimeError(f"cannot run the compiler {argv[0]!r}: {error}") from None
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"the compiler {argv[0]!r} took more than 300 s building {target}") from None
+            output = (result.stdout + result.stderr).strip()
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling {target} failed: {shlex.join(argv)} exited with status "
+                                   f"{result.returncode}; compiler output:\n{output or '(none)'}")
+        if not temporary.is_file() or temporary.stat().st_size == 0:
+            raise RuntimeError(f"compiling {target}: {shlex.join(argv)} succeeded but wrote nothing; compiler "
+                               f"output:\n{output or '(none)'}")
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, product)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return product
 
 
 def build(target: str = "hil_quad_pid", extra_flags: tuple[str, ...] = ()) -> Path:
@@ -66,47 +110,40 @@ def build(target: str = "hil_quad_pid", extra_flags: tuple[str, ...] = ()) -> Pa
     if target not in TARGETS:
         raise ValueError(f"unknown C firmware target {target!r}; known: {', '.join(sorted(TARGETS))}")
     command = compiler()
-    if not command:
-        raise RuntimeError("no C compiler: $CC is set but empty")
-    resolved = shutil.which(command[0])
-    if resolved is None:
-        raise RuntimeError(f"no C compiler: {command[0]!r} was not found (set $CC to a C99 compiler, e.g. CC=gcc)")
-    resolved = os.path.realpath(resolved)
+    resolved = _resolved(command, "C", "CC", "gcc")
     flags = FLAGS + tuple(extra_flags)
     missing = [name for name in TARGETS[target] if not (SOURCE_DIR / name).is_file()]
     if missing:
         raise RuntimeError(f"the C sources of {target} are incomplete: {', '.join(missing)} not in {SOURCE_DIR}")
+    sources = [SOURCE_DIR / name for name in TARGETS[target]]
+    key = _key(target, [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
+                        ("flags", "\0".join(flags).encode())], sources)
+    return _cached(target, key, lambda output, _: [
+        [*command, *flags, "-I", str(SOURCE_DIR), "-o", str(output), *map(str, sources), *LIBRARIES]])
 
-    directory = cache_directory()
-    binary = directory / f"{target}-{_key(target, command, resolved, flags)}"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    directory.mkdir(parents=True, exist_ok=True)
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{target}-", suffix=".tmp", dir=directory)
-    os.close(handle)
-    argv = [*command, *flags, "-I", str(SOURCE_DIR), "-o", temporary,
-            *(str(SOURCE_DIR / name) for name in TARGETS[target]), *LIBRARIES]
-    try:
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        except OSError as error:
-            raise RuntimeError(f"cannot run the C compiler {command[0]!r} ({resolved}): {error}") from None
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"the C compiler {command[0]!r} took more than 300 s building {target}") from None
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode != 0:
-            raise RuntimeError(f"compiling {target} failed: {shlex.join(argv)} exited with status "
-                               f"{result.returncode}; compiler output:\n{output or '(none)'}")
-        if not os.path.isfile(temporary) or os.path.getsize(temporary) == 0:
-            raise RuntimeError(f"compiling {target}: {shlex.join(argv)} succeeded but wrote no binary; compiler "
-                               f"output:\n{output or '(none)'}")
-        os.chmod(temporary, 0o755)
-        os.replace(temporary, binary)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return binary
+def build_ffi_library(target: str, source: Path, include: Path, include_version: str) -> Path:
+    """A shared library of one C++ XLA FFI handler (``source``) linked with hil_proto.c.
+
+    hil_proto.c is compiled as C99 with ``$CC`` and :data:`FLAGS`, the handler as C++17 with
+    ``$CXX`` (default ``c++``), warnings as errors for both; ``include`` (XLA's FFI headers, of
+    ``include_version``) is a system include directory, so its own warnings do not count.
+    """
+    c_command, cxx_command = compiler(), compiler("CXX", "c++")
+    c_resolved, cxx_resolved = _resolved(c_command, "C", "CC", "gcc"), _resolved(cxx_command, "C++", "CXX", "g++")
+    c_flags = FLAGS + ("-fPIC",)
+    protocol = SOURCE_DIR / "hil_proto.c"
+    key = _key(target, [("c", "\0".join([*c_command, c_resolved, *c_flags]).encode()),
+                        ("c++", "\0".join([*cxx_command, cxx_resolved, *CXX_FLAGS]).encode()),
+                        ("include", f"{include}\0{include_version}".encode())], [protocol, source])
+
+    def steps(output: Path, scratch: Path):
+        objects = scratch / "hil_proto.o"
+        return [[*c_command, *c_flags, "-c", "-I", str(SOURCE_DIR), "-o", str(objects), str(protocol)],
+                [*cxx_command, *CXX_FLAGS, "-shared", "-isystem", str(include), "-I", str(SOURCE_DIR),
+                 "-o", str(output), str(source), str(objects)]]
+
+    return _cached(target, key, steps)
 
 
 def build_test_vectors() -> Path:

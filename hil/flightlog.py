@@ -12,7 +12,8 @@ every complete record reads back; :func:`read` stops at the first incomplete or 
 and says where it is. The recorder encodes records in groups of 64 ticks (and at each
 SNAPSHOT): the group's TICK records in tick order, then its PACKET records in the order they
 were sent and received (each carries its tick and wall time). It writes what is encoded every
-50 ms, so a killed run loses at most the last 50 ms and 64 ticks.
+50 ms, so a killed run loses at most the last 50 ms and 64 ticks, and in lockstep with the
+exchange compiled into the tick loop, the loop in flight, which returns every 20 ms.
 
 Kinds:
 
@@ -68,8 +69,9 @@ class LogWriter:
         self._started = None
         self._next_flush_ns = 0
 
-    def wall_ns(self) -> int:
-        now = time.perf_counter_ns()
+    def wall_ns(self, at_ns: int | None = None) -> int:
+        """ns since the first record of ``at_ns`` (perf_counter ns), or of now."""
+        now = time.perf_counter_ns() if at_ns is None else at_ns
         if self._started is None:
             self._started = now
         return now - self._started
@@ -226,8 +228,24 @@ class Recorder:
         if self.writer.flush_due(wall):
             self.writer.flush()
 
-    def packet(self, direction: int, data: bytes) -> None:
-        self._packets.append((direction, self.current_tick, self.writer.wall_ns(), data))
+    def packet(self, direction: int, data: bytes, at_ns: int | None = None) -> None:
+        """Bytes sent (0) or received (1) at ``at_ns`` (perf_counter ns; None: now)."""
+        self._packets.append((direction, self.current_tick, self.writer.wall_ns(at_ns), data))
+
+    def exchanged(self, first_tick: int, entries: np.ndarray, answered: int, state) -> None:
+        """Record what the compiled exchange did (a slice of its journal, from ``first_tick`` on),
+        as the loop that calls the tick once per tick records it: per tick, the SENSORS sent and the
+        reply, then the tick itself for the first ``answered`` entries; ``state``: the state after
+        the last of those, whose tick a batch of ticks ends at when it is due for a SNAPSHOT."""
+        sent, received = entries["sent"], entries["received"]
+        sent_lengths, received_lengths = entries["sent_length"].tolist(), entries["received_length"].tolist()
+        sent_ns, received_ns = entries["sent_ns"].tolist(), entries["received_ns"].tolist()
+        for index in range(len(entries)):
+            if sent_lengths[index]:
+                self.packet(0, sent[index, :sent_lengths[index]].tobytes(), sent_ns[index])
+            if index < answered:
+                self.packet(1, received[index, :received_lengths[index]].tobytes(), received_ns[index])
+                self.tick(first_tick + index, state)
 
     def _encode_pending(self) -> None:
         """Each write holds its TICK records, then its PACKET records; every one carries its tick and time."""

@@ -1,4 +1,4 @@
-"""Fly a scenario: compile the tick, run it tick by tick, evaluate the expectations."""
+"""Fly a scenario: compile the tick (or a loop of ticks), fly it, evaluate the expectations."""
 
 import dataclasses
 import platform
@@ -15,6 +15,7 @@ import numpy as np
 import hil
 from hil import firmware_process, flightlog, schema, wire
 from hil import scenario as scenario_module
+from hil.bridges import compiled_exchange as exchange_module
 from hil.bridges.impairment import ImpairedLink
 from hil.bridges.link import Link, LinkError
 from hil.bridges.serial_port import SerialLink
@@ -23,11 +24,13 @@ from hil.expectations import Outcome, evaluate_all
 from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
-from hil.sim import READING_SIZE, CompiledTick, Simulation
+from hil.sim import READING_SIZE, CompiledBatch, Simulation
 from hil.trace import Trace
 
 SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
 FLOAT32_BYTES = 5
+EXCHANGE_BATCH = 256  # lockstep ticks per call of the exchange loop: progress and records come between calls
+IN_PROCESS_BATCH = 256  # ticks per call of an in-process run
 
 _compilations = 0
 
@@ -103,7 +106,8 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
-        firmware_command: str | None = None, log_path: Path | None = None) -> RunResult:
+        firmware_command: str | None = None, log_path: Path | None = None,
+        compiled_exchange: bool = True) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
     ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
@@ -111,13 +115,25 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     ``firmware_command`` starts your own firmware (a SITL build speaking the native protocol):
     a command line in which ``{udp}`` stands for the HOST:PORT it must bind. Emulated firmware
     flies in lockstep unless ``realtime`` is True. ``log_path``: where to record the flight log.
+    ``compiled_exchange``: in lockstep, exchange frames inside the compiled tick loop where the
+    system compilers can build it (:mod:`hil.bridges.compiled_exchange`); False calls the tick
+    once per tick and exchanges in Python (the results are the same, only slower).
     """
     runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
     _check_runtime(scenario, runtime, realtime)
     in_process = runtime == "in-process"
     simulation = Simulation(scenario, in_process_firmware=in_process)
+    paced = realtime if realtime is not None else board is not None or runtime == "sitl"
+    plan = LinkFaultPlan(scenario)
     started = time.perf_counter()
-    tick = simulation.compile()
+    looping, why_not = False, None
+    if not in_process and not paced and not plan and compiled_exchange:
+        why_not = exchange_module.unavailable()
+        looping = why_not is None
+    if in_process:
+        tick = simulation.compile_batch(IN_PROCESS_BATCH)
+    else:
+        tick = simulation.compile_exchange_loop(EXCHANGE_BATCH) if looping else simulation.compile()
     compile_seconds = time.perf_counter() - started
     rows = np.empty((scenario.ticks + 1, simulation.width))
     trace = Trace(rows, simulation.layout, simulation.rate)
@@ -154,7 +170,6 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
                 argv = firmware_process.command(scenario, runtime, address)
             firmware = firmware_process.FirmwareProcess(argv, f"{scenario.firmware.name} ({runtime})")
             link = UdpLink(address)
-        plan = LinkFaultPlan(scenario)
         if plan:
             link = ImpairedLink(link, plan)
         for line in line_budget_warnings(simulation, link):
@@ -162,10 +177,13 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         if session is None:
             session = Session(simulation, link, scenario.link, firmware, recorder)
         session.handshake()
-        paced = realtime if realtime is not None else board is not None or runtime == "sitl"
-        fly = session.fly_realtime if paced else session.fly_lockstep
         loop_started = time.perf_counter()
-        final, stats = fly(tick.advance, tick.initial, trace, progress, progress_interval)
+        if paced:
+            final, stats = session.fly_realtime(tick.advance, tick.initial, trace, progress, progress_interval)
+        else:
+            final, stats = session.fly_lockstep(tick, trace, progress, progress_interval)
+            if why_not:
+                stats.mode += f", one tick per call (no compiled exchange: {why_not.splitlines()[0]})"
         session.goodbye(trace.ticks_done - 1, wire.GOODBYE_NORMAL, "run complete")
     except (SessionError, LinkError, RuntimeError) as error:
         failure = str(error)
@@ -263,27 +281,31 @@ def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
             f"physics.rate_hz or the sensor rates."]
 
 
-def _fly(tick: CompiledTick, trace: Trace, progress, interval, recorder):
-    """The in-process loop: the firmware answers inside the compiled tick."""
+def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
+    """The in-process loop: the firmware answers inside the compiled tick, up to a batch of ticks
+    per call. A recorded run's batches end at each snapshot tick, whose state the recorder needs."""
     rows = trace.rows
-    last = rows.shape[0] - 1
+    total = rows.shape[0]
     started = time.perf_counter()
-    state = tick.initial
+    state = program.initial
     next_report = started + interval
-    advance = tick.advance
-    for k in range(last + 1):
-        state, out = advance(state)
-        rows[k] = out
+    k = 0
+    while k < total:
+        n = min(program.batch, total - k)
         if recorder is not None:
-            recorder.tick(k, state)
-        if progress is not None and k % 64 == 0:
-            now = time.perf_counter()
-            if now >= next_report:
-                trace.ticks_done = k + 1
-                progress(k, last, now - started)
-                next_report = now + interval
+            n = min(n, -k % flightlog.SNAPSHOT_INTERVAL + 1)
+        state, flown = program.advance_many(state, np.int32(n))
+        rows[k:k + n] = np.asarray(flown)[:n]
+        if recorder is not None:
+            for tick in range(k, k + n):
+                recorder.tick(tick, state)
+        k += n
+        if progress is not None and (now := time.perf_counter()) >= next_report:
+            trace.ticks_done = k
+            progress(k - 1, total - 1, now - started)
+            next_report = now + interval
     wall = time.perf_counter() - started
-    trace.ticks_done = last + 1
+    trace.ticks_done = total
     if progress is not None:
-        progress(last, last, wall)
+        progress(total - 1, total - 1, wall)
     return state, wall

@@ -16,7 +16,10 @@ import numpy as np
 from hil import wire
 from hil.bridges.link import Link, LinkError, Undelivered
 from hil.scenario import LinkSettings
-from hil.sim import MOTORS, READING_SIZE, Simulation
+from hil import flightlog
+from hil.bridges import compiled_exchange
+from hil.bridges.compiled_exchange import Exchange
+from hil.sim import MOTORS, READING_SIZE, CompiledExchangeLoop, CompiledTick, Simulation
 from hil.trace import Trace
 
 HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
@@ -214,56 +217,119 @@ class Session:
 
     # ---- lockstep ------------------------------------------------------------------------------
 
-    def fly_lockstep(self, advance, initial, trace: Trace, progress=None, interval=0.25):
+    def fly_lockstep(self, program: CompiledTick | CompiledExchangeLoop, trace: Trace, progress=None, interval=0.25):
+        """Fly ``program`` from its initial state: a compiled tick called once per tick, or the
+        exchange loop (:meth:`Simulation.compile_exchange_loop`), which flies many per call and
+        hands a tick back here whenever anything but the expected reply happens."""
         with _no_garbage_collection():
-            return self._fly_lockstep(advance, initial, trace, progress, interval)
+            return self._fly_lockstep(program, trace, progress, interval)
 
-    def _fly_lockstep(self, advance, initial, trace: Trace, progress, interval):
-        self.stats = stats = self._new_stats("lockstep")
+    def _fly_lockstep(self, program, trace: Trace, progress, interval):
+        looping = isinstance(program, CompiledExchangeLoop)
+        self.stats = stats = self._new_stats("lockstep, exchange compiled into the tick loop" if looping
+                                             else "lockstep")
+        exchange = Exchange(self.simulation.layout, [s.name for s in self.simulation.sensors], MOTORS,
+                            self.settings.timeout, program.batch) if looping else None
         rows = trace.rows
-        command = np.zeros(MOTORS)
+        command = (0.0,) * MOTORS
         command_tick = -1  # the tick whose reply is in force
-        state = initial
-        timeout = self.settings.timeout
+        state = program.initial
         started = time.perf_counter()
         next_report = started + interval
         last = rows.shape[0] - 1
-        for k in range(last + 1):
-            state, out = advance(state, command)
-            self.state = state  # each call consumes the previous buffer: a failure reports this one
-            row = rows[k]
-            row[:] = out
-            sent = time.perf_counter()
-            self.send_tick(k, row)
-            stats.sensors_sent += 1
-            reply, newest = self._await(k, sent + timeout, command_tick, stats)
-            if isinstance(reply, wire.Actuators):
-                stats.round_trips.append(time.perf_counter() - sent)
-                newest = reply
-            elif isinstance(reply, Undelivered):
-                stats.lost_replies += 1  # the link's own faults: the command in force stays, as on a real line
+        k = 0
+        while k <= last:
+            if looping:
+                state, command, command_tick, k, sent = self._fly_exchange_loop(program, exchange, state, command,
+                                                                                command_tick, k, rows, stats)
+                if sent is None:
+                    continue  # every tick flown was answered
             else:
-                stats.late_replies += 1
-                stats.lost_replies += 1
-                self._check_firmware(k)
-                policy = self.settings.on_timeout
-                stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
-                if policy == "abort":
-                    trace.ticks_done = k + 1
-                    raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
-                                       f"the scenario's policy is to abort")
-                if policy == "cut":
-                    command, newest = np.zeros(MOTORS), None
-            if newest is not None:
-                command_tick, command = newest.tick, _throttles(newest.values)
+                state, out = program.advance(state, command)
+                rows[k] = out
+                sent = time.perf_counter()
+                self.send_tick(k, rows[k])
+                stats.sensors_sent += 1
+            self.state = state  # each call consumes the previous buffer: a failure reports this one
+            command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
             self._finish_row(rows, k, state, command)
-            if progress is not None and k % 64 == 0 and (now := time.perf_counter()) >= next_report:
-                trace.ticks_done = k + 1
-                progress(k, last, now - started)
+            k += 1
+            if progress is not None and (looping or k % 64 == 0) and (now := time.perf_counter()) >= next_report:
+                trace.ticks_done = k
+                progress(k - 1, last, now - started)
                 next_report = now + interval
         trace.ticks_done = last + 1
         stats.wall_seconds = time.perf_counter() - started
         return state, stats
+
+    def _fly_exchange_loop(self, program: CompiledExchangeLoop, exchange: Exchange, state, command,
+                           command_tick: int, k: int, rows, stats: LinkStats):
+        """Fly ticks from ``k`` in the compiled loop until one is handed back or the batch is done.
+
+        Returns the state, the command in force after the last tick flown and the tick whose reply
+        it is, the next tick to fly or (when the loop handed a tick back) that tick, and then the
+        perf_counter time its SENSORS went out; None when every tick flown was answered. A recorded
+        run's batches end at a snapshot tick, whose state the recorder needs.
+        """
+        n = min(program.batch, rows.shape[0] - k)
+        if self.recorder is not None:
+            n = min(n, -k % flightlog.SNAPSHOT_INTERVAL + 1)
+        exchange.aim(self.link.endpoint(), self.seq, self.link.last_seq)
+        state, command, flown_count, stop = program.fly(state, command, n, exchange.address)
+        self.state = state
+        rows[k:k + flown_count] = exchange.flown_rows()
+        self.seq = exchange.context.seq
+        entries = exchange.entries()
+        replied = stop in (compiled_exchange.REPLIED, compiled_exchange.PAUSED)
+        answered = flown_count if replied else flown_count - 1
+        sent_lengths, received_lengths = entries["sent_length"], entries["received_length"]
+        frames_sent = int(np.count_nonzero(sent_lengths))
+        self.link.exchanged(frames_sent, int(sent_lengths.sum()), answered, int(received_lengths.sum()),
+                            exchange.context.last_seq if answered else None)
+        stats.sensors_sent += frames_sent
+        stats.actuators_received += answered
+        stats.round_trips += ((entries["received_ns"][:answered] - entries["sent_ns"][:answered]) * 1e-9).tolist()
+        if self.recorder is not None:
+            self.recorder.exchanged(k, entries, answered, state)
+        if answered:
+            command_tick = k + answered - 1
+        if replied:
+            return state, command, command_tick, k + flown_count, None
+        tick = k + flown_count - 1
+        if stop == compiled_exchange.OTHER_MESSAGE and exchange.context.leftover_length:
+            self.link.take_back(exchange.leftover())
+        if entries[-1]["sent_length"]:
+            return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
+        sent = time.perf_counter()
+        self.send_tick(tick, rows[tick])
+        stats.sensors_sent += 1
+        return state, command, command_tick, tick, sent
+
+    def _settle(self, k: int, sent: float, command, command_tick: int, stats: LinkStats, trace: Trace):
+        """Wait for tick ``k``'s reply to the SENSORS sent at ``sent``, or meet the timeout policy.
+        Returns the command in force for the next tick and the tick whose reply it is."""
+        timeout = self.settings.timeout
+        reply, newest = self._await(k, sent + timeout, command_tick, stats)
+        if isinstance(reply, wire.Actuators):
+            stats.round_trips.append(time.perf_counter() - sent)
+            newest = reply
+        elif isinstance(reply, Undelivered):
+            stats.lost_replies += 1  # the link's own faults: the command in force stays, as on a real line
+        else:
+            stats.late_replies += 1
+            stats.lost_replies += 1
+            self._check_firmware(k)
+            policy = self.settings.on_timeout
+            stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
+            if policy == "abort":
+                trace.ticks_done = k + 1
+                raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
+                                   f"the scenario's policy is to abort")
+            if policy == "cut":
+                command, newest = (0.0,) * MOTORS, None
+        if newest is not None:
+            command_tick, command = newest.tick, _throttles(newest.values)
+        return command, command_tick
 
     def _await(self, tick: int, deadline: float, command_tick: int, stats: LinkStats):
         """Wait for the reply to ``tick``: returns it (or the link's word that it will not come, or None

@@ -23,6 +23,7 @@ from jax import export
 
 import hil.jaxconfig  # noqa: F401
 from hil import tick_cache
+from hil.bridges import compiled_exchange
 from hil.faults import FAULT_STREAM_BASE, VehicleFaults
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.models import environment, quadrotor, quaternion, sensors
@@ -289,26 +290,64 @@ class Simulation:
         return CompiledTick(compiled, pages, initial, None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
-        """Up to ``batch`` link-mode ticks per call, each with its own command: for replay.
+        """Up to ``batch`` ticks per call: in link mode each with its own command (replay), or
+        in-process, the firmware answering inside the tick (an in-process run).
 
-        The compiled function takes (state, commands (batch, MOTORS), n) and returns the state
-        after n ticks and their rows (the rest zero). The number of ticks is an argument, so the
-        loop cannot be unrolled or specialised, and XLA compiles one tick as the loop's body, which
-        computes what the single compiled tick computes, bit for bit (replay checks every row).
+        The compiled function takes (state, commands (batch, MOTORS), n) in link mode and (state, n)
+        in-process, and returns the state after n ticks and their rows (the rest zero). The number
+        of ticks is an argument, so the loop cannot be unrolled or specialised, and XLA compiles one
+        tick as the loop's body, which computes what the single compiled tick computes, bit for bit
+        (replay checks every row).
         """
         pages, initial = self._pages()
 
-        def advance_many(state, commands, n):
+        def advance_many(state, *commands_and_n):
+            *commands, n = commands_and_n
+
             def one(index, carry):
                 state, rows = carry
-                new, out = self.advance(pages.unpack(state), commands[index])
+                new, out = self.advance(pages.unpack(state), *(c[index] for c in commands))
                 return pages.pack(new), jax.lax.dynamic_update_slice(rows, out[None, :], (index, jnp.zeros_like(index)))
 
             return jax.lax.fori_loop(0, n, one, (state, jnp.zeros((batch, self.width))))
 
-        arguments = (initial, np.zeros((batch, MOTORS)), np.int32(0))
-        name = tick_cache.key(self.scenario, False) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, arguments, name), initial, batch)
+        commands = () if self.in_process else (np.zeros((batch, MOTORS)),)
+        name = tick_cache.key(self.scenario, self.in_process) + f"-batch{batch}"
+        return CompiledBatch(_compiled(advance_many, (initial, *commands, np.int32(0)), name), pages, initial, batch)
+
+    def compile_exchange_loop(self, batch: int) -> "CompiledExchangeLoop":
+        """Up to ``batch`` link-mode ticks per call, each exchanging its SENSORS and ACTUATORS with
+        the firmware inside the compiled loop (:mod:`hil.bridges.compiled_exchange`).
+
+        The compiled function takes (state, command in force, n, the exchange's address) and
+        returns the state after the last tick flown, the command in force after it, how many ticks
+        it flew and why it stopped. The ticks' rows go to the exchange, not through XLA: a buffer
+        over 512 bytes would put the loop on XLA's thread pool. The tick is the loop's body, which
+        computes what the single compiled tick computes, bit for bit.
+        """
+        pages, initial = self._pages()
+
+        def fly(state, command, n, context):
+            def going(carry):
+                flown, _, _, stop = carry
+                return (flown < n) & (stop == compiled_exchange.REPLIED)
+
+            def one(carry):
+                flown, state, command, _ = carry
+                new, out = self.advance(pages.unpack(state), command)
+                reply, stop = compiled_exchange.exchange(out, new.tick, context, MOTORS)
+                replied = (stop == compiled_exchange.REPLIED) | (stop == compiled_exchange.PAUSED)
+                command = jnp.where(replied, reply, command)
+                return flown + 1, pages.pack(new), command, stop
+
+            start = (np.int32(0), state, command, np.int32(compiled_exchange.REPLIED))
+            flown, state, command, stop = jax.lax.while_loop(going, one, start)
+            return state, command, flown, stop
+
+        compiled_exchange.load()
+        arguments = (initial, np.zeros(MOTORS), np.int32(0), np.uint64(0))
+        name = tick_cache.key(self.scenario, False) + f"-exchange{batch}"
+        return CompiledExchangeLoop(_compiled(fly, arguments, name, compiled_exchange.TARGET), pages, initial, batch)
 
     def _pages(self) -> tuple[StatePages, tuple]:
         """How the state is paged, and the initial state's pages on the host (a compiled call
@@ -318,11 +357,13 @@ class Simulation:
         return pages, pages.pack(state)
 
 
-def _compiled(function, arguments, name: str):
-    """``function`` traced, exported (through the traced-tick cache) and compiled for ``arguments``."""
+def _compiled(function, arguments, name: str, custom_call: str | None = None):
+    """``function`` traced, exported (through the traced-tick cache) and compiled for ``arguments``;
+    ``custom_call``: the one FFI target it may call."""
     exported = tick_cache.load(name)
     if exported is None:
-        exported = export.export(jax.jit(function))(*arguments)
+        checks = [export.DisabledSafetyCheck.custom_call(custom_call)] if custom_call else []
+        exported = export.export(jax.jit(function), disabled_checks=checks)(*arguments)
         tick_cache.store(name, exported)
     # The state's buffers are donated: XLA writes the new state over the old one instead of
     # allocating, which takes a third off the time of a call.
@@ -330,7 +371,18 @@ def _compiled(function, arguments, name: str):
 
 
 @dataclass(frozen=True)
-class CompiledTick:
+class _PagedProgram:
+    call: Any
+    pages: StatePages
+    initial: tuple
+
+    def unravel(self, state):
+        """The :class:`SimState` of a state the program returned, on the host."""
+        return self.pages.unpack(tuple(np.asarray(page) for page in state))
+
+
+@dataclass(frozen=True)
+class CompiledTick(_PagedProgram):
     """The compiled tick over the state's pages, as a run loop calls it.
 
     ``advance(state[, command]) -> (state, row)``: ``state`` is the tuple of device pages that
@@ -340,9 +392,6 @@ class CompiledTick:
     :attr:`Simulation.layout`, possibly read-only: copy it into the run's trace.
     """
 
-    call: Any
-    pages: StatePages
-    initial: tuple
     command_input: SharedInput | None  # link mode: where the command goes
 
     def advance(self, state, command=None):
@@ -352,15 +401,27 @@ class CompiledTick:
             state, row = self.call(state, self.command_input.write(command))
         return state, np.asarray(row)
 
-    def unravel(self, state):
-        """The :class:`SimState` of a state the tick returned, on the host."""
-        return self.pages.unpack(tuple(np.asarray(page) for page in state))
+
+@dataclass(frozen=True)
+class CompiledExchangeLoop(_PagedProgram):
+    """Many link-mode ticks per call with the exchange compiled in; see :meth:`Simulation.compile_exchange_loop`."""
+
+    batch: int
+
+    def fly(self, state, command, n: int, address):
+        """Fly up to ``n`` ticks from ``state`` with ``command`` in force; ``address``: the
+        :class:`hil.bridges.compiled_exchange.Exchange`'s, which receives their rows. Returns
+        (state, command in force as a tuple, ticks flown, why it stopped)."""
+        state, command, flown, stop = self.call(state, np.asarray(command, np.float64), np.int32(n), address)
+        return state, tuple(np.asarray(command).tolist()), int(flown), int(stop)
 
 
 @dataclass(frozen=True)
-class CompiledBatch:
-    """Many link-mode ticks per call over the state's pages; see :meth:`Simulation.compile_batch`."""
+class CompiledBatch(_PagedProgram):
+    """Many ticks per call over the state's pages; see :meth:`Simulation.compile_batch`."""
 
-    advance_many: Any
-    initial: tuple
     batch: int
+
+    def advance_many(self, state, *commands_and_n):
+        """``(state, [commands,] n) -> (state, rows)``: n ticks from ``state``, which the call consumes."""
+        return self.call(state, *commands_and_n)

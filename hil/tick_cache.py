@@ -19,10 +19,11 @@ from hil.jaxconfig import cache_directory
 
 
 def _source_digest() -> bytes:
+    import hil.bridges
     import hil.firmware_stubs
     import hil.models
     digest = hashlib.sha256()
-    for package in (hil, hil.models, hil.firmware_stubs):
+    for package in (hil, hil.models, hil.bridges, hil.firmware_stubs):
         for path in sorted(Path(package.__file__).parent.glob("*.py")):
             digest.update(path.name.encode() + path.read_bytes())
     return digest.digest()

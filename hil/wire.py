@@ -294,6 +294,11 @@ class FrameReader:
         self._buffer = bytearray()
         self._discarding = False
 
+    @property
+    def idle(self) -> bool:
+        """Between frames: no part of one buffered, not dropping an oversize run."""
+        return not self._buffer and not self._discarding
+
     def feed(self, data: bytes) -> list[Message]:
         messages = []
         start = 0

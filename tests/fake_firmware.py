@@ -1,7 +1,11 @@
 """A misbehaving firmware for link tests: speaks the hil protocol over UDP, then fails on purpose.
 
     python tests/fake_firmware.py --udp HOST:PORT [--version N] [--silent-after TICK]
-                                  [--crash-after TICK] [--throttle T]
+                                  [--crash-after TICK] [--throttle T] [--mischief]
+
+--mischief answers every SENSORS, with a throttle that changes with the tick, and around some
+replies sends what a link must cope with: a STATUS, a datagram of garbage, a duplicate of the
+reply, a late reply to the tick before.
 """
 
 import argparse
@@ -18,6 +22,7 @@ def main():
     parser.add_argument("--silent-after", type=int, default=None, help="stop answering SENSORS from this tick on")
     parser.add_argument("--crash-after", type=int, default=None, help="print a last word and exit 7 at this tick")
     parser.add_argument("--throttle", type=float, default=0.0)
+    parser.add_argument("--mischief", action="store_true")
     args = parser.parse_args()
     host, port = args.udp.rsplit(":", 1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -29,6 +34,18 @@ def main():
         nonlocal seq
         sock.sendto(wire.encode(message), peer)
         seq += 1
+
+    def misbehave(tick, send, peer):
+        reply = (0.5 + 0.05 * (tick % 5),) * 4
+        if tick % 7 == 3:
+            send(wire.Status(seq, tick, 1, f"tick {tick}"), peer)
+        if tick % 11 == 5:
+            sock.sendto(b"\x05garbage\x00", peer)
+        if tick % 17 == 8:
+            send(wire.Actuators(seq, tick - 1, (0.9,) * 4), peer)
+        send(wire.Actuators(seq, tick, reply), peer)
+        if tick % 13 == 6:
+            sock.sendto(wire.encode(wire.Actuators(seq - 1, tick, reply)), peer)
 
     while True:
         try:
@@ -42,7 +59,9 @@ def main():
             if args.crash_after is not None and message.tick >= args.crash_after:
                 print(f"fake firmware: giving up at tick {message.tick}", flush=True)
                 sys.exit(7)
-            if args.silent_after is None or message.tick < args.silent_after:
+            if args.mischief:
+                misbehave(message.tick, send, peer)
+            elif args.silent_after is None or message.tick < args.silent_after:
                 send(wire.Actuators(seq, message.tick, (args.throttle,) * 4), peer)
         elif isinstance(message, wire.Goodbye):
             sys.exit(0)

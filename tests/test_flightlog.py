@@ -65,20 +65,20 @@ def test_a_run_killed_at_random_instants_leaves_logs_that_read_to_their_last_rec
 
     def fly_and_kill(attempt, delay):
         path = tmp_path / f"killed-{attempt}.hillog"
-        process = subprocess.Popen([sys.executable, "-m", "hil", "run", str(SCENARIOS / "hover.yaml"), "--duration", "60",
+        process = subprocess.Popen([sys.executable, "-m", "hil", "run", str(SCENARIOS / "hover.yaml"), "--duration", "120",
                                     "--firmware", "in-process", "--out", str(path), "-q"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         waited = time.monotonic()
         while not path.exists() and time.monotonic() - waited < 120:  # the log opens when the tick is compiled
             time.sleep(0.01)
-        time.sleep(delay)  # then a random instant of the 60 s flight, which takes a few seconds to fly
+        time.sleep(delay)  # then a random instant of the 120 s flight, which takes about 3 s to fly
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         return path
 
     # Two runs at a time: most of each run's life is its start-up, which two cores share well.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(fly_and_kill, range(20), rng.uniform(0.0, 2.5, 20)))
+        paths = list(pool.map(fly_and_kill, range(20), rng.uniform(0.0, 1.5, 20)))
     for path in paths:
         log = flightlog.read(path)
         assert log.footer is None and log.header is not None
