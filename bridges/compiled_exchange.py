@@ -8,15 +8,17 @@ tick: advance, encode the SENSORS from the row with hil_proto (the C side of the
 send, wait for the ACTUATORS of that tick, and go on with its command.
 
 Only that common case runs in the loop. Anything else (another message, a foreign sender, a
-duplicate, a bad frame, no reply in time, a failed send) stops the loop at that tick with
-nothing consumed, and the Python session carries on from there as if it had sent the frame
-itself, so every fault is handled, counted and recorded by one implementation. The loop writes
+duplicate, a bad frame, no reply in time) stops the loop at that tick, with nothing read over
+UDP and with the bytes read handed back over a byte stream, and the Python session carries on
+from there as if it had sent the frame itself, so every fault is handled, counted and recorded
+by one implementation. A send that fails ends the run with the link's error, as in Python. The loop writes
 every frame it sent and accepted into a journal, with its time, which the session counts and
 records afterwards; a run's log is the same either way, wall-clock fields aside.
 """
 
 import ctypes
 import functools
+import os
 import socket
 import sys
 import time
@@ -36,8 +38,9 @@ LEFTOVER = 4096
 FRAME_BUFFER = wire.MAX_FRAME + 1
 
 # Why the compiled exchange stopped at a tick (enum Stop of lockstep_exchange.cc): REPLIED goes
-# on; PAUSED is a reply too, and the loop has run for PAUSE_AFTER; the rest hand the tick back.
-REPLIED, OTHER_MESSAGE, SILENT, UNSENT, LINE_ERROR, PAUSED = range(6)
+# on; PAUSED is a reply too, and the loop has run for PAUSE_AFTER; SEND_FAILED is an error for
+# the session to report; every other code hands the tick back to the session as it is.
+REPLIED, PAUSED, SEND_FAILED = 0, 5, 6
 # s: how long a loop runs before it returns, so that a slow firmware's ticks are recorded (and
 # progress reported) as often as this even in a loop of many ticks.
 PAUSE_AFTER = 0.02
@@ -58,7 +61,7 @@ class Context(ctypes.Structure):
                 ("command_offset", ctypes.c_uint32), ("rows", ctypes.c_void_p), ("actuators", ctypes.c_uint32),
                 ("seq", ctypes.c_uint32), ("last_seq", ctypes.c_uint32), ("has_last_seq", ctypes.c_int32),
                 ("journal", ctypes.c_void_p), ("capacity", ctypes.c_uint32), ("entries", ctypes.c_uint32),
-                ("stop", ctypes.c_int32), ("leftover_length", ctypes.c_uint32), ("leftover", ctypes.c_uint8 * LEFTOVER)]
+                ("error", ctypes.c_int32), ("leftover_length", ctypes.c_uint32), ("leftover", ctypes.c_uint8 * LEFTOVER)]
 
 
 def build() -> Path:
@@ -162,5 +165,9 @@ class Exchange:
         return self.rows[:self.context.entries]
 
     def leftover(self) -> bytes:
-        """Byte stream: what the last tick read that was not the reply it waited for."""
+        """Byte stream: what the last tick read that was not the reply it waited for (or not yet all of it)."""
         return bytes(self.context.leftover[:self.context.leftover_length])
+
+    def send_error(self) -> OSError:
+        """Why the last tick's send failed."""
+        return OSError(self.context.error, os.strerror(self.context.error))

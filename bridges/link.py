@@ -88,6 +88,10 @@ class Link(abc.ABC):
     def transmit(self, frame: bytes) -> None:
         """Put an encoded frame on the line as it is; counts its bytes and shows them to the tap."""
 
+    def transmit_error(self, error: OSError | Exception) -> LinkError:
+        """The error to raise when putting a frame on this line failed with ``error``."""
+        return LinkError(f"cannot send to {self.describe()}: {error}")
+
     @abc.abstractmethod
     def receive(self, timeout: float) -> wire.Message | Undelivered | None: ...
 

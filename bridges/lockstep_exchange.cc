@@ -11,8 +11,10 @@
  *   - a datagram from another sender, a frame that is not the expected reply (another type or
  *     tick, a duplicate seq, the wrong number of values, a bad frame): over UDP it is left in
  *     the socket unread; over a byte stream the bytes read are handed back in `leftover`;
- *   - no reply before the timeout, a hang-up or a read error;
- *   - a SENSORS that could not be encoded or sent (then it was not sent, and hil sends it).
+ *   - no reply before the timeout, a hang-up or a read error (over a byte stream, the bytes read
+ *     of a frame not yet complete are handed back too);
+ *   - a SENSORS that could not be encoded, or no descriptor to send on: hil sends it itself;
+ *   - a send that failed: hil reports the error, as when its own send fails.
  *
  * Every tick's trace row (with its reply's command) goes into an array of hil's, and every frame
  * sent and reply accepted into a journal, with its CLOCK_MONOTONIC time (Python's
@@ -52,6 +54,7 @@ enum Stop : int32_t {
     kUnsent = 3,       // the SENSORS was not sent: the session sends it
     kLineError = 4,    // reading failed or the line hung up: the session finds out why
     kPaused = 5,       // the reply came and was accepted, and the loop has run its time: hil records
+    kSendFailed = 6,   // sending failed (errno in `error`): the session reports it
 };
 
 }  // namespace
@@ -92,7 +95,7 @@ typedef struct hil_exchange_context {
     hil_exchange_entry *journal;
     uint32_t capacity;         /* entries the journal holds */
     uint32_t entries;          /* entries written; hil resets it before each loop */
-    int32_t stop;              /* enum Stop of the last call */
+    int32_t error;             /* errno of a failed send */
     uint32_t leftover_length;  /* byte stream: bytes read but not accepted, for the session's reader */
     uint8_t leftover[kLeftover];
 } hil_exchange_context;
@@ -131,6 +134,8 @@ bool Wait(int fd, int64_t sent_ns, int64_t deadline_ns, bool *woken)
     return true;
 }
 
+/* Put the frame on the line; false with c->error set when that fails (a byte stream that takes
+ * nothing for a second has timed out). */
 bool Send(hil_exchange_context *c, const uint8_t *frame, size_t length)
 {
     if (c->datagram) {
@@ -139,7 +144,9 @@ bool Send(hil_exchange_context *c, const uint8_t *frame, size_t length)
         peer.sin_family = AF_INET;
         peer.sin_port = htons((uint16_t)c->peer_port);
         peer.sin_addr.s_addr = c->peer_address;
-        return sendto(c->fd, frame, length, 0, (struct sockaddr *)&peer, sizeof peer) == (ssize_t)length;
+        if (sendto(c->fd, frame, length, 0, (struct sockaddr *)&peer, sizeof peer) == (ssize_t)length) return true;
+        c->error = errno;
+        return false;
     }
     int64_t deadline = Now() + kWriteTimeoutNs;
     size_t done = 0;
@@ -147,12 +154,18 @@ bool Send(hil_exchange_context *c, const uint8_t *frame, size_t length)
         ssize_t n = write(c->fd, frame + done, length - done);
         if (n > 0) {
             done += (size_t)n;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            return false;
-        } else {
-            struct pollfd p = {c->fd, POLLOUT, 0};
-            if (Now() >= deadline || poll(&p, 1, 10) < 0) return false;
+            continue;
         }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            c->error = errno;
+            return false;
+        }
+        if (Now() >= deadline) {
+            c->error = ETIMEDOUT;
+            return false;
+        }
+        struct pollfd p = {c->fd, POLLOUT, 0};
+        poll(&p, 1, 10);
     }
     return true;
 }
@@ -238,8 +251,12 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
                                            : hil_encode_sensors(entry->sent, sizeof entry->sent, c->seq, entry->tick,
                                                                 fresh, fresh_values, count);
     entry->sent_ns = Now();
-    if (c->fd < 0 || length == 0 || !Send(c, entry->sent, length)) {
-        *stop->typed_data() = c->stop = kUnsent;
+    if (c->fd < 0 || length == 0) {
+        *stop->typed_data() = kUnsent;
+        return ffi::Error::Success();
+    }
+    if (!Send(c, entry->sent, length)) {
+        *stop->typed_data() = kSendFailed;
         return ffi::Error::Success();
     }
     entry->sent_length = (uint32_t)length;
@@ -267,7 +284,7 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
         result = entry->received_ns >= c->pause_ns ? kPaused : kReplied;
         break;
     }
-    *stop->typed_data() = c->stop = result;
+    *stop->typed_data() = result;
     return ffi::Error::Success();
 }
 

@@ -52,6 +52,9 @@ class SerialLink(Link):
             return None
         return Endpoint(self._fileno, False)
 
+    def transmit_error(self, error: OSError | Exception) -> LinkError:
+        return LinkError(f"cannot write to {self.describe()}: {error}")
+
     def take_back(self, data: bytes) -> None:
         """Bytes the compiled exchange read but did not accept: read them here, as if just received."""
         self._received(data)
@@ -61,7 +64,7 @@ class SerialLink(Link):
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as error:
-            raise LinkError(f"cannot write to {self.describe()}: {error}") from None
+            raise self.transmit_error(error) from None
         self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:

@@ -58,7 +58,7 @@ class UdpLink(Link):
         try:
             self.socket.sendto(data, destination)
         except OSError as error:
-            raise LinkError(f"cannot send to {self.describe()}: {error}") from None
+            raise self.transmit_error(error) from None
         self._sent(data)
 
     def receive(self, timeout: float) -> wire.Message | None:

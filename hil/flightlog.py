@@ -46,9 +46,18 @@ KIND_NAMES = {HEADER: "HEADER", TICK: "TICK", PACKET: "PACKET", SNAPSHOT: "SNAPS
 MAX_RECORD = 64 * 1024 * 1024  # refuse to allocate for a length beyond this: it is damage, not data
 TICK_PREFIX = struct.Struct("<Iq8s")
 PACKET_PREFIX = struct.Struct("<BIq")
+PACKET_HEAD = struct.Struct("<IB" + PACKET_PREFIX.format.lstrip("<"))  # record length and kind, then the prefix
+CRC = struct.Struct("<I")
 SNAPSHOT_INTERVAL = 1000  # ticks
 FLUSH_INTERVAL = 0.05  # s between writes of buffered records
 ENCODE_BATCH = 64  # ticks encoded at a time (a run killed loses at most these, and the unwritten ones)
+
+
+def _twice(start: int, stop: int):
+    """Each tick of the range twice: the ticks of a SENSORS and its reply."""
+    for tick in range(start, stop):
+        yield tick
+        yield tick
 
 
 def _record(kind: int, payload: bytes) -> bytes:
@@ -69,12 +78,15 @@ class LogWriter:
         self._started = None
         self._next_flush_ns = 0
 
-    def wall_ns(self, at_ns: int | None = None) -> int:
-        """ns since the first record of ``at_ns`` (perf_counter ns), or of now."""
-        now = time.perf_counter_ns() if at_ns is None else at_ns
+    def wall_ns(self) -> int:
+        """ns since the first record."""
+        return time.perf_counter_ns() - self.origin_ns()
+
+    def origin_ns(self) -> int:
+        """The perf_counter ns of the first record: the log's wall-clock zero."""
         if self._started is None:
-            self._started = now
-        return now - self._started
+            self._started = time.perf_counter_ns()
+        return self._started
 
     def ticks(self, ticks, walls, rows: np.ndarray, layout: dict) -> None:
         """TICK records for consecutive rows, built as one array (a record a row costs a quarter of
@@ -100,8 +112,13 @@ class LogWriter:
     def flush_due(self, wall: int) -> bool:
         return wall >= self._next_flush_ns
 
-    def packet(self, direction: int, tick: int, wall: int, data: bytes) -> None:
-        self._buffer.write(_record(PACKET, PACKET_PREFIX.pack(direction, tick, wall) + data))
+    def packets(self, packets) -> None:
+        """PACKET records of (direction, tick, wall ns, bytes), encoded together."""
+        parts = []
+        for direction, tick, wall, data in packets:
+            head = PACKET_HEAD.pack(PACKET_PREFIX.size + len(data), PACKET, direction, tick, wall)
+            parts += (head, data, CRC.pack(zlib.crc32(data, zlib.crc32(head[4:]))))
+        self._buffer.write(b"".join(parts))
 
     def snapshot(self, tick: int, state: np.ndarray) -> None:
         self._buffer.write(_record(SNAPSHOT, struct.pack("<I", tick) + np.asarray(state, dtype="<f8").tobytes()))
@@ -216,36 +233,57 @@ class Recorder:
         """Record a finished tick, whose row of the trace must not change afterwards; packets from
         now on belong to the next tick. ``state`` is the simulation's state after it, as the
         tick's pages (a tuple of vectors that end to end are the flat state)."""
-        self.current_tick = tick + 1
+        self.ticks(tick, 1, state)
+
+    def ticks(self, first: int, count: int, state, packets=()) -> None:
+        """Record ``count`` finished ticks from ``first`` on, as :meth:`tick` would one by one:
+        ``packets`` holds two for each, its SENSORS and its reply (direction, wall ns since the
+        first record, bytes), in tick order. ``state`` is the state after the last tick, which
+        must be the last of the call when it is due for a SNAPSHOT."""
         wall = self.writer.wall_ns()
-        self._pending.append((tick, wall))
-        # Encoding points depend on ticks only, so the file's bytes do not depend on timing.
-        if tick % SNAPSHOT_INTERVAL == 0:
-            self._encode_pending()
-            self.writer.snapshot(tick, np.concatenate([np.asarray(page) for page in state]))
-        elif len(self._pending) >= ENCODE_BATCH:
-            self._encode_pending()
+        tick, end = first, first + count
+        while tick < end:
+            # Encoding points depend on ticks only, so the file's bytes do not depend on timing
+            # nor on how many ticks come in one call.
+            stop = min(end, tick + ENCODE_BATCH - len(self._pending), tick + -tick % SNAPSHOT_INTERVAL + 1)
+            self._packets += [(direction, t, at, data) for (direction, at, data), t in
+                              zip(packets[2 * (tick - first):2 * (stop - first)], _twice(tick, stop))]
+            self._pending += [(t, wall) for t in range(tick, stop)]
+            tick = stop
+            if (stop - 1) % SNAPSHOT_INTERVAL == 0:
+                if stop != end:
+                    raise ValueError(f"tick {stop - 1} is due for a snapshot: it must end a call of Recorder.ticks")
+                self._encode_pending()
+                self.writer.snapshot(stop - 1, np.concatenate([np.asarray(page) for page in state]))
+            elif len(self._pending) >= ENCODE_BATCH:
+                self._encode_pending()
+        self.current_tick = end
         if self.writer.flush_due(wall):
             self.writer.flush()
 
-    def packet(self, direction: int, data: bytes, at_ns: int | None = None) -> None:
-        """Bytes sent (0) or received (1) at ``at_ns`` (perf_counter ns; None: now)."""
-        self._packets.append((direction, self.current_tick, self.writer.wall_ns(at_ns), data))
+    def packet(self, direction: int, data: bytes) -> None:
+        """Bytes sent (0) or received (1) now, belonging to the tick in progress."""
+        self._packets.append((direction, self.current_tick, self.writer.wall_ns(), data))
 
     def exchanged(self, first_tick: int, entries: np.ndarray, answered: int, state) -> None:
         """Record what the compiled exchange did (a slice of its journal, from ``first_tick`` on),
-        as the loop that calls the tick once per tick records it: per tick, the SENSORS sent and the
-        reply, then the tick itself for the first ``answered`` entries; ``state``: the state after
-        the last of those, whose tick a batch of ticks ends at when it is due for a SNAPSHOT."""
+        as the loop that calls the tick once per tick records it: for each of the first
+        ``answered`` entries its SENSORS, its reply and the tick itself; then the SENSORS of an
+        entry handed back unanswered, if it was sent. ``state``: the state after the last tick
+        flown, which is the last answered unless a tick was handed back (a tick due for a
+        SNAPSHOT ends its batch, so its state is this one either way)."""
+        origin = self.writer.origin_ns()
         sent, received = entries["sent"], entries["received"]
         sent_lengths, received_lengths = entries["sent_length"].tolist(), entries["received_length"].tolist()
-        sent_ns, received_ns = entries["sent_ns"].tolist(), entries["received_ns"].tolist()
-        for index in range(len(entries)):
-            if sent_lengths[index]:
-                self.packet(0, sent[index, :sent_lengths[index]].tobytes(), sent_ns[index])
-            if index < answered:
-                self.packet(1, received[index, :received_lengths[index]].tobytes(), received_ns[index])
-                self.tick(first_tick + index, state)
+        sent_walls, received_walls = (entries["sent_ns"] - origin).tolist(), (entries["received_ns"] - origin).tolist()
+        packets = []
+        for index in range(answered):
+            packets += ((0, sent_walls[index], sent[index, :sent_lengths[index]].tobytes()),
+                        (1, received_walls[index], received[index, :received_lengths[index]].tobytes()))
+        self.ticks(first_tick, answered, state, packets)
+        if len(entries) > answered and sent_lengths[answered]:
+            self._packets.append((0, self.current_tick, sent_walls[answered],
+                                  sent[answered, :sent_lengths[answered]].tobytes()))
 
     def _encode_pending(self) -> None:
         """Each write holds its TICK records, then its PACKET records; every one carries its tick and time."""
@@ -253,8 +291,7 @@ class Recorder:
             ticks, walls = zip(*self._pending)
             self.writer.ticks(ticks, walls, self._rows.take(ticks, axis=0), self._layout)
             self._pending.clear()
-        for packet in self._packets:
-            self.writer.packet(*packet)
+        self.writer.packets(self._packets)
         self._packets.clear()
 
     def close(self, footer: dict) -> None:

@@ -297,8 +297,7 @@ def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
         state, flown = program.advance_many(state, np.int32(n))
         rows[k:k + n] = np.asarray(flown)[:n]
         if recorder is not None:
-            for tick in range(k, k + n):
-                recorder.tick(tick, state)
+            recorder.ticks(k, n, state)
         k += n
         if progress is not None and (now := time.perf_counter()) >= next_report:
             trace.ticks_done = k

@@ -53,12 +53,16 @@ class LinkStats:
     overruns: int = 0  # real time: ticks released more than one period late
     period_errors: list = field(default_factory=list)  # real time: release time minus deadline, s
     wall_seconds: float = 0.0
+    exchanged_in_loop: int | None = None  # lockstep: replies taken inside the compiled tick loop; None: not used
     capacity: float | None = None  # bytes/s of the line, serial only
     counters: object = None  # the link's LinkCounters, live
 
     def summary(self) -> list[tuple[str, str]]:
         """Rows for the run summary: (what, value)."""
         rows = [("link", f"{self.link}, {self.mode}")]
+        if self.exchanged_in_loop is not None:
+            rows.append(("exchange", f"{self.exchanged_in_loop} of {self.sensors_sent} ticks in the compiled tick loop, "
+                                     f"the rest one by one"))
         c = self.counters
         rows.append(("frames", f"{c.frames_sent} sent ({c.bytes_sent} B), {c.frames_received} received "
                                f"({c.bytes_received} B)"))
@@ -226,10 +230,12 @@ class Session:
 
     def _fly_lockstep(self, program, trace: Trace, progress, interval):
         looping = isinstance(program, CompiledExchangeLoop)
-        self.stats = stats = self._new_stats("lockstep, exchange compiled into the tick loop" if looping
-                                             else "lockstep")
-        exchange = Exchange(self.simulation.layout, [s.name for s in self.simulation.sensors], MOTORS,
-                            self.settings.timeout, program.batch) if looping else None
+        self.stats = stats = self._new_stats("lockstep")
+        exchange = None
+        if looping:
+            stats.exchanged_in_loop = 0
+            exchange = Exchange(self.simulation.layout, [s.name for s in self.simulation.sensors], MOTORS,
+                                self.settings.timeout, program.batch)
         rows = trace.rows
         command = (0.0,) * MOTORS
         command_tick = -1  # the tick whose reply is in force
@@ -241,29 +247,28 @@ class Session:
         while k <= last:
             if looping:
                 state, command, command_tick, k, sent = self._fly_exchange_loop(program, exchange, state, command,
-                                                                                command_tick, k, rows, stats)
-                if sent is None:
-                    continue  # every tick flown was answered
+                                                                                command_tick, k, trace, stats)
             else:
                 state, out = program.advance(state, command)
+                self.state = state  # each call consumes the previous buffer: a failure reports this one
                 rows[k] = out
                 sent = time.perf_counter()
                 self.send_tick(k, rows[k])
                 stats.sensors_sent += 1
-            self.state = state  # each call consumes the previous buffer: a failure reports this one
-            command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
-            self._finish_row(rows, k, state, command)
-            k += 1
-            if progress is not None and (looping or k % 64 == 0) and (now := time.perf_counter()) >= next_report:
+            trace.ticks_done = k  # the ticks before k are finished
+            if sent is not None:  # tick k waits for its reply here
+                command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
+                self._finish_row(rows, k, state, command)
+                k += 1
                 trace.ticks_done = k
+            if progress is not None and (looping or k % 64 == 0) and (now := time.perf_counter()) >= next_report:
                 progress(k - 1, last, now - started)
                 next_report = now + interval
-        trace.ticks_done = last + 1
         stats.wall_seconds = time.perf_counter() - started
         return state, stats
 
     def _fly_exchange_loop(self, program: CompiledExchangeLoop, exchange: Exchange, state, command,
-                           command_tick: int, k: int, rows, stats: LinkStats):
+                           command_tick: int, k: int, trace: Trace, stats: LinkStats):
         """Fly ticks from ``k`` in the compiled loop until one is handed back or the batch is done.
 
         Returns the state, the command in force after the last tick flown and the tick whose reply
@@ -271,6 +276,7 @@ class Session:
         perf_counter time its SENSORS went out; None when every tick flown was answered. A recorded
         run's batches end at a snapshot tick, whose state the recorder needs.
         """
+        rows = trace.rows
         n = min(program.batch, rows.shape[0] - k)
         if self.recorder is not None:
             n = min(n, -k % flightlog.SNAPSHOT_INTERVAL + 1)
@@ -289,6 +295,7 @@ class Session:
         stats.sensors_sent += frames_sent
         stats.actuators_received += answered
         stats.round_trips += ((entries["received_ns"][:answered] - entries["sent_ns"][:answered]) * 1e-9).tolist()
+        stats.exchanged_in_loop += answered
         if self.recorder is not None:
             self.recorder.exchanged(k, entries, answered, state)
         if answered:
@@ -296,7 +303,10 @@ class Session:
         if replied:
             return state, command, command_tick, k + flown_count, None
         tick = k + flown_count - 1
-        if stop == compiled_exchange.OTHER_MESSAGE and exchange.context.leftover_length:
+        if stop == compiled_exchange.SEND_FAILED:
+            trace.ticks_done = tick
+            raise self.link.transmit_error(exchange.send_error())
+        if exchange.context.leftover_length:
             self.link.take_back(exchange.leftover())
         if entries[-1]["sent_length"]:
             return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
