@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil import wire
-from hil.bridges.link import Link, LinkError, Undelivered
-from hil.scenario import LinkSettings
-from hil import flightlog
+from hil import flightlog, wire
 from hil.bridges import compiled_exchange
 from hil.bridges.compiled_exchange import Exchange
+from hil.bridges.link import Link, LinkError, Undelivered
+from hil.scenario import LinkSettings
 from hil.sim import MOTORS, READING_SIZE, CompiledExchangeLoop, CompiledTick, Simulation
 from hil.trace import Trace
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import jax
 from jax import export
 
-import hil
 from hil.jaxconfig import cache_directory
 
 
 def _source_digest() -> bytes:
+    import hil
     import hil.bridges
     import hil.firmware_stubs
     import hil.models
