@@ -47,12 +47,9 @@ def main():
         results["c_udp" + suffix] = figures(runner.run(loaded, runtime="c", compiled_exchange=compiled))
         results["python_udp" + suffix] = figures(runner.run(loaded, runtime="python", compiled_exchange=compiled))
         board, terminal = firmware_process.start_on_pty(loaded)
-        try:
+        with board:
             results["c_pty_921600" + suffix] = figures(runner.run(
                 loaded, board=runner.Board(port=terminal, baud=921600), realtime=False, compiled_exchange=compiled))
-        finally:
-            board.stop()
-            board.close()
     for name in ("c_udp", "python_udp", "c_pty_921600"):
         results[name]["over_per_tick"] = (results[name]["ticks_per_second"]
                                           / results[name + "_per_tick"]["ticks_per_second"])

@@ -5,7 +5,8 @@ receiving and decoding a frame in Python as much again: a tick-per-call lockstep
 near 8,000 ticks/s. Here the exchange is an XLA FFI call (``lockstep_exchange.cc``, built with
 the system compilers and cached like the C firmware) inside a ``while_loop`` whose body is the
 tick: advance, encode the SENSORS from the row with hil_proto (the C side of the protocol),
-send, wait for the ACTUATORS of that tick, and go on with its command.
+send, wait for the ACTUATORS of that tick, write the row into the run's trace, and go on with
+the reply's command.
 
 Only that common case runs in the loop. Anything else (another message, a foreign sender, a
 duplicate, a bad frame, no reply in time) stops the loop at that tick, with nothing read over
@@ -29,13 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from hil import wire
-from hil.bridges.link import Endpoint
+from hil.bridges.link import SPIN, Endpoint
 
 TARGET = "hil_lockstep_exchange"
 SOURCE = Path(__file__).resolve().with_name("lockstep_exchange.cc")
 MAX_SENSORS = 16
 LEFTOVER = 4096
-FRAME_BUFFER = wire.MAX_FRAME + 1
+FRAME_BUFFER = wire.MAX_ENCODED
 
 # Why the compiled exchange stopped at a tick (enum Stop of lockstep_exchange.cc): REPLIED goes
 # on; PAUSED is a reply too, and the loop has run for PAUSE_AFTER; SEND_FAILED is an error for
@@ -54,7 +55,8 @@ class Context(ctypes.Structure):
     """hil_exchange_context of lockstep_exchange.cc, field for field."""
 
     _fields_ = [("fd", ctypes.c_int32), ("datagram", ctypes.c_int32), ("peer_address", ctypes.c_uint32),
-                ("peer_port", ctypes.c_uint32), ("timeout_ns", ctypes.c_int64), ("pause_ns", ctypes.c_int64),
+                ("peer_port", ctypes.c_uint32), ("timeout_ns", ctypes.c_int64), ("spin_ns", ctypes.c_int64),
+                ("pause_ns", ctypes.c_int64),
                 ("sensor_count", ctypes.c_uint32),
                 ("fresh_offset", ctypes.c_uint32), ("reading_offset", ctypes.c_uint32 * MAX_SENSORS),
                 ("reading_size", ctypes.c_uint32 * MAX_SENSORS), ("row_width", ctypes.c_uint32),
@@ -116,31 +118,36 @@ def exchange(row, tick, context, actuators: int):
 class Exchange:
     """One run's context and journal, handed to the compiled loop by address."""
 
-    def __init__(self, layout: dict, sensors: list[str], actuators: int, timeout: float, capacity: int):
-        if len(sensors) > MAX_SENSORS:
-            raise ValueError(f"the compiled exchange handles at most {MAX_SENSORS} sensors, not {len(sensors)}")
+    def __init__(self, simulation, actuators: int, timeout: float, capacity: int):
+        """``simulation``: the :class:`hil.sim.Simulation` flown (its trace layout and sensors)."""
+        layout = simulation.layout
+        if len(simulation.sensors) > MAX_SENSORS:
+            raise ValueError(f"the compiled exchange handles at most {MAX_SENSORS} sensors, not {len(simulation.sensors)}")
         self.context = context = Context()
         context.timeout_ns = int(timeout * 1e9)
-        context.sensor_count = len(sensors)
+        context.spin_ns = int(SPIN * 1e9)
+        context.sensor_count = len(simulation.sensors)
         context.fresh_offset = layout["fresh"][0]
-        for index, name in enumerate(sensors):
-            context.reading_offset[index], context.reading_size[index] = layout[f"reading.{name}"]
-        context.actuators = actuators
-        width = sum(size for _, size in layout.values())
-        context.row_width = width
+        for index, sensor in enumerate(simulation.sensors):
+            context.reading_offset[index], context.reading_size[index] = layout[f"reading.{sensor.name}"]
+        context.row_width = simulation.width
         context.command_offset = layout["command"][0]
-        self.rows = np.zeros((capacity, width))
-        context.rows = self.rows.ctypes.data
+        context.actuators = actuators
         self.journal = np.zeros(capacity, JOURNAL_ENTRY)
         context.journal = self.journal.ctypes.data
         context.capacity = capacity
         self.address = np.array(ctypes.addressof(context), np.uint64)
 
-    def aim(self, endpoint: Endpoint | None, seq: int, last_seq: int | None) -> None:
-        """Before a loop: where frames go, and the session's sequence numbers. With no endpoint
-        (the link holds input the session must read first) the first tick comes back unsent."""
+    def aim(self, endpoint: Endpoint | None, rows: np.ndarray, seq: int, last_seq: int | None) -> None:
+        """Before a loop: where frames go, the trace rows from the loop's first tick on (C-ordered
+        float64, at least as many as the loop may fly), and the session's sequence numbers. With
+        no endpoint (the link holds input the session must read first) the first tick comes back
+        unsent."""
+        if not (rows.flags.c_contiguous and rows.dtype == np.float64 and rows.shape[1] == self.context.row_width):
+            raise ValueError("the exchange writes rows into a C-ordered float64 trace of the run's width")
         context = self.context
         context.entries = 0
+        context.rows = rows.ctypes.data
         context.pause_ns = time.perf_counter_ns() + int(PAUSE_AFTER * 1e9)
         context.seq = seq
         context.has_last_seq = last_seq is not None
@@ -158,11 +165,6 @@ class Exchange:
     def entries(self) -> np.ndarray:
         """The journal of the last loop: one entry per tick whose SENSORS it sent or tried to."""
         return self.journal[:self.context.entries]
-
-    def flown_rows(self) -> np.ndarray:
-        """The trace rows of the last loop's ticks, each with its reply's command (a tick handed
-        back has the command that was in force)."""
-        return self.rows[:self.context.entries]
 
     def leftover(self) -> bytes:
         """Byte stream: what the last tick read that was not the reply it waited for (or not yet all of it)."""

@@ -16,7 +16,7 @@
  *   - a SENSORS that could not be encoded, or no descriptor to send on: hil sends it itself;
  *   - a send that failed: hil reports the error, as when its own send fails.
  *
- * Every tick's trace row (with its reply's command) goes into an array of hil's, and every frame
+ * Every tick's row (with its reply's command) goes straight into the run's trace, and every frame
  * sent and reply accepted into a journal, with its CLOCK_MONOTONIC time (Python's
  * perf_counter_ns), for the session to count and record. The loop carries no rows itself: XLA
  * runs a program on its thread pool once any buffer exceeds 512 bytes, and that pool would
@@ -43,7 +43,6 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kSpinNs = 200000;  // poll without sleeping this long after sending, as hil's links do
 constexpr int64_t kWriteTimeoutNs = 1000000000;
 constexpr uint32_t kLeftover = 4096;
 
@@ -80,6 +79,7 @@ typedef struct hil_exchange_context {
     uint32_t peer_address;     /* UDP: the peer that completed HELLO, IPv4 in network order */
     uint32_t peer_port;        /* host order */
     int64_t timeout_ns;        /* how long to wait for a reply before handing the tick back */
+    int64_t spin_ns;           /* how long to poll without sleeping after sending, as hil's links do */
     int64_t pause_ns;          /* CLOCK_MONOTONIC: after a reply from then on, the loop pauses */
     uint32_t sensor_count;     /* hil's sensors, in HELLO order: the bits of `fresh` */
     uint32_t fresh_offset;     /* where their freshness flags lie in a trace row */
@@ -87,7 +87,7 @@ typedef struct hil_exchange_context {
     uint32_t reading_size[HIL_MAX_SENSORS];
     uint32_t row_width;        /* values in a trace row */
     uint32_t command_offset;   /* where the command lies in a row */
-    double *rows;              /* capacity rows: each call writes its tick's row, with the reply's command */
+    double *rows;              /* the trace from the loop's first tick on: each call writes its tick's row */
     uint32_t actuators;        /* values an ACTUATORS must carry */
     uint32_t seq;              /* the next SENSORS's seq; advanced here */
     uint32_t last_seq;         /* seq of the last frame received: a repeat is a duplicate */
@@ -119,10 +119,10 @@ int64_t Now()
 }
 
 /* Wait until fd is readable (true) or the deadline passes (false): spin first, then sleep in poll. */
-bool Wait(int fd, int64_t sent_ns, int64_t deadline_ns, bool *woken)
+bool Wait(int fd, int64_t spin_until_ns, int64_t deadline_ns, bool *woken)
 {
     int64_t now = Now();
-    if (now < sent_ns + kSpinNs) {
+    if (now < spin_until_ns) {
         *woken = false;
         return now < deadline_ns;
     }
@@ -171,13 +171,10 @@ bool Send(hil_exchange_context *c, const uint8_t *frame, size_t length)
 }
 
 /* The reply hil waits for: an ACTUATORS for `tick`, with the agreed number of values, not a duplicate. */
-bool Expected(hil_exchange_context *c, const uint8_t *encoded, size_t length, uint32_t tick, hil_message *msg)
+bool Expected(const hil_exchange_context *c, const hil_message *msg, uint32_t tick)
 {
-    uint8_t frame[HIL_MAX_FRAME];
-    if (length > sizeof frame) return false;
-    memcpy(frame, encoded, length);
-    return hil_decode_frame(frame, length, msg) == HIL_OK && msg->type == HIL_ACTUATORS && msg->tick == tick &&
-           msg->u.actuators.count == c->actuators && !(c->has_last_seq && msg->seq == c->last_seq);
+    return msg->type == HIL_ACTUATORS && msg->tick == tick && msg->u.actuators.count == c->actuators &&
+           !(c->has_last_seq && msg->seq == c->last_seq);
 }
 
 /* UDP: peek at the next datagram; 1 accepted (and consumed), 0 none yet, -1 hand back. */
@@ -190,32 +187,36 @@ int ReceiveDatagram(hil_exchange_context *c, hil_exchange_entry *entry, hil_mess
     if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED) ? 0 : -1;
     if (sender.sin_family != AF_INET || sender.sin_addr.s_addr != c->peer_address ||
         ntohs(sender.sin_port) != c->peer_port || n < 2 || (size_t)n > sizeof entry->received ||
-        entry->received[n - 1] != 0 || !Expected(c, entry->received, (size_t)n - 1, entry->tick, msg))
+        entry->received[n - 1] != 0)
         return -1;
+    uint8_t frame[HIL_MAX_FRAME];  // decoding works in place: the journal keeps the bytes as they came
+    memcpy(frame, entry->received, (size_t)n - 1);
+    if (hil_decode_frame(frame, (size_t)n - 1, msg) != HIL_OK || !Expected(c, msg, entry->tick)) return -1;
     uint8_t discard;
     if (recv(c->fd, &discard, 1, MSG_DONTWAIT) < 0) return -1;
     entry->received_length = (uint32_t)n;
     return 1;
 }
 
-/* Byte stream: read what is there; 1 accepted, 0 not complete yet, -1 hand back (bytes in leftover). */
-int ReceiveStream(hil_exchange_context *c, hil_exchange_entry *entry, hil_message *msg, bool woken)
+/* Byte stream: read what is there into `leftover` and through `reader`; 1 accepted, 0 not
+ * complete yet, -1 hand back (all the bytes read are in leftover). */
+int ReceiveStream(hil_exchange_context *c, hil_reader *reader, hil_exchange_entry *entry, hil_message *msg,
+                  bool woken)
 {
     if (c->leftover_length == kLeftover) return -1;
-    ssize_t n = read(c->fd, c->leftover + c->leftover_length, kLeftover - c->leftover_length);
+    uint8_t *fresh = c->leftover + c->leftover_length;
+    ssize_t n = read(c->fd, fresh, kLeftover - c->leftover_length);
     if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
     if (n == 0) return woken ? -1 : 0;  // readable yet empty: the line hung up
     c->leftover_length += (uint32_t)n;
-    uint32_t start = 0;
-    while (start < c->leftover_length && c->leftover[start] == 0) start++;  // empty frames: nothing
-    const uint8_t *end = (const uint8_t *)memchr(c->leftover + start, 0, c->leftover_length - start);
-    if (end == nullptr) return c->leftover_length - start > HIL_MAX_FRAME ? -1 : 0;
-    uint32_t taken = (uint32_t)(end - c->leftover) + 1;
-    if (taken != c->leftover_length || taken > sizeof entry->received ||
-        !Expected(c, c->leftover + start, taken - 1 - start, entry->tick, msg))
-        return -1;  // more than the reply, or not the reply: all of it goes to the session
-    memcpy(entry->received, c->leftover, taken);
-    entry->received_length = taken;
+    size_t consumed;
+    int event = hil_reader_feed(reader, fresh, (size_t)n, &consumed, msg, nullptr);
+    if (event == HIL_READER_NONE) return 0;
+    if (event != HIL_READER_MESSAGE || consumed != (size_t)n || c->leftover_length > sizeof entry->received ||
+        !Expected(c, msg, entry->tick))
+        return -1;  // a bad frame, more than the reply, or not the reply: all of it goes to the session
+    memcpy(entry->received, c->leftover, c->leftover_length);
+    entry->received_length = c->leftover_length;
     c->leftover_length = 0;
     return 1;
 }
@@ -233,7 +234,7 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
     c->leftover_length = 0;
 
     const double *values = row.typed_data();
-    double *recorded = c->rows + (size_t)(c->entries - 1) * c->row_width;
+    double *recorded = c->rows + (size_t)(c->entries - 1) * c->row_width;  // its row of the trace
     memcpy(recorded, values, sizeof(double) * c->row_width);
     double fresh_values[HIL_MAX_VALUES];
     size_t count = 0;
@@ -265,9 +266,11 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
     int64_t deadline = entry->sent_ns + c->timeout_ns;
     bool woken = false;
     hil_message msg;
+    hil_reader reader;
+    hil_reader_init(&reader);
     int32_t result = kSilent;
-    while (Wait(c->fd, entry->sent_ns, deadline, &woken)) {
-        int got = c->datagram ? ReceiveDatagram(c, entry, &msg) : ReceiveStream(c, entry, &msg, woken);
+    while (Wait(c->fd, entry->sent_ns + c->spin_ns, deadline, &woken)) {
+        int got = c->datagram ? ReceiveDatagram(c, entry, &msg) : ReceiveStream(c, &reader, entry, &msg, woken);
         if (got == 0) continue;
         if (got < 0) {
             result = c->datagram || c->leftover_length ? kOtherMessage : kLineError;

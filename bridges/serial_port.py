@@ -55,8 +55,9 @@ class SerialLink(Link):
     def transmit_error(self, error: OSError | Exception) -> LinkError:
         return LinkError(f"cannot write to {self.describe()}: {error}")
 
-    def take_back(self, data: bytes) -> None:
-        """Bytes the compiled exchange read but did not accept: read them here, as if just received."""
+    def ingest(self, data: bytes) -> None:
+        """Bytes read from the port, here or by the compiled exchange (what it read and did not
+        accept): count them, show them to the tap and split them into messages."""
         self._received(data)
         self._pending.extend(self.reader.feed(data))
 
@@ -88,8 +89,7 @@ class SerialLink(Link):
             except (serial.SerialException, OSError) as error:
                 raise LinkError(f"cannot read from {self.describe()}: {error}") from None
             if data:
-                self._received(data)
-                self._pending.extend(self.reader.feed(data))
+                self.ingest(data)
 
     def _read_descriptor(self, woken: bool) -> bytes | None:
         """What the port holds now, or None. pyserial opens ports non-blocking, so reading an empty

@@ -10,8 +10,6 @@ import time
 from hil import wire
 from hil.bridges.link import Endpoint, Link, LinkError, poll_then_wait
 
-MAX_DATAGRAM = wire.MAX_FRAME + 1
-
 
 def parse_address(text: str, local: bool = False) -> tuple[str, int]:
     """``HOST:PORT`` as a tuple; a local address may use port 0 (any free port)."""
@@ -82,14 +80,14 @@ class UdpLink(Link):
     def _read(self, woken: bool) -> tuple[bytes, tuple] | None:
         """The next datagram and its sender, or None when none waits."""
         try:
-            return self.socket.recvfrom(MAX_DATAGRAM + 1)
+            return self.socket.recvfrom(wire.MAX_ENCODED + 1)
         except (BlockingIOError, ConnectionRefusedError):  # refused: an ICMP error from an earlier send,
             return None  # the peer is not listening yet
 
     def _decode(self, data: bytes) -> wire.Message | None:
         """The one frame of a datagram, or None (counted) when it is not a valid frame."""
-        if len(data) > MAX_DATAGRAM or not data.endswith(b"\x00"):
-            self.counters.stream.count("oversize" if len(data) > MAX_DATAGRAM else "cobs")
+        if len(data) > wire.MAX_ENCODED or not data.endswith(b"\x00"):
+            self.counters.stream.count("oversize" if len(data) > wire.MAX_ENCODED else "cobs")
             self.counters.stream.garbage_bytes += len(data)
             return None
         try:

@@ -54,7 +54,6 @@ def serve(controller, params, link, idle_timeout: float) -> int:
     """The firmware's main loop; returns the process exit status."""
     state = controller.init(params)
     step = None
-    layout: list[tuple[str, int]] = []
     tick_rate = 0
     seq = 1  # 0 belongs to HELLO, which never advances the counter
     last_phase = _phase(state)
@@ -78,14 +77,14 @@ def serve(controller, params, link, idle_timeout: float) -> int:
                 send(wire.Goodbye, 0, wire.GOODBYE_VERSION_MISMATCH,
                      f"protocol version: hil speaks {message.version}, firmware {wire.PROTOCOL_VERSION}")
                 return 1
-            layout = [(s.name, s.fields) for s in message.sensors]
             tick_rate = message.tick_rate_hz
             if step is None:  # before answering: hil starts ticking as soon as our HELLO arrives
                 step = CompiledStep(controller, params, state)
+            step.expect(message.sensors)
             send(wire.Hello, wire.PROTOCOL_VERSION, "firmware", "quadrotor", 4, 0,
                  tuple(wire.SensorSpec(name, size, 0.0) for name, size in controller.SENSOR_NEEDS))
         elif isinstance(message, wire.Sensors) and step is not None and tick_rate:
-            if not step.take(message, layout):
+            if not step.take(message):
                 continue  # values do not match the mask: a bad frame, dropped
             command, phase = step(message.tick / tick_rate)
             send(wire.Actuators, message.tick, command)
@@ -118,7 +117,9 @@ class CompiledStep:
             self.spans[name] = (offset, size)
             offset += size
         self.flags = {name: offset + index for index, (name, _) in enumerate(needs)}
+        self.all_flags = slice(offset, offset + len(needs))
         self.inputs = SharedInput(offset + len(needs) + 1)
+        self.layout: list = []  # hil's sensors: (fields, (span, flag) of a reading needed here, or None)
         pages = StatePages.of(state)
 
         def step(state, inputs):
@@ -131,27 +132,30 @@ class CompiledStep:
         self.state = pages.pack(state)  # host pages first: the call copies them in
         self.call = jax.jit(step, donate_argnums=0).lower(self.state, self.inputs.host).compile()
 
-    def take(self, message: wire.Sensors, layout) -> bool:
+    def expect(self, sensors: tuple[wire.SensorSpec, ...]) -> None:
+        """Map hil's sensors (its HELLO) onto the inputs, once, not at every SENSORS."""
+        self.layout = [(s.fields, (self.spans[s.name], self.flags[s.name])
+                        if s.name in self.spans and self.spans[s.name][1] == s.fields else None) for s in sensors]
+
+    def take(self, message: wire.Sensors) -> bool:
         """Store the message's fresh readings and flags; False (nothing stored) if the values do not fit the mask."""
-        if message.fresh >> len(layout):
+        if message.fresh >> len(self.layout):
             return False  # a bit for a sensor hil never announced
         values, offset, fresh = message.values, 0, []
-        for index, (name, size) in enumerate(layout):
+        for index, (size, target) in enumerate(self.layout):
             if message.fresh >> index & 1:
                 if offset + size > len(values):
                     return False
-                if name in self.spans and self.spans[name][1] == size:
-                    fresh.append((name, values[offset:offset + size]))
+                if target is not None:
+                    fresh.append((target, values[offset:offset + size]))
                 offset += size
         if offset != len(values):
             return False
         host = self.inputs.host
-        for flag in self.flags.values():
-            host[flag] = 0.0
-        for name, reading in fresh:
-            first, size = self.spans[name]
+        host[self.all_flags] = 0.0
+        for ((first, size), flag), reading in fresh:
             host[first:first + size] = reading
-            host[self.flags[name]] = 1.0
+            host[flag] = 1.0
         return True
 
     def __call__(self, time: float) -> tuple[tuple[float, ...], int | None]:

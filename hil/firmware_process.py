@@ -40,7 +40,8 @@ def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
 
 def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple["FirmwareProcess", str]:
     """The scenario's C firmware as a board on a new pseudo-terminal, nothing between it and hil:
-    the process, and the terminal to open as its serial port (``hil run --port``)."""
+    the process (``with`` it to stop and close it), and the terminal to open as its serial port
+    (``hil run --port``)."""
     board = FirmwareProcess(command(scenario, "c", None), f"{scenario.firmware.name} (c, on a pty)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and board.exit_code is None:
@@ -91,6 +92,13 @@ class FirmwareProcess:
             except subprocess.TimeoutExpired:
                 continue
         return self.process.wait()
+
+    def __enter__(self) -> "FirmwareProcess":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.stop()
+        self.close()
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -53,13 +53,6 @@ FLUSH_INTERVAL = 0.05  # s between writes of buffered records
 ENCODE_BATCH = 64  # ticks encoded at a time (a run killed loses at most these, and the unwritten ones)
 
 
-def _twice(start: int, stop: int):
-    """Each tick of the range twice: the ticks of a SENSORS and its reply."""
-    for tick in range(start, stop):
-        yield tick
-        yield tick
-
-
 def _record(kind: int, payload: bytes) -> bytes:
     body = bytes([kind]) + payload
     return struct.pack("<I", len(payload)) + body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
@@ -235,19 +228,23 @@ class Recorder:
         tick's pages (a tuple of vectors that end to end are the flat state)."""
         self.ticks(tick, 1, state)
 
+    def batch_limit(self, first: int) -> int:
+        """How many ticks from ``first`` on one call of :meth:`ticks` may hold: a tick due for a
+        SNAPSHOT must end its call, since the recorder needs the state after it."""
+        return -first % SNAPSHOT_INTERVAL + 1
+
     def ticks(self, first: int, count: int, state, packets=()) -> None:
         """Record ``count`` finished ticks from ``first`` on, as :meth:`tick` would one by one:
-        ``packets`` holds two for each, its SENSORS and its reply (direction, wall ns since the
-        first record, bytes), in tick order. ``state`` is the state after the last tick, which
-        must be the last of the call when it is due for a SNAPSHOT."""
+        ``packets`` holds two for each, its SENSORS and its reply (direction, tick, wall ns since
+        the first record, bytes), in tick order. ``state`` is the state after the last tick; at
+        most :meth:`batch_limit` ticks come in one call."""
         wall = self.writer.wall_ns()
         tick, end = first, first + count
         while tick < end:
             # Encoding points depend on ticks only, so the file's bytes do not depend on timing
             # nor on how many ticks come in one call.
-            stop = min(end, tick + ENCODE_BATCH - len(self._pending), tick + -tick % SNAPSHOT_INTERVAL + 1)
-            self._packets += [(direction, t, at, data) for (direction, at, data), t in
-                              zip(packets[2 * (tick - first):2 * (stop - first)], _twice(tick, stop))]
+            stop = min(end, tick + ENCODE_BATCH - len(self._pending), tick + self.batch_limit(tick))
+            self._packets += packets[2 * (tick - first):2 * (stop - first)]
             self._pending += [(t, wall) for t in range(tick, stop)]
             tick = stop
             if (stop - 1) % SNAPSHOT_INTERVAL == 0:
@@ -278,8 +275,9 @@ class Recorder:
         sent_walls, received_walls = (entries["sent_ns"] - origin).tolist(), (entries["received_ns"] - origin).tolist()
         packets = []
         for index in range(answered):
-            packets += ((0, sent_walls[index], sent[index, :sent_lengths[index]].tobytes()),
-                        (1, received_walls[index], received[index, :received_lengths[index]].tobytes()))
+            tick = first_tick + index
+            packets += ((0, tick, sent_walls[index], sent[index, :sent_lengths[index]].tobytes()),
+                        (1, tick, received_walls[index], received[index, :received_lengths[index]].tobytes()))
         self.ticks(first_tick, answered, state, packets)
         if len(entries) > answered and sent_lengths[answered]:
             self._packets.append((0, self.current_tick, sent_walls[answered],

@@ -179,11 +179,10 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         session.handshake()
         loop_started = time.perf_counter()
         if paced:
-            final, stats = session.fly_realtime(tick.advance, tick.initial, trace, progress, progress_interval)
+            final, stats = session.fly_realtime(tick, trace, progress, progress_interval)
         else:
-            final, stats = session.fly_lockstep(tick, trace, progress, progress_interval)
-            if why_not:
-                stats.mode += f", one tick per call (no compiled exchange: {why_not.splitlines()[0]})"
+            final, stats = session.fly_lockstep(tick, trace, progress, progress_interval,
+                                                why_not.splitlines()[0] if why_not else None)
         session.goodbye(trace.ticks_done - 1, wire.GOODBYE_NORMAL, "run complete")
     except (SessionError, LinkError, RuntimeError) as error:
         failure = str(error)
@@ -293,7 +292,7 @@ def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
     while k < total:
         n = min(program.batch, total - k)
         if recorder is not None:
-            n = min(n, -k % flightlog.SNAPSHOT_INTERVAL + 1)
+            n = min(n, recorder.batch_limit(k))
         state, flown = program.advance_many(state, np.int32(n))
         rows[k:k + n] = np.asarray(flown)[:n]
         if recorder is not None:

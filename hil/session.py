@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil import flightlog, wire
+from hil import wire
 from hil.bridges import compiled_exchange
 from hil.bridges.compiled_exchange import Exchange
 from hil.bridges.link import Link, LinkError, Undelivered
@@ -26,6 +26,7 @@ HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
 # late by up to a few hundred µs on a loaded machine; a reply arriving in this window applies
 # from the next tick.
 SPIN_BEFORE_DEADLINE = 0.0004
+NO_THRUST = (0.0,) * MOTORS
 
 
 class SessionError(RuntimeError):
@@ -190,10 +191,10 @@ class Session:
 
     def send_tick(self, tick: int, row: np.ndarray) -> None:
         """Tell the firmware what tick ``tick`` (its ``row`` of the trace) sensed: a SENSORS frame."""
-        fresh, values = self.sensors_message(row, tick)
+        fresh, values = self.sensors_message(row)
         self._send(wire.Sensors, tick, fresh, values)
 
-    def sensors_message(self, row: np.ndarray, tick: int) -> tuple[int, tuple]:
+    def sensors_message(self, row: np.ndarray) -> tuple[int, tuple]:
         columns = row.tolist()  # one conversion; slicing a list is cheaper than slicing the array
         fresh, values = 0, []
         for index, (offset, size) in enumerate(self._reading_spans):
@@ -220,23 +221,25 @@ class Session:
 
     # ---- lockstep ------------------------------------------------------------------------------
 
-    def fly_lockstep(self, program: CompiledTick | CompiledExchangeLoop, trace: Trace, progress=None, interval=0.25):
+    def fly_lockstep(self, program: CompiledTick | CompiledExchangeLoop, trace: Trace, progress=None, interval=0.25,
+                     no_loop_because: str | None = None):
         """Fly ``program`` from its initial state: a compiled tick called once per tick, or the
         exchange loop (:meth:`Simulation.compile_exchange_loop`), which flies many per call and
-        hands a tick back here whenever anything but the expected reply happens."""
+        hands a tick back here whenever anything but the expected reply happens.
+        ``no_loop_because``: why a compiled tick flies, for the summary."""
         with _no_garbage_collection():
-            return self._fly_lockstep(program, trace, progress, interval)
+            return self._fly_lockstep(program, trace, progress, interval, no_loop_because)
 
-    def _fly_lockstep(self, program, trace: Trace, progress, interval):
+    def _fly_lockstep(self, program, trace: Trace, progress, interval, no_loop_because):
         looping = isinstance(program, CompiledExchangeLoop)
-        self.stats = stats = self._new_stats("lockstep")
+        self.stats = stats = self._new_stats("lockstep" + (f", one tick per call (no compiled exchange: "
+                                                           f"{no_loop_because})" if no_loop_because else ""))
         exchange = None
         if looping:
             stats.exchanged_in_loop = 0
-            exchange = Exchange(self.simulation.layout, [s.name for s in self.simulation.sensors], MOTORS,
-                                self.settings.timeout, program.batch)
+            exchange = Exchange(self.simulation, MOTORS, self.settings.timeout, program.batch)
         rows = trace.rows
-        command = (0.0,) * MOTORS
+        command = NO_THRUST
         command_tick = -1  # the tick whose reply is in force
         state = program.initial
         started = time.perf_counter()
@@ -247,14 +250,12 @@ class Session:
             if looping:
                 state, command, command_tick, k, sent = self._fly_exchange_loop(program, exchange, state, command,
                                                                                 command_tick, k, trace, stats)
+                trace.ticks_done = k  # the ticks before k are finished
             else:
                 state, out = program.advance(state, command)
                 self.state = state  # each call consumes the previous buffer: a failure reports this one
                 rows[k] = out
-                sent = time.perf_counter()
-                self.send_tick(k, rows[k])
-                stats.sensors_sent += 1
-            trace.ticks_done = k  # the ticks before k are finished
+                sent = self._send_row(k, rows, stats)
             if sent is not None:  # tick k waits for its reply here
                 command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
                 self._finish_row(rows, k, state, command)
@@ -278,11 +279,10 @@ class Session:
         rows = trace.rows
         n = min(program.batch, rows.shape[0] - k)
         if self.recorder is not None:
-            n = min(n, -k % flightlog.SNAPSHOT_INTERVAL + 1)
-        exchange.aim(self.link.endpoint(), self.seq, self.link.last_seq)
+            n = min(n, self.recorder.batch_limit(k))
+        exchange.aim(self.link.endpoint(), rows[k:], self.seq, self.link.last_seq)
         state, command, flown_count, stop = program.fly(state, command, n, exchange.address)
         self.state = state
-        rows[k:k + flown_count] = exchange.flown_rows()
         self.seq = exchange.context.seq
         entries = exchange.entries()
         replied = stop in (compiled_exchange.REPLIED, compiled_exchange.PAUSED)
@@ -306,13 +306,17 @@ class Session:
             trace.ticks_done = tick
             raise self.link.transmit_error(exchange.send_error())
         if exchange.context.leftover_length:
-            self.link.take_back(exchange.leftover())
+            self.link.ingest(exchange.leftover())
         if entries[-1]["sent_length"]:
             return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
+        return state, command, command_tick, tick, self._send_row(tick, rows, stats)
+
+    def _send_row(self, tick: int, rows, stats: LinkStats) -> float:
+        """Send tick ``tick``'s SENSORS from its row of the trace; returns when it went out."""
         sent = time.perf_counter()
         self.send_tick(tick, rows[tick])
         stats.sensors_sent += 1
-        return state, command, command_tick, tick, sent
+        return sent
 
     def _settle(self, k: int, sent: float, command, command_tick: int, stats: LinkStats, trace: Trace):
         """Wait for tick ``k``'s reply to the SENSORS sent at ``sent``, or meet the timeout policy.
@@ -335,7 +339,7 @@ class Session:
                 raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
                                    f"the scenario's policy is to abort")
             if policy == "cut":
-                command, newest = (0.0,) * MOTORS, None
+                command, newest = NO_THRUST, None
         if newest is not None:
             command_tick, command = newest.tick, _throttles(newest.values)
         return command, command_tick
@@ -375,19 +379,19 @@ class Session:
 
     # ---- real time -----------------------------------------------------------------------------
 
-    def fly_realtime(self, advance, initial, trace: Trace, progress=None, interval=0.25):
+    def fly_realtime(self, program: CompiledTick, trace: Trace, progress=None, interval=0.25):
         """Release tick k at start + k / rate; apply each command from the first tick after it arrived."""
         with _no_garbage_collection():
-            return self._fly_realtime(advance, initial, trace, progress, interval)
+            return self._fly_realtime(program, trace, progress, interval)
 
-    def _fly_realtime(self, advance, initial, trace: Trace, progress, interval):
+    def _fly_realtime(self, program: CompiledTick, trace: Trace, progress, interval):
         self.stats = stats = self._new_stats("real time")
         rows = trace.rows
         period = self.simulation.dt
-        command = np.zeros(MOTORS)
+        command = NO_THRUST
         command_tick = -1  # the tick whose reply is in force
         sent_at = {}
-        state = initial
+        state = program.initial
         last = rows.shape[0] - 1
         start = time.perf_counter() + 0.01
         next_report = start + interval
@@ -443,11 +447,11 @@ class Session:
                         raise SessionError(f"no reply from {self.link.describe()} for {timeout:g} s, at tick {k}; "
                                            f"the scenario's policy is to abort")
                     if policy == "cut":
-                        command = np.zeros(MOTORS)
+                        command = NO_THRUST
                 if unrecorded is not None:
                     self._finish_row(rows, *unrecorded, command)
                     unrecorded = None
-                state, out = advance(state, command)
+                state, out = program.advance(state, command)
                 self.state = state
                 row = rows[k]
                 row[:] = out

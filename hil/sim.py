@@ -1,10 +1,13 @@
 """The compiled tick: wind, physics substeps, the sensors due at the tick, and (in-process) the firmware.
 
-A run calls ``advance(state, command)`` once per tick. It integrates tick k -> k + 1 with the
-command in force, then samples the sensors due at k + 1; in-process, the firmware's own last
-command is used and the firmware answers the new readings inside the same call. The initial
-state has tick -1, which ``advance`` turns into tick 0 without moving the vehicle, so a single
-compiled function serves the whole run.
+:meth:`Simulation.advance` is one tick. It integrates tick k -> k + 1 with the command in force,
+then samples the sensors due at k + 1; in-process, the firmware's own last command is used and
+the firmware answers the new readings inside the same call. The initial state has tick -1,
+which ``advance`` turns into tick 0 without moving the vehicle, so one compiled body serves the
+whole run. It is compiled as one call per tick (:meth:`Simulation.compile`: real time, and
+lockstep without the compiled exchange), as a loop of many ticks per call
+(:meth:`Simulation.compile_batch`: in-process runs and replay), or as a loop with the lockstep
+exchange inside (:meth:`Simulation.compile_exchange_loop`).
 
 ``advance`` returns the new state (kept on the device) and one flat float64 vector for the host
 whose layout is :attr:`Simulation.layout`. Randomness for tick k and consumer s is

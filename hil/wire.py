@@ -19,6 +19,7 @@ import msgpack
 PROTOCOL_VERSION = 1
 MAX_PAYLOAD = 512  # bytes of msgpack in one frame
 MAX_FRAME = MAX_PAYLOAD + 4 + (MAX_PAYLOAD + 4) // 254 + 1  # COBS-encoded payload and CRC, no delimiter
+MAX_ENCODED = MAX_FRAME + 1  # a whole frame, delimiter included: the largest datagram
 MAX_TEXT = 200  # bytes of UTF-8 in a STATUS or GOODBYE text
 MAX_VALUES = 64  # floats in one SENSORS or ACTUATORS message
 MAX_SENSORS = 16

@@ -77,12 +77,9 @@ def test_over_a_pty_it_flies_what_one_call_per_tick_does(tmp_path):
     results = []
     for compiled in (True, False):
         board, terminal = firmware_process.start_on_pty(loaded)
-        try:
+        with board:
             results.append(runner.run(loaded, board=runner.Board(port=terminal, baud=921600), realtime=False,
                                       compiled_exchange=compiled))
-        finally:
-            board.stop()
-            board.close()
     compiled, per_tick = results
     assert compiled.failure is None and compiled.link_stats.exchanged_in_loop > loaded.ticks // 2
     assert compiled.trace.rows.tobytes() == per_tick.trace.rows.tobytes()

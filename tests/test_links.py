@@ -259,11 +259,9 @@ def test_c_firmware_over_a_pseudo_terminal_at_921600_flies_hover_and_is_determin
     the relayed cable: the same state history, bit for bit."""
     loaded = hover()
     board, terminal = firmware_process.start_on_pty(loaded)
-    try:
+    with board:
         direct = runner.run(loaded, board=runner.Board(port=terminal, baud=921600), realtime=False)
         assert board.stop() == 0  # it left on GOODBYE
-    finally:
-        board.close()
     assert direct.failure is None and direct.passed
     assert direct.link_stats.link == f"{terminal} at 921600 baud"
     board = c_firmware_on(cable.board_end, loaded)
