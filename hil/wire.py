@@ -23,6 +23,7 @@ MAX_ENCODED = MAX_FRAME + 1  # a whole frame, delimiter included: the largest da
 MAX_TEXT = 200  # bytes of UTF-8 in a STATUS or GOODBYE text
 MAX_VALUES = 64  # floats in one SENSORS or ACTUATORS message
 MAX_SENSORS = 16
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: every float on the wire fits one
 
 HELLO, SENSORS, ACTUATORS, HEARTBEAT, STATUS, GOODBYE = 1, 2, 3, 4, 5, 6
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
@@ -37,6 +38,16 @@ class FrameError(ValueError):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class NonFinite(ValueError):
+    """A float that cannot go on the wire: ``index`` into the message's ``field``, and its ``value``."""
+
+    def __init__(self, field_name: str, index: int, value: float):
+        super().__init__(f"{field_name}[{index}] is {value!r}: the protocol carries finite float32 values only")
+        self.field = field_name
+        self.index = index
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,13 @@ def unframe(encoded: bytes) -> bytes:
 
 # ---- messages ----------------------------------------------------------------------------------
 
-def _f32(values) -> list[float]:
-    return [float(v) for v in values]
+def _f32(values, name: str) -> list[float]:
+    """Floats to write, each finite and within float32; raises :class:`NonFinite` (the wire has no NaN)."""
+    floats = [float(v) for v in values]
+    if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in floats):  # NaN fails both comparisons
+        bad = next(i for i, v in enumerate(floats) if not -FLOAT32_MAX <= v <= FLOAT32_MAX)
+        raise NonFinite(name, bad, floats[bad])
+    return floats
 
 
 def pack(message: Message) -> bytes:
@@ -178,11 +194,11 @@ def pack(message: Message) -> bytes:
     if isinstance(message, Hello):
         body = [HELLO, message.seq, message.tick, message.version, message.role, message.vehicle,
                 message.actuators, message.tick_rate_hz,
-                [[s.name, s.fields, float(s.rate_hz)] for s in message.sensors]]
+                [[s.name, s.fields, *_f32((s.rate_hz,), f"sensor {s.name} rate_hz")] for s in message.sensors]]
     elif isinstance(message, Sensors):
-        body = [SENSORS, message.seq, message.tick, message.fresh, _f32(message.values)]
+        body = [SENSORS, message.seq, message.tick, message.fresh, _f32(message.values, "values")]
     elif isinstance(message, Actuators):
-        body = [ACTUATORS, message.seq, message.tick, _f32(message.values)]
+        body = [ACTUATORS, message.seq, message.tick, _f32(message.values, "values")]
     elif isinstance(message, Heartbeat):
         body = [HEARTBEAT, message.seq, message.tick]
     elif isinstance(message, Status):
@@ -222,6 +238,8 @@ def _text(value, name) -> str:
 def _floats(value, name) -> tuple[float, ...]:
     if not isinstance(value, list) or not all(isinstance(v, float) for v in value):
         raise FrameError("message", f"{name} must be an array of floats")
+    if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in value):  # NaN fails both comparisons
+        raise FrameError("message", f"{name} must be finite and within float32, got {value!r}")
     return tuple(value)
 
 
@@ -245,9 +263,10 @@ def parse(payload: bytes) -> Message:
             raise FrameError("message", f"HELLO sensors must be an array of at most {MAX_SENSORS}")
         specs = []
         for entry in sensors:
+            # rate_hz, the one float field that may come as an integer: it is informational.
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], (float, int))
-                    and not isinstance(entry[2], bool)):
-                raise FrameError("message", "each HELLO sensor is [name, fields, rate_hz]")
+                    and not isinstance(entry[2], bool) and -FLOAT32_MAX <= entry[2] <= FLOAT32_MAX):
+                raise FrameError("message", "each HELLO sensor is [name, fields, rate_hz], rate_hz a finite number")
             specs.append(SensorSpec(_text(entry[0], "sensor name"), _uint(entry[1], "sensor fields", MAX_VALUES + 1),
                                     float(entry[2])))
         role = _text(body[4], "role")

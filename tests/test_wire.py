@@ -163,3 +163,65 @@ def test_messages_with_wrong_fields_are_named():
         wire.parse(bad)
     with pytest.raises(wire.FrameError, match="unknown message type 99"):
         wire.parse(msgpack.packb([99, 0, 0]))
+
+
+NON_FINITE = [float("nan"), float("inf"), float("-inf"), 1e39]  # 1e39: a finite float64 past float32
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_a_float_that_is_not_finite_float32_is_a_message_error_on_receipt(value):
+    """§3: floats are finite and fit float32; a NaN throttle must never reach the physics."""
+    for body in ([3, 1, 2, [0.5, value, 0.5, 0.5]], [2, 1, 2, 1, [value] * 6],
+                 [1, 0, 0, 1, "firmware", "quadrotor", 4, 0, [["imu", 6, value]]]):
+        with pytest.raises(wire.FrameError, match="finite") as caught:
+            wire.decode(wire.frame(msgpack.packb(body))[:-1])  # float64: msgpack's default
+        assert caught.value.kind == "message"
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_hil_never_writes_a_float_that_is_not_finite_float32(value):
+    for message in (wire.Sensors(1, 7, 1, (0.0, 0.0, value)), wire.Actuators(1, 7, (value,) * 4),
+                    wire.Hello(0, 1, "hil", "quadrotor", 4, 1000, (wire.SensorSpec("imu", 6, value),))):
+        with pytest.raises(wire.NonFinite) as caught:
+            wire.encode(message)
+    assert caught.value.index == 0 and "finite" in str(caught.value)
+    with pytest.raises(wire.NonFinite) as caught:
+        wire.encode(wire.Sensors(1, 7, 1, (0.0, 0.0, value)))
+    assert caught.value.field == "values" and caught.value.index == 2
+
+
+def test_integers_are_refused_where_a_float_is_expected_except_in_hello_rate_hz():
+    """§3's warning to authors: a packer that writes 0.0 as the integer 0 makes a message error."""
+    with pytest.raises(wire.FrameError, match="array of floats") as caught:
+        wire.parse(msgpack.packb([3, 1, 2, [0, 0.5, 0.5, 0.5]]))
+    assert caught.value.kind == "message"
+    hello = wire.parse(msgpack.packb([1, 0, 0, 1, "firmware", "quadrotor", 4, 0, [["imu", 6, 250]]]))
+    assert hello.sensors[0].rate_hz == 250.0 and isinstance(hello.sensors[0].rate_hz, float)
+
+
+def test_every_msgpack_string_and_array_form_is_read_within_the_limits():
+    """§3: a receiver reads str8, str16, str32 and array16, array32 alike; hil writes the shortest forms."""
+    status = bytes([0x95, 0x05, 0x01, 0x02, 0x01])
+    for header in (b"\xa5", b"\xd9\x05", b"\xda\x00\x05", b"\xdb\x00\x00\x00\x05"):
+        assert wire.parse(status + header + b"armed") == wire.Status(1, 2, 1, "armed")
+    values = b"\xca\x3f\x00\x00\x00" * 4
+    for header in (b"\x94", b"\xdc\x00\x04", b"\xdd\x00\x00\x00\x04"):
+        assert wire.parse(b"\x94\x03\x01\x02" + header + values) == wire.Actuators(1, 2, (0.5,) * 4)
+    long_text = "é" * 150  # 300 bytes: a str16, well-formed but over the 200-byte limit
+    with pytest.raises(wire.FrameError) as caught:
+        wire.parse(status + b"\xda" + struct.pack(">H", 300) + long_text.encode())
+    assert caught.value.kind == "message"
+    assert wire.pack(wire.Status(1, 2, 1, "x" * 200))[5:7] == b"\xd9\xc8"  # str8, never str16
+
+
+def test_a_run_of_254_bytes_decodes_with_and_without_a_trailing_01_block():
+    """§2: hil writes no trailing 01 after a full block at the end of a frame, and reads both forms."""
+    data = bytes(range(1, 255))
+    assert wire.cobs_encode(data) == b"\xff" + data
+    assert wire.cobs_decode(b"\xff" + data) == data
+    assert wire.cobs_decode(b"\xff" + data + b"\x01") == data
+    # A frame whose payload and CRC are one 254-byte run: it ends on a full block.
+    payload = next(p for p in (bytes([1 + i % 255]) * 250 for i in range(255)) if 0 not in struct.pack("<I", wire.crc32(p)))
+    encoded = wire.frame(payload)[:-1]
+    assert len(encoded) == 255 and encoded[0] == 0xFF
+    assert wire.unframe(encoded) == wire.unframe(encoded + b"\x01") == payload
