@@ -40,6 +40,8 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from hil.trace import Trace
+
 MAGIC = b"HILLOG\x00\x01"
 HEADER, TICK, PACKET, SNAPSHOT, FOOTER = 1, 2, 3, 4, 5
 KIND_NAMES = {HEADER: "HEADER", TICK: "TICK", PACKET: "PACKET", SNAPSHOT: "SNAPSHOT", FOOTER: "FOOTER"}
@@ -210,11 +212,10 @@ class Recorder:
     """What a run loop calls: one TICK record per tick, a SNAPSHOT every :data:`SNAPSHOT_INTERVAL`
     ticks, and the link's raw bytes as PACKET records stamped with the tick in progress."""
 
-    def __init__(self, path: Path, header: dict, layout: dict, rows: np.ndarray):
-        """``rows``: the run's trace, whose row k tick k records once it is finished."""
+    def __init__(self, path: Path, header: dict, trace: Trace):
+        """``trace``: the run's trace, whose row k tick k records once it is finished."""
         self.writer = LogWriter(path, header)
-        self._layout = layout
-        self._rows = rows
+        self._trace = trace
         self.current_tick = 0
         # Records not yet encoded: ticks as (tick, wall ns), packets as (direction, tick, wall ns,
         # bytes). They are encoded every ENCODE_BATCH ticks, the ticks as one array, which costs a
@@ -287,7 +288,7 @@ class Recorder:
         """Each write holds its TICK records, then its PACKET records; every one carries its tick and time."""
         if self._pending:
             ticks, walls = zip(*self._pending)
-            self.writer.ticks(ticks, walls, self._rows.take(ticks, axis=0), self._layout)
+            self.writer.ticks(ticks, walls, self._trace.held(ticks), self._trace.layout)
             self._pending.clear()
         self.writer.packets(self._packets)
         self._packets.clear()

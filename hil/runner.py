@@ -20,7 +20,7 @@ from hil.bridges.impairment import ImpairedLink
 from hil.bridges.link import Link, LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.bridges.udp import UdpLink
-from hil.expectations import Outcome, evaluate_all
+from hil.expectations import Judge, Outcome
 from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
@@ -135,10 +135,10 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     else:
         tick = simulation.compile_exchange_loop(EXCHANGE_BATCH) if looping else simulation.compile()
     compile_seconds = time.perf_counter() - started
-    rows = np.empty((scenario.ticks + 1, simulation.width))
-    trace = Trace(rows, simulation.layout, simulation.rate)
+    trace = Trace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
+    judge = Judge(scenario, trace)
     recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
-                                                                  simulation.layout, rows)
+                                                                  trace)
     before = compilations()
     if in_process:
         try:
@@ -147,7 +147,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
             if recorder is not None:
                 recorder.close({"failure": "interrupted", "ticks": trace.ticks_done})
             raise
-        result = RunResult(scenario, trace, evaluate_all(scenario, trace), compile_seconds, wall,
+        result = RunResult(scenario, trace, judge.outcomes(), compile_seconds, wall,
                            compilations() - before, tick.unravel(final))
         if recorder is not None:
             recorder.close(_footer(result))
@@ -197,7 +197,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     wall = time.perf_counter() - loop_started
     if failure is not None:
         final = session.state if session is not None else None
-    result = RunResult(scenario, trace, evaluate_all(scenario, trace) if trace.ticks_done else [], compile_seconds,
+    result = RunResult(scenario, trace, judge.outcomes() if trace.ticks_done else [], compile_seconds,
                        wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
                        stats or (session.stats if session is not None else None), failure,
                        loop_started - setup_started)
@@ -283,8 +283,7 @@ def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
 def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
     """The in-process loop: the firmware answers inside the compiled tick, up to a batch of ticks
     per call. A recorded run's batches end at each snapshot tick, whose state the recorder needs."""
-    rows = trace.rows
-    total = rows.shape[0]
+    total = trace.last + 1
     started = time.perf_counter()
     state = program.initial
     next_report = started + interval
@@ -294,7 +293,7 @@ def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
         if recorder is not None:
             n = min(n, recorder.batch_limit(k))
         state, flown = program.advance_many(state, np.int32(n))
-        rows[k:k + n] = np.asarray(flown)[:n]
+        trace.span(k, n)[:] = np.asarray(flown)[:n]
         if recorder is not None:
             recorder.ticks(k, n, state)
         k += n

@@ -238,13 +238,12 @@ class Session:
         if looping:
             stats.exchanged_in_loop = 0
             exchange = Exchange(self.simulation, MOTORS, self.settings.timeout, program.batch)
-        rows = trace.rows
         command = NO_THRUST
         command_tick = -1  # the tick whose reply is in force
         state = program.initial
         started = time.perf_counter()
         next_report = started + interval
-        last = rows.shape[0] - 1
+        last = trace.last
         k = 0
         while k <= last:
             if looping:
@@ -254,11 +253,11 @@ class Session:
             else:
                 state, out = program.advance(state, command)
                 self.state = state  # each call consumes the previous buffer: a failure reports this one
-                rows[k] = out
-                sent = self._send_row(k, rows, stats)
+                trace.row(k)[:] = out
+                sent = self._send_row(k, trace, stats)
             if sent is not None:  # tick k waits for its reply here
                 command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
-                self._finish_row(rows, k, state, command)
+                self._finish_row(trace, k, state, command)
                 k += 1
                 trace.ticks_done = k
             if progress is not None and (looping or k % 64 == 0) and (now := time.perf_counter()) >= next_report:
@@ -276,11 +275,10 @@ class Session:
         perf_counter time its SENSORS went out; None when every tick flown was answered. A recorded
         run's batches end at a snapshot tick, whose state the recorder needs.
         """
-        rows = trace.rows
-        n = min(program.batch, rows.shape[0] - k)
+        n = min(program.batch, trace.last + 1 - k)
         if self.recorder is not None:
             n = min(n, self.recorder.batch_limit(k))
-        exchange.aim(self.link.endpoint(), rows[k:], self.seq, self.link.last_seq)
+        exchange.aim(self.link.endpoint(), trace.span(k, n), self.seq, self.link.last_seq)
         state, command, flown_count, stop = program.fly(state, command, n, exchange.address)
         self.state = state
         self.seq = exchange.context.seq
@@ -309,12 +307,12 @@ class Session:
             self.link.ingest(exchange.leftover())
         if entries[-1]["sent_length"]:
             return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
-        return state, command, command_tick, tick, self._send_row(tick, rows, stats)
+        return state, command, command_tick, tick, self._send_row(tick, trace, stats)
 
-    def _send_row(self, tick: int, rows, stats: LinkStats) -> float:
+    def _send_row(self, tick: int, trace: Trace, stats: LinkStats) -> float:
         """Send tick ``tick``'s SENSORS from its row of the trace; returns when it went out."""
         sent = time.perf_counter()
-        self.send_tick(tick, rows[tick])
+        self.send_tick(tick, trace.row(tick))
         stats.sensors_sent += 1
         return sent
 
@@ -386,13 +384,12 @@ class Session:
 
     def _fly_realtime(self, program: CompiledTick, trace: Trace, progress, interval):
         self.stats = stats = self._new_stats("real time")
-        rows = trace.rows
         period = self.simulation.dt
         command = NO_THRUST
         command_tick = -1  # the tick whose reply is in force
         sent_at = {}
         state = program.initial
-        last = rows.shape[0] - 1
+        last = trace.last
         start = time.perf_counter() + 0.01
         next_report = start + interval
         pending = None  # the newest reply received since the last release: (tick, values)
@@ -449,11 +446,11 @@ class Session:
                     if policy == "cut":
                         command = NO_THRUST
                 if unrecorded is not None:
-                    self._finish_row(rows, *unrecorded, command)
+                    self._finish_row(trace, *unrecorded, command)
                     unrecorded = None
                 state, out = program.advance(state, command)
                 self.state = state
-                row = rows[k]
+                row = trace.row(k)
                 row[:] = out
                 sent_at[k] = time.perf_counter()
                 if unanswered_since is None:
@@ -474,15 +471,15 @@ class Session:
                     next_report = now + interval
         finally:
             if unrecorded is not None:
-                self._finish_row(rows, *unrecorded, command)
+                self._finish_row(trace, *unrecorded, command)
         stats.wall_seconds = time.perf_counter() - start
         self._drain_replies(sent_at, stats)
         stats.lost_replies += len(sent_at)
         return state, stats
 
-    def _finish_row(self, rows, tick: int, state, command) -> None:
+    def _finish_row(self, trace: Trace, tick: int, state, command) -> None:
         """Write the command the physics flies from ``tick`` to the next into its row, and record it."""
-        rows[tick][self._command_slice] = command
+        trace.row(tick)[self._command_slice] = command
         if self.recorder is not None:
             self.recorder.tick(tick, state)
 

@@ -13,6 +13,7 @@ import pytest
 from support import SCENARIOS
 
 from hil import flightlog, replay, wire
+from hil.trace import Trace
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_refly_against_a_changed_firmware_names_where_it_strays(whole_log):
 def test_tick_records_built_as_one_array_are_the_records_the_format_describes(tmp_path):
     layout = {"position": (0, 3), "command": (3, 4), "reading.imu": (7, 6)}
     rows = np.random.default_rng(3).normal(size=(70, 13))
-    recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, layout, rows)
+    recorder = flightlog.Recorder(tmp_path / "a.hillog", {"format": 1}, Trace(rows, layout, 1000.0, len(rows)))
     for tick in range(len(rows)):
         recorder.tick(tick, (np.zeros(2),))
     recorder.close({"passed": True})
