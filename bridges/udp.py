@@ -1,7 +1,9 @@
 """The native protocol over UDP: one frame per datagram.
 
-hil binds to loopback unless told otherwise and, once a HELLO has come back, accepts datagrams
-only from the address that sent it; anything else is dropped and counted as foreign.
+hil binds to loopback unless told otherwise and accepts datagrams from one address only: the
+firmware's when hil knows it (it started the firmware on that address, or ``--udp`` names the
+board), else the address whose HELLO came first. Anything else is dropped unread and counted as
+foreign, so no other local process can answer HELLO in the firmware's place or end the run.
 """
 
 import socket
@@ -20,7 +22,8 @@ def parse_address(text: str, local: bool = False) -> tuple[str, int]:
 
 
 class UdpLink(Link):
-    """``peer``: the address to send to; None to wait for whoever sends the first HELLO (a firmware)."""
+    """``peer``: the address to send to and the only one heard; None to wait for whoever sends the
+    first HELLO (a firmware waiting for hil)."""
 
     def __init__(self, peer: str | tuple[str, int] | None, bind: str | tuple[str, int] = ("127.0.0.1", 0)):
         super().__init__()
@@ -63,7 +66,8 @@ class UdpLink(Link):
         deadline = time.perf_counter() + timeout
         while (datagram := poll_then_wait(self._read, self.socket.fileno(), deadline)) is not None:
             data, sender = datagram
-            if self.agreed is not None and sender != self.agreed:
+            heard = self.agreed or self.peer
+            if heard is not None and sender != heard:
                 self.counters.foreign += 1
             else:
                 self._received(data)

@@ -187,7 +187,8 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     except (SessionError, LinkError, RuntimeError) as error:
         failure = str(error)
         if session is not None:
-            session.goodbye(max(trace.ticks_done - 1, 0), wire.GOODBYE_ERROR, failure[:wire.MAX_TEXT])
+            code = error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR
+            session.goodbye(max(trace.ticks_done - 1, 0), code, failure[:wire.MAX_TEXT])
     finally:
         if firmware is not None:
             firmware.stop()

@@ -30,7 +30,21 @@ NO_THRUST = (0.0,) * MOTORS
 
 
 class SessionError(RuntimeError):
-    """The session cannot go on; the message names the peer and what to check."""
+    """The session cannot go on; the message names the peer and what to check, and
+    ``goodbye_code`` is the code of the GOODBYE that tells the firmware why (docs/protocol.md §4)."""
+
+    goodbye_code = wire.GOODBYE_ERROR
+
+    def __init__(self, message: str, goodbye_code: int | None = None):
+        super().__init__(message)
+        if goodbye_code is not None:
+            self.goodbye_code = goodbye_code
+
+
+class SessionTimeout(SessionError):
+    """The firmware did not answer in time: no HELLO, or no reply under the ``abort`` policy."""
+
+    goodbye_code = wire.GOODBYE_TIMEOUT
 
 
 class FirmwareDied(SessionError):
@@ -177,14 +191,14 @@ class Session:
                 if isinstance(message, wire.Hello):
                     problems = compatibility_problems(self.hello, message)
                     if problems:
-                        self._send(wire.Goodbye, 0, problems[0][0], "; ".join(p for _, p in problems))
-                        raise SessionError("the firmware does not match this run: " + "; ".join(p for _, p in problems))
+                        raise SessionError("the firmware does not match this run: " + "; ".join(p for _, p in problems),
+                                           problems[0][0])
                     self.peer_hello = message
                     return message
                 if isinstance(message, wire.Goodbye):
                     raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
             self._check_firmware(0)
-        raise SessionError(
+        raise SessionTimeout(
             f"no HELLO from the firmware on {self.link.describe()} within {self.settings.hello_timeout:g} s "
             f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
             f"protocol, that the port and baud rate (or address) are right, and that nothing else holds the port.")
@@ -192,7 +206,21 @@ class Session:
     def send_tick(self, tick: int, row: np.ndarray) -> None:
         """Tell the firmware what tick ``tick`` (its ``row`` of the trace) sensed: a SENSORS frame."""
         fresh, values = self.sensors_message(row)
-        self._send(wire.Sensors, tick, fresh, values)
+        try:
+            self._send(wire.Sensors, tick, fresh, values)
+        except wire.NonFinite as error:  # the wire carries finite floats only: the physics has diverged
+            raise SessionError(f"tick {tick}: {self._reading_name(fresh, error.index)} is {error.value!r}; the "
+                               f"physics has diverged (check the vehicle and the firmware's last commands), and "
+                               f"hil sends only finite values") from None
+
+    def _reading_name(self, fresh: int, index: int) -> str:
+        """Which sensor and field value ``index`` of a SENSORS with ``fresh`` holds, in words."""
+        for bit, (sensor, (_, size)) in enumerate(zip(self.simulation.sensors, self._reading_spans)):
+            if fresh >> bit & 1:
+                if index < size:
+                    return f"sensor {sensor.name} field {index}"
+                index -= size
+        return f"value {index}"
 
     def sensors_message(self, row: np.ndarray) -> tuple[int, tuple]:
         columns = row.tolist()  # one conversion; slicing a list is cheaper than slicing the array
@@ -334,7 +362,7 @@ class Session:
             stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
             if policy == "abort":
                 trace.ticks_done = k + 1
-                raise SessionError(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
+                raise SessionTimeout(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
                                    f"the scenario's policy is to abort")
             if policy == "cut":
                 command, newest = NO_THRUST, None
@@ -350,7 +378,9 @@ class Session:
         while (remaining := deadline - time.perf_counter()) > 0:
             message = self.link.receive(remaining)
             if isinstance(message, wire.Actuators):
-                if len(message.values) != MOTORS or message.tick > tick:
+                if not self._well_sized(message):
+                    continue
+                if message.tick > tick:
                     stats.unexpected += 1
                     continue
                 stats.actuators_received += 1
@@ -365,6 +395,14 @@ class Session:
             elif message is not None:
                 self._note(message, stats)
         return None, newest
+
+    def _well_sized(self, reply: wire.Actuators) -> bool:
+        """Whether ``reply`` carries the agreed number of values; another count is a ``message`` error
+        (docs/protocol.md §3, §9), counted with the link's bad frames and dropped."""
+        if len(reply.values) == MOTORS:
+            return True
+        self.link.counters.stream.count("message")
+        return False
 
     def _drain_replies(self, sent_at: dict, stats: LinkStats) -> None:
         """After the last tick: give the replies still in flight one timeout to arrive."""
@@ -410,7 +448,12 @@ class Session:
                     message = self.link.receive(max(remaining, 0.0))
                     if message is None and remaining <= 0:
                         break
-                    if isinstance(message, wire.Actuators) and len(message.values) == MOTORS:
+                    if isinstance(message, wire.Actuators):
+                        if not self._well_sized(message):
+                            continue
+                        if message.tick >= k:  # a reply to a tick not sent yet (§9): never in force
+                            stats.unexpected += 1
+                            continue
                         arrived = time.perf_counter()
                         unanswered_since, silent = None, False
                         if message.tick in sent_at:
@@ -420,7 +463,7 @@ class Session:
                             pending = (message.tick, message.values)
                         else:
                             stats.late_replies += 1
-                    elif message is not None and not isinstance(message, (wire.Actuators, Undelivered)):
+                    elif message is not None and not isinstance(message, Undelivered):
                         self._note(message, stats)
                 while time.perf_counter() < deadline:
                     pass
@@ -441,7 +484,7 @@ class Session:
                     self._check_firmware(k)
                     stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
                     if policy == "abort":
-                        raise SessionError(f"no reply from {self.link.describe()} for {timeout:g} s, at tick {k}; "
+                        raise SessionTimeout(f"no reply from {self.link.describe()} for {timeout:g} s, at tick {k}; "
                                            f"the scenario's policy is to abort")
                     if policy == "cut":
                         command = NO_THRUST

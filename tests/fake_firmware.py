@@ -1,16 +1,22 @@
 """A misbehaving firmware for link tests: speaks the hil protocol over UDP, then fails on purpose.
 
     python tests/fake_firmware.py --udp HOST:PORT [--version N] [--silent-after TICK]
-                                  [--crash-after TICK] [--throttle T] [--mischief]
+                                  [--crash-after TICK] [--throttle T] [--mischief] [--bad-reply KIND:TICK]
 
 --mischief answers every SENSORS, with a throttle that changes with the tick, and around some
 replies sends what a link must cope with: a STATUS, a datagram of garbage, a duplicate of the
 reply, a late reply to the tick before.
+
+--bad-reply KIND:TICK sends, just before its reply to TICK, an ACTUATORS that hil must not fly:
+``future`` (stamped TICK + 1000, a tick not sent yet), ``nan`` (a NaN throttle) or ``three``
+(3 throttles for 4 motors). May be given more than once.
 """
 
 import argparse
 import socket
 import sys
+
+import msgpack
 
 from hil import wire
 
@@ -23,7 +29,9 @@ def main():
     parser.add_argument("--crash-after", type=int, default=None, help="print a last word and exit 7 at this tick")
     parser.add_argument("--throttle", type=float, default=0.0)
     parser.add_argument("--mischief", action="store_true")
+    parser.add_argument("--bad-reply", action="append", default=[], metavar="KIND:TICK")
     args = parser.parse_args()
+    bad = {int(tick): kind for kind, tick in (entry.split(":") for entry in args.bad_reply)}
     host, port = args.udp.rsplit(":", 1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((host, int(port)))
@@ -62,9 +70,21 @@ def main():
             if args.mischief:
                 misbehave(message.tick, send, peer)
             elif args.silent_after is None or message.tick < args.silent_after:
+                if message.tick in bad:
+                    sock.sendto(bad_reply(bad[message.tick], seq, message.tick), peer)
+                    seq += 1
                 send(wire.Actuators(seq, message.tick, (args.throttle,) * 4), peer)
         elif isinstance(message, wire.Goodbye):
             sys.exit(0)
+
+
+def bad_reply(kind: str, seq: int, tick: int) -> bytes:
+    """The frame of an ACTUATORS that a correct hil refuses; hil.wire will not write a NaN, so msgpack does."""
+    if kind == "future":
+        return wire.encode(wire.Actuators(seq, tick + 1000, (1.0,) * 4))
+    if kind == "three":
+        return wire.encode(wire.Actuators(seq, tick, (1.0,) * 3))
+    return wire.frame(msgpack.packb([wire.ACTUATORS, seq, tick, [float("nan"), 1.0, 1.0, 1.0]], use_single_float=True))
 
 
 if __name__ == "__main__":

@@ -752,3 +752,56 @@ def test_open_loop_firmware_builds_and_answers(tmp_path):
             process.kill()
         process.communicate()
         hil.close()
+
+
+def test_floats_that_are_not_finite_float32_are_refused_both_ways_as_hil_wire_does(test_vectors):
+    """§3: floats are finite and fit float32. Decoding one (float32 or float64) is a `message` error;
+    encoding one fails, so neither side ever writes a NaN."""
+    import msgpack
+
+    payloads = []
+    for value in (float("nan"), float("inf"), float("-inf"), 1e39):
+        for single in (True, False):
+            if single and value == 1e39:
+                continue  # packed as float32 it becomes inf, covered above
+            payloads += [msgpack.packb(body, use_single_float=single) for body in (
+                [3, 1, 2, [0.5, value, 0.5, 0.5]], [2, 1, 2, 1, [value] * 6],
+                [1, 0, 0, 1, "firmware", "quadrotor", 4, 0, [["imu", 6, value]]])]
+    out = run_lines(test_vectors, [f"P {p.hex()}" for p in payloads])
+    assert out == ["ERR message"] * len(payloads)
+    for p in payloads:
+        with pytest.raises(wire.FrameError) as caught:
+            wire.parse(p)
+        assert caught.value.kind == "message"
+    nan = struct.pack(">d", float("nan")).hex()
+    encode = [f"E 3 1 2 4 {_f(0.5)} {nan} {_f(0.5)} {_f(0.5)}", f"E 2 1 2 1 6 {(_f(1e39) + ' ') * 6}".strip(),
+              f"E 1 0 0 1 {_s('hil')} {_s('quadrotor')} 4 1000 1 {_s('imu')} 6 {nan}"]
+    assert run_lines(test_vectors, encode) == ["ERR encode"] * 3
+
+
+def test_every_msgpack_string_and_array_form_is_read_as_hil_wire_reads_it(test_vectors):
+    """§3: receivers read str8, str16, str32 and array16, array32 alike, within the same limits."""
+    status = bytes([0x95, 0x05, 0x01, 0x02, 0x01])
+    payloads = [status + header + b"armed" for header in (b"\xa5", b"\xd9\x05", b"\xda\x00\x05",
+                                                          b"\xdb\x00\x00\x00\x05")]
+    payloads += [b"\x94\x03\x01\x02" + header + b"\xca\x3f\x00\x00\x00" * 4
+                 for header in (b"\x94", b"\xdc\x00\x04", b"\xdd\x00\x00\x00\x04")]
+    payloads.append(status + b"\xda" + struct.pack(">H", 300) + ("é" * 150).encode())  # 300 bytes: over 200
+    out = run_lines(test_vectors, [f"P {p.hex()}" for p in payloads])
+    assert out[:4] == ["OK " + canon(wire.Status(1, 2, 1, "armed"))] * 4
+    assert out[4:7] == ["OK " + canon(wire.Actuators(1, 2, (0.5,) * 4))] * 3
+    assert out[7] == "ERR message"
+
+
+def test_a_frame_that_ends_on_a_full_cobs_block_decodes_with_and_without_a_trailing_01(test_vectors):
+    """§2: hil and hil_proto write no trailing 01 block; both read a frame written with one."""
+    # 0.5 is ca 3f 00 00 00; 1.1 has no zero byte: after 0.5's last zero come 50 floats and the
+    # CRC, a run of 254 bytes that ends the frame (for a tick whose CRC has no zero byte).
+    values = (0.5,) + (1.1,) * 50
+    message = next(m for m in (wire.Sensors(1, tick, 1, values) for tick in range(1, 100))
+                   if 0 not in struct.pack("<I", wire.crc32(wire.pack(m))))
+    encoded = wire.encode(message)[:-1]
+    assert encoded[-255] == 0xFF and 0 not in encoded[-254:]  # the last block is full, no 01 after it
+    out = run_lines(test_vectors, [f"D {encoded.hex()}", f"D {encoded.hex()}01", f"E {canon(message)}"])
+    assert out[:2] == ["OK " + canon(wire.decode(encoded))] * 2 and out[2] == "F " + encoded.hex() + "00"
+    assert wire.decode(encoded) == wire.decode(encoded + b"\x01")

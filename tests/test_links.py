@@ -298,3 +298,122 @@ def test_hil_ports_lists_serial_ports_or_says_there_are_none():
     completed = subprocess.run([sys.executable, "-m", "hil", "ports"], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     assert completed.stdout.strip()
+
+
+@pytest.mark.parametrize("realtime", [True, False], ids=["real time", "lockstep"])
+def test_replies_for_a_tick_not_sent_a_nan_throttle_or_three_throttles_are_never_flown(realtime):
+    """§3, §9: a reply stamped 1000 ticks ahead is unexpected and dropped (in real time it froze the
+    command for ~900 ticks); a NaN or a missing throttle is a `message` error. The correct replies
+    that follow each of them fly."""
+    bad = " ".join(f"--bad-reply {kind}:{tick}" for kind, tick in (("future", 100), ("nan", 200), ("three", 300)))
+    result = runner.run(short(1.0), firmware_command=FAKE + f" --throttle 0.3 {bad}", realtime=realtime)
+    assert result.failure is None
+    stats = result.link_stats
+    assert stats.unexpected == 1 and stats.counters.errors() == {"message": 2}
+    command = result.trace.column("command")
+    assert np.all(np.isfinite(command)) and not np.any(command == 1.0)
+    assert np.all(command[110:-10] == np.float32(0.3))  # the correct replies flew on, tick after tick
+
+
+class Peer:
+    """A UDP socket in the test that plays a board or a stranger, recording what hil sends it."""
+
+    def __init__(self, answer_hello=True, reply_until=None, throttle=0.0):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.05)
+        self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
+        self.answer_hello, self.reply_until, self.throttle = answer_hello, reply_until, throttle
+        self.received = []
+        self.seq = 1
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                data, sender = self.socket.recvfrom(2048)
+            except (socket.timeout, ConnectionRefusedError):
+                continue
+            message = wire.decode(data[:-1])
+            self.received.append(message)
+            if isinstance(message, wire.Hello) and self.answer_hello:
+                self.socket.sendto(wire.encode(wire.Hello(0, 1, "firmware", "quadrotor", 4, 0, ())), sender)
+            elif isinstance(message, wire.Sensors) and (self.reply_until is None or message.tick < self.reply_until):
+                self.socket.sendto(wire.encode(wire.Actuators(self.seq, message.tick, (self.throttle,) * 4)), sender)
+                self.seq += 1
+
+    def close(self):
+        self._stop.set()
+        self.thread.join()
+        self.socket.close()
+
+
+def test_timeouts_end_the_session_with_goodbye_code_3():
+    """§4: code 3 is for timeouts: no HELLO, and no reply under the abort policy."""
+    silent = Peer(answer_hello=False)
+    stalling = Peer(reply_until=50)
+    try:
+        no_hello = runner.run(short(0.5, hello_timeout=0.5), board=runner.Board(udp=silent.address))
+        no_reply = runner.run(short(0.5, timeout=0.05, on_timeout="abort"), board=runner.Board(udp=stalling.address),
+                              realtime=False)
+    finally:
+        silent.close()
+        stalling.close()
+    assert "no HELLO" in no_hello.failure and "no reply for tick 50" in no_reply.failure
+    for peer in (silent, stalling):
+        goodbyes = [m for m in peer.received if isinstance(m, wire.Goodbye)]
+        assert [g.code for g in goodbyes] == [wire.GOODBYE_TIMEOUT]
+
+
+def test_when_hil_knows_the_board_a_stranger_cannot_answer_hello_fly_or_end_the_run():
+    """A local process that answers every HELLO first, says GOODBYE and sends full throttle is ignored
+    and counted: hil flies the board that --udp names."""
+    firmware_port = free_udp_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_firmware.py"), "--udp",
+                             f"127.0.0.1:{firmware_port}", "--throttle", "0.3"])
+    hil_port = free_udp_port()
+    stop = threading.Event()
+
+    def stranger():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            frames = [wire.encode(m) for m in (
+                wire.Hello(0, 1, "firmware", "quadrotor", 4, 0, ()), wire.Goodbye(1, 0, 4, "taken over"),
+                *(wire.Actuators(2 + tick, tick, (1.0,) * 4) for tick in range(0, 1001, 50)))]
+            while not stop.is_set():
+                for frame in frames:
+                    sock.sendto(frame, ("127.0.0.1", hil_port))
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=stranger, daemon=True)
+    thread.start()
+    time.sleep(0.2)  # the stranger is talking before hil's first HELLO
+    try:
+        result = runner.run(short(1.0), board=runner.Board(udp=f"127.0.0.1:{firmware_port}", bind=f"127.0.0.1:{hil_port}"),
+                            realtime=False)
+    finally:
+        stop.set()
+        thread.join()
+        fake.wait(10)
+    assert result.failure is None
+    assert result.link_stats.counters.foreign > 0 and "from other senders" in dict(result.link_stats.summary())["resyncs"]
+    command = result.trace.column("command")
+    assert set(np.unique(command)) <= {0.0, np.float32(0.3)} and command[-1, 0] == np.float32(0.3)
+
+
+def test_a_datagram_without_its_delimiter_is_dropped_and_counted_as_cobs():
+    """§1: one whole frame per datagram, the delimiter included; anything else is a bad frame."""
+    from hil.bridges.udp import UdpLink
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    link = UdpLink(peer.getsockname())
+    try:
+        frame = wire.encode(wire.Heartbeat(1, 0))
+        for datagram in (frame[:-1], frame + frame, frame):
+            peer.sendto(datagram, link.socket.getsockname())
+        assert link.receive(2.0) == wire.Heartbeat(1, 0)  # the third: the first two were dropped
+        assert link.counters.stream.errors == {"cobs": 2}
+    finally:
+        link.close()
+        peer.close()

@@ -11,6 +11,14 @@
 /* Strings longer than this are a msgpack error, shorter ones over HIL_MAX_TEXT a message error:
  * the same split as hil/wire.py, whose unpacker allows 4 bytes per character of text. */
 #define MP_MAX_STR (HIL_MAX_TEXT * 4u)
+/* The largest finite float32: every float on the wire is finite and fits float32. */
+#define F32_MAX 3.4028234663852886e38
+
+/* Comparisons with NaN are false, so NaN fails this as the infinities do. */
+static int f32_finite(double v)
+{
+    return v >= -F32_MAX && v <= F32_MAX;
+}
 
 const char *hil_error_name(hil_error error)
 {
@@ -334,7 +342,7 @@ static hil_error rd_float(mp_cursor *c, double *out)
 {
     mp_obj o;
     if (mp_next(c, &o) != HIL_OK) return HIL_ERR_MSGPACK;
-    if (o.kind != MP_FLOAT) return HIL_ERR_MESSAGE;
+    if (o.kind != MP_FLOAT || !f32_finite(o.f)) return HIL_ERR_MESSAGE;
     *out = o.f;
     return HIL_OK;
 }
@@ -343,7 +351,7 @@ static hil_error rd_number(mp_cursor *c, double *out)
 {
     mp_obj o;
     if (mp_next(c, &o) != HIL_OK) return HIL_ERR_MSGPACK;
-    if (o.kind == MP_FLOAT) *out = o.f;
+    if (o.kind == MP_FLOAT && f32_finite(o.f)) *out = o.f;
     else if (o.kind == MP_UINT) *out = (double)o.u;
     else if (o.kind == MP_NINT) *out = (double)o.i;
     else return HIL_ERR_MESSAGE;
@@ -582,6 +590,10 @@ static void wr_float(mp_writer *w, double v)
 {
     float f = (float)v;
     uint32_t bits;
+    if (!f32_finite(v)) { /* the wire has no NaN or infinity: the message cannot be written */
+        w->overflow = 1;
+        return;
+    }
     memcpy(&bits, &f, sizeof bits);
     wr_be(w, 0xca, bits, 4);
 }

@@ -150,7 +150,8 @@ hil_error hil_cobs_decode(const uint8_t *in, size_t len, uint8_t *out, size_t ca
 
 /* ---- decoding ----------------------------------------------------------------------------------- */
 
-/* Parse a msgpack payload (no CRC) into *msg. Returns HIL_OK, HIL_ERR_MSGPACK or HIL_ERR_MESSAGE. */
+/* Parse a msgpack payload (no CRC) into *msg. Returns HIL_OK, HIL_ERR_MSGPACK or HIL_ERR_MESSAGE
+ * (also for a float that is NaN, infinite or beyond float32's range). */
 hil_error hil_parse_payload(const uint8_t *payload, size_t len, hil_message *msg);
 
 /* Decode one frame given without its 0x00 delimiter: length check, COBS, CRC, payload.
@@ -192,8 +193,8 @@ int hil_reader_feed(hil_reader *reader, const uint8_t *data, size_t len, size_t 
 /* ---- encoding ------------------------------------------------------------------------------------ */
 /* Every hil_encode_* writes one complete frame (delimiter included) into out and returns its
  * length, or 0 if a limit is exceeded (string over HIL_MAX_TEXT bytes, more than
- * HIL_MAX_VALUES values or HIL_MAX_SENSORS sensors, payload over HIL_MAX_PAYLOAD) or cap is
- * too small. A buffer of HIL_FRAME_BUFFER bytes always suffices. Floats are written as
+ * HIL_MAX_VALUES values or HIL_MAX_SENSORS sensors, payload over HIL_MAX_PAYLOAD, a value that
+ * is NaN, infinite or beyond float32's range) or cap is too small. A buffer of HIL_FRAME_BUFFER bytes always suffices. Floats are written as
  * float32 (0xca), integers in their shortest form: byte for byte what hil writes. Strings are
  * taken as they are: pass valid UTF-8. */
 
