@@ -805,3 +805,26 @@ def test_a_frame_that_ends_on_a_full_cobs_block_decodes_with_and_without_a_trail
     out = run_lines(test_vectors, [f"D {encoded.hex()}", f"D {encoded.hex()}01", f"E {canon(message)}"])
     assert out[:2] == ["OK " + canon(wire.decode(encoded))] * 2 and out[2] == "F " + encoded.hex() + "00"
     assert wire.decode(encoded) == wire.decode(encoded + b"\x01")
+
+
+def test_udp_takes_one_whole_frame_per_datagram_and_only_hils_once_hello_agrees(udp_firmware):
+    """§1: a datagram is one frame. One that carries two is dropped whole and counted (as hil drops
+    it), never read as two; once HELLO agrees, other senders are ignored and counted as foreign."""
+    process, hil = udp_firmware("-v")
+    handshake(hil, process)
+    fresh, values = sensors_for(0)
+    two = wire.encode(wire.Sensors(hil.seq, 0, fresh, values)) + wire.encode(wire.Sensors(hil.seq + 1, 1, fresh, values))
+    hil.socket.sendto(two, hil.address)
+    hil.seq += 2
+    stranger = Hil(hil.address)
+    stranger.hello()
+    stranger.send(wire.Sensors, 2, fresh, values)
+    hil.send(wire.Sensors, 5, fresh, values)
+    reply = hil.receive(skip=(wire.Heartbeat, wire.Status))
+    assert isinstance(reply, wire.Actuators) and reply.tick == 5  # nothing answered the two-frame datagram
+    hil.send(wire.Goodbye, 5, 0, "done")
+    assert process.wait(5) == 0
+    counters = process.communicate()[1].splitlines()[-1]
+    assert "foreign 2" in counters and "cobs 1 " in counters and "sensors answered 1," in counters
+    stranger.close()
+    hil.close()

@@ -93,7 +93,8 @@ static void print_help(void)
 {
     printf("usage: %s (--udp HOST:PORT | --port DEVICE [--baud N] | --pty) [options]\n\n"
            "An emulated flight controller speaking hil's native protocol (docs/protocol.md).\n\n"
-           "  --udp HOST:PORT                bind here; talk to whoever sends the first HELLO\n"
+           "  --udp HOST:PORT                bind here; serve the first hil whose HELLO agrees and\n"
+           "                                 ignore (and count) every other sender\n"
            "  --port DEVICE                  a serial port (opened raw, 8N1, no flow control)\n"
            "  --baud N                       its baud rate (default 921600)\n"
            "  --pty                          a new pseudo-terminal; prints the device hil opens\n"
@@ -565,7 +566,9 @@ static void on_sensors(const hil_message *msg)
 static void on_message(const hil_message *msg, const struct sockaddr_storage *sender, socklen_t sender_len)
 {
     if (link_.is_udp && !link_.have_peer) {
-        /* Before HELLO, only a HELLO from hil picks the peer; anything else is ignored. */
+        /* Before HELLO, only a HELLO from hil picks the peer; anything else is ignored. The peer
+         * is answered, and kept only if its HELLO agrees: on a mismatch this program exits. From
+         * then on every other sender is foreign. */
         if (msg->type != HIL_HELLO || !hil_str_equals(&msg->u.hello.role, "hil")) {
             session.before_hello++;
             return;
@@ -621,6 +624,23 @@ static void feed(const uint8_t *data, size_t length, const struct sockaddr_stora
         if (event == HIL_READER_MESSAGE) on_message(&msg, sender, sender_len);
         else if (event == HIL_READER_DROPPED) note("dropped a frame: %s", hil_error_name(error));
     }
+}
+
+/* UDP: a datagram is one whole frame, its delimiter last (docs/protocol.md section 1). One that
+ * is not (no delimiter, or more after the first) is dropped whole and counted, as hil drops it:
+ * frames are never taken from the middle of a datagram. */
+static void take_datagram(uint8_t *data, size_t length, const struct sockaddr_storage *sender, socklen_t sender_len)
+{
+    static hil_message msg;
+    hil_error error = length > 0 && data[length - 1] == 0 ? hil_decode_frame(data, length - 1, &msg) : HIL_ERR_COBS;
+    if (error == HIL_OK) {
+        reader.counters.frames++;
+        on_message(&msg, sender, sender_len);
+        return;
+    }
+    reader.counters.errors[error]++;
+    reader.counters.garbage_bytes += (uint32_t)length;
+    note("dropped a datagram: %s", hil_error_name(error));
 }
 
 static void serve(double idle_timeout)
@@ -692,9 +712,7 @@ static void serve(double idle_timeout)
                     session.foreign++;
                     continue;
                 }
-                hil_reader_reset(&reader); /* one datagram, whole frames: nothing carries over */
-                feed(buffer, (size_t)n, &sender, sender_len);
-                hil_reader_reset(&reader);
+                take_datagram(buffer, (size_t)n, &sender, sender_len);
             }
         } else {
             ssize_t n = read(link_.fd, buffer, sizeof buffer);
