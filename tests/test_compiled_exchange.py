@@ -207,3 +207,15 @@ def test_a_line_that_goes_away_mid_run_ends_it_naming_the_port_either_way():
         # SENSORS or the wait for its reply finds the line gone, is a race with the board's close.
         assert result.link_stats.link in result.failure and "Traceback" not in result.failure, (compiled, result.failure)
         assert result.trace.ticks_done in (120, 121), (compiled, result.trace.ticks_done)
+
+
+def test_replies_it_must_refuse_are_refused_and_counted_as_one_call_per_tick_does(tmp_path):
+    """A NaN throttle (which hil_proto's decoder refuses, as hil.wire does), 3 throttles for 4 motors
+    and a reply for a tick not sent yet: none flies in the loop, and each is counted as alone."""
+    bad = " ".join(f"--bad-reply {kind}:{tick}" for kind, tick in (("nan", 100), ("three", 200), ("future", 300)))
+    compiled, per_tick, a, b = both(short(0.5), tmp_path, firmware_command=FAKE + f" --throttle 0.3 {bad}")
+    assert compiled.trace.rows.tobytes() == per_tick.trace.rows.tobytes()
+    assert counted(compiled) == counted(per_tick)
+    assert compiled.link_stats.counters.errors() == {"message": 2} and compiled.link_stats.unexpected == 1
+    assert np.all(compiled.trace.column("command")[1:] == np.float32(0.3))
+    assert from_tick_0(a) == from_tick_0(b)

@@ -417,3 +417,31 @@ def test_a_datagram_without_its_delimiter_is_dropped_and_counted_as_cobs():
     finally:
         link.close()
         peer.close()
+
+
+def test_a_reading_that_is_not_finite_is_never_sent_and_ends_the_run_naming_the_tick_and_sensor():
+    """§3: hil never writes a NaN; physics that diverged ends the run with words that say where."""
+    from hil.bridges.udp import UdpLink
+    from hil.session import Session, SessionError
+    from hil.sim import Simulation
+
+    loaded = hover()
+    simulation = Simulation(loaded)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(0.2)
+    link = UdpLink(peer.getsockname())
+    try:
+        session = Session(simulation, link, loaded.link)
+        row = np.zeros(simulation.width)
+        fresh, _ = simulation.layout["fresh"]
+        row[fresh:fresh + 2] = 1.0  # imu and baro are fresh
+        baro, _ = simulation.layout["reading.baro"]
+        row[baro + 1] = np.nan
+        with pytest.raises(SessionError, match="tick 7: sensor baro field 1 is nan; the physics has diverged"):
+            session.send_tick(7, row)
+        with pytest.raises(socket.timeout):
+            peer.recvfrom(2048)
+    finally:
+        link.close()
+        peer.close()
