@@ -2,8 +2,8 @@
 hil's own native part, the lockstep exchange (:func:`build_ffi_library`), which uses hil_proto.c.
 
 ``build("hil_quad_pid")`` returns the path of a binary compiled from the C sources with
-``$CC`` (default ``cc``) and warnings as errors. Binaries live in
-``hil.jaxconfig.cache_directory().parent / "firmware"`` under a name that carries a hash of
+``$CC`` (default ``cc``) and warnings as errors. Binaries live in ``firmware/`` of hil's private
+cache directory (:func:`hil.jaxconfig.cache_directory`) under a name that carries a hash of
 everything that goes into them (every source and header, the compiler's command and resolved
 path, the flags), so a binary is rebuilt only when one of those changes. A build writes a
 temporary file and renames it into place, so concurrent builds of the same target are safe:
@@ -35,7 +35,8 @@ TARGETS = {
 
 
 def cache_directory() -> Path:
-    return jaxconfig.cache_directory().parent / "firmware"
+    """Raises :class:`hil.jaxconfig.CacheDirectoryError` (a RuntimeError) for a cache others could write."""
+    return jaxconfig.cache_directory("firmware")
 
 
 def compiler(variable: str = "CC", default: str = "cc") -> list[str]:
@@ -75,7 +76,6 @@ def _cached(target: str, key: str, steps) -> Path:
     product = directory / f"{target}-{key}"
     if product.is_file() and os.access(product, os.X_OK):
         return product
-    directory.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=directory))
     temporary = scratch / "product"
     try:

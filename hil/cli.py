@@ -1,6 +1,10 @@
 """The ``hil`` command line."""
 
+import os
+import re
+import shlex
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,6 +15,7 @@ from hil.replay import ReplayError
 from hil.scenario import ScenarioError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_BAUD = 50_000_000  # beyond any UART; termios and pyserial fail on numbers past 32 bits
 
 
 class _Group(click.Group):
@@ -48,7 +53,7 @@ def main():
 @main.command()
 @click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Override the scenario's seed (all noise derives from it).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Override the run length in seconds.")
+@click.option("--duration", type=float, help="Override the run length in seconds (at most 86400, and 2^32 - 1 ticks).")
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
               help="Override the scenario's firmware.runs: the C or Python emulated firmware as its own process "
                    "over UDP, or in-process inside the compiled tick (fastest).")
@@ -57,7 +62,7 @@ def main():
                    "by the HOST:PORT it must bind. hil stops it when the run ends.")
 @click.option("--port", metavar="URL", help="Fly a board on this serial port or pyserial URL (/dev/ttyACM0, COM3, "
                                             "socket://host:port).")
-@click.option("--baud", type=click.IntRange(min=1), default=921600, show_default=True, help="Baud rate for --port.")
+@click.option("--baud", type=click.IntRange(1, MAX_BAUD), default=921600, show_default=True, help="Baud rate for --port.")
 @click.option("--udp", metavar="HOST:PORT", help="Fly a board on the network at this address.")
 @click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:0", show_default=True,
               help="Local address for --udp; hil binds to loopback unless told otherwise.")
@@ -90,7 +95,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
       hil run scenarios/hover.yaml --udp 192.168.1.50:9000 --bind 0.0.0.0:0
       hil run scenarios/betaflight_hover.yaml      (Betaflight's SITL, in real time)
     """
-    from hil import runner, scenario
+    from hil import jaxconfig, runner, scenario
 
     if port and udp:
         raise click.UsageError("give --port or --udp, not both")
@@ -100,6 +105,22 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         raise click.UsageError("--firmware and --firmware-cmd start a firmware; they cannot be combined with --port or --udp")
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
+    if firmware_command:
+        _firmware_argv(firmware_command)
+    if udp:
+        _check_udp(udp, bind)
+    if port:
+        _check_port(port)
+    out_path = out_path or default_log_path(loaded.name)
+    # The log's folders are made by the recorder; the reports' are not.
+    for option, path, makes_folders in (("--out", out_path, True), ("--junit", junit_path, False),
+                                        ("--json", json_path, False)):
+        if path is not None:
+            _check_writable(option, path, makes_folders)
+    try:
+        jaxconfig.cache_directory("jax")
+    except jaxconfig.CacheDirectoryError as error:
+        raise click.UsageError(str(error)) from None
     if loaded.firmware.name == "betaflight":
         _require_betaflight()
     show_progress = not quiet and sys.stderr.isatty()
@@ -114,7 +135,6 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
-    out_path = out_path or Path("runs") / f"{loaded.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
     result = _fly(scenario=loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
                         log_path=out_path,
                         progress=progress if (show_progress or verbose) and not quiet else None,
@@ -150,6 +170,67 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     verdict = "PASSED" if result.passed else "FAILED"
     click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; log {out_path}")
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+def default_log_path(name: str, folder: Path = Path("runs")) -> Path:
+    """``runs/<name>-<UTC time>.hillog``, the name cut down to letters, digits, ``.``, ``-`` and ``_`` so
+    that no name (``../x``, ``/etc/x``, a very long one) can place the log outside ``folder``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:64] or "run"
+    return folder / f"{safe}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
+
+
+def _firmware_argv(command: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as error:
+        raise click.UsageError(f"--firmware-cmd {command!r}: {str(error).lower()}") from None
+    if not argv:
+        raise click.UsageError("--firmware-cmd is empty: give the command that starts your firmware")
+    return argv
+
+
+def _check_udp(udp: str, bind: str) -> None:
+    from hil.bridges.link import LinkError
+    from hil.bridges.udp import parse_address
+
+    for option, address, local in (("--udp", udp, False), ("--bind", bind, True)):
+        try:
+            parse_address(address, local=local)
+        except LinkError as error:
+            raise click.UsageError(f"{option}: {error}") from None
+
+
+def _check_port(url: str) -> None:
+    """The serial port or pyserial URL parsed as pyserial will parse it when the board is opened."""
+    import serial
+
+    try:
+        instance = serial.serial_for_url(url, do_not_open=True)
+        parse = getattr(instance, "from_url", None)
+        if parse is not None:
+            parse(url)
+    except Exception as error:  # noqa: BLE001  pyserial's URL parsers also fail with TypeError, KeyError...
+        detail = error if isinstance(error, (ValueError, serial.SerialException)) else "pyserial cannot parse it"
+        raise click.UsageError(f"--port {url!r} is not a serial device or pyserial URL ({detail})") from None
+
+
+def _check_writable(option: str, path: Path, makes_folders: bool) -> None:
+    """Refuse, before anything is compiled or started, a file the run could not write. A file made
+    and dropped at once in the nearest existing folder is the test: permission bits do not tell
+    (root, read-only mounts, /proc), and nothing is left behind."""
+    if os.path.isdir(path):
+        raise click.UsageError(f"{option} {path}: is a folder; give a file name")
+    folder = next(p for p in path.absolute().parents if os.path.exists(p))
+    if not os.path.isdir(folder):
+        raise click.UsageError(f"{option} {path}: {folder} is a file, not a folder")
+    if folder != path.absolute().parent and not makes_folders:
+        raise click.UsageError(f"{option} {path}: the folder {path.parent} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+        if os.path.exists(path):
+            open(path, "ab").close()
+    except OSError as error:
+        raise click.UsageError(f"{option} {path}: cannot write a file in {folder} ({error.strerror or error})") from None
 
 
 def _require_betaflight() -> None:
@@ -282,25 +363,29 @@ def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
 
 
 def _changed(log, flown, changes):
-    """The logged scenario with ``KEY=VALUE`` changes applied to its text, validated as a file would be."""
+    """The logged scenario with ``KEY=VALUE`` changes applied to its text, validated as a file would be.
+    Each VALUE is YAML read as a scenario file is, with its limits."""
     import dataclasses
 
     import yaml
 
-    from hil import scenario
+    from hil import scenario, yamlsource
 
-    data = yaml.safe_load(log.header["scenario_text"])
+    data = yamlsource.load(log.header["scenario_text"])[0]
     for change in changes:
         key, separator, value = change.partition("=")
-        if not separator:
+        *parents, last = key.split(".")
+        if not separator or not all(key.split(".")):
             raise click.UsageError(f"--set {change!r}: expected KEY=VALUE, e.g. vehicle.mass=1.6")
         node = data
-        *parents, last = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise click.UsageError(f"--set {change!r}: {part} is not a section")
-        node[last] = yaml.safe_load(value)
+        try:
+            node[last] = yamlsource.load(value)[0]
+        except yamlsource.YamlSourceError as error:
+            raise click.UsageError(f"--set {change!r}: the value is not YAML hil reads: {error.message}") from None
     changed = scenario.parse_text(yaml.safe_dump(data, sort_keys=False), f"{log.path} with --set")
     return dataclasses.replace(changed, seed=flown.seed, duration=flown.duration)
 

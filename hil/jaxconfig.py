@@ -4,8 +4,10 @@
 - synchronous CPU dispatch: a tick loop makes one small call at a time, and asynchronous
   dispatch costs ~100 µs per call there for no overlap gained.
 - XLA's CPU scheduler without thread hand-offs between tiny kernels;
-- the persistent compilation cache, so a warm start skips XLA compilation. Its directory is
-  ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil/jax`` (``~/.cache/hil/jax``).
+- the persistent compilation cache, so a warm start skips XLA compilation, in ``jax/`` of hil's
+  cache directory: ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil`` (``~/.cache/hil``).
+  Every cached artefact (``jax/``, ``ticks/``, ``firmware/``) lives there, in folders only their
+  owner can enter: hil loads and runs what it finds there.
 """
 
 import os
@@ -21,17 +23,49 @@ os.environ["XLA_FLAGS"] = " ".join(
 import jax  # noqa: E402
 
 
-def cache_directory() -> Path:
+class CacheDirectoryError(RuntimeError):
+    """hil's cache directory is one that someone else could write to."""
+
+
+def cache_root() -> Path:
     explicit = os.environ.get("HIL_CACHE_DIR")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hil" / "jax"
+    return Path(base) / "hil"
+
+
+def cache_directory(part: str) -> Path:
+    """``part`` (``jax``, ``ticks``, ``firmware``) of hil's cache directory, made with mode 0700.
+
+    Raises :class:`CacheDirectoryError` when the cache directory or ``part`` belongs to another
+    user or others may write to it: hil runs the binaries and loads the libraries and programs
+    it finds there.
+    """
+    root = cache_root()
+    for folder in (root, root / part):
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            status = folder.stat()
+        except OSError as error:
+            raise CacheDirectoryError(f"cannot use the cache directory {folder} ({error.strerror or error}); set "
+                                      "HIL_CACHE_DIR to a folder of your own") from None
+        if status.st_uid != os.geteuid():
+            raise CacheDirectoryError(f"the cache directory {folder} belongs to another user (uid {status.st_uid}); "
+                                      "set HIL_CACHE_DIR to a folder of your own")
+        if status.st_mode & 0o022:
+            raise CacheDirectoryError(f"the cache directory {folder} can be written by others (mode "
+                                      f"{status.st_mode & 0o777:o}); chmod go-w it, or set HIL_CACHE_DIR to a "
+                                      "private folder")
+    return root / part
 
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_cpu_enable_async_dispatch", False)
-jax.config.update("jax_compilation_cache_dir", str(cache_directory()))
+try:
+    jax.config.update("jax_compilation_cache_dir", str(cache_directory("jax")))
+except CacheDirectoryError:
+    pass  # no persistent cache then; ``hil run`` refuses such a directory with the reason before compiling
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -93,14 +93,18 @@ class Board:
 
 def with_overrides(scenario: Scenario, seed: int | None = None, duration: float | None = None) -> Scenario:
     """The scenario with ``seed`` and ``duration`` replaced, re-validated as if written in the file."""
-    if seed is None and duration is None:
+    given = {k: v for k, v in (("seed", seed), ("duration", duration)) if v is not None}
+    if not given:
         return scenario
-    changed = replace(scenario, **{k: v for k, v in (("seed", seed), ("duration", duration)) if v is not None})
     check = scenario_module.Check()
-    changed.__check__(check, ())
+    parsed = {name: schema.parse_field(Scenario, name, value, check, (name,)) for name, value in given.items()}
+    changed = None if check.problems else replace(scenario, **parsed)
+    if changed is not None:
+        changed.__check__(check, ())
     if check.problems:
-        raise scenario_module.ScenarioError([scenario_module.Located("(command line)", 0, schema.format_path(p.path),
-                                                                     p.message) for p in check.problems])
+        options = {(name,): f"--{name}" for name in given}
+        raise scenario_module.ScenarioError([scenario_module.Located(
+            "(command line)", 0, options.get(p.path) or schema.format_path(p.path), p.message) for p in check.problems])
     return changed
 
 

@@ -15,6 +15,9 @@ SCENARIO_VERSION = 1
 Vec3 = tuple[float, float, float]
 
 
+MAX_FILE_BYTES = 1 << 20  # a scenario file; checked while reading, so /dev/zero or a 50 MB file cost nothing
+MAX_TICKS = 2**32 - 1  # a tick number is 32 bits on the wire
+MAX_NAME = 100  # characters of a scenario's name, which also names its log file
 @dataclass(frozen=True)
 class Physics:
     rate_hz: int = spec(1000, unit="Hz", gt=0, le=100_000, help="tick rate: sensors and commands are exchanged once per tick")
@@ -50,6 +53,13 @@ class Vehicle:
         weight = self.mass * 9.80665
         if thrust <= weight:
             check.fail(path + ("max_rotor_speed",), f"full thrust {thrust:.2f} N cannot lift the weight {weight:.2f} N; "
+        moments = self.inertia
+        for index in range(3):
+            others = [moments[j] for j in range(3) if j != index]
+            if moments[index] > sum(others) * (1 + 1e-9):
+                check.fail(path + ("inertia", index), f"{moments[index]} kg m^2 is more than the other two moments "
+                           f"together ({others[0]} + {others[1]}); no rigid body has these (each principal moment "
+                           "is at most the sum of the other two)")
                        "raise max_rotor_speed or thrust_coefficient, or lower mass")
 
 
@@ -431,16 +441,25 @@ class Scenario:
         rate = self.physics.rate_hz
         for name, sensor in self.sensors.present().items():
             ratio = rate / sensor.rate_hz
-            if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            if not ratio <= MAX_TICKS:
+                check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz is a sample every {ratio:.3g} ticks; "
+                           f"the limit is one every {MAX_TICKS:,} ticks ({rate / MAX_TICKS:.3g} Hz at {rate} Hz)")
+            elif abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
                 check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz does not divide the tick rate "
                            f"{rate} Hz; pick a rate of {rate} Hz divided by a whole number")
-        if abs(self.duration * rate - round(self.duration * rate)) > 1e-6:
+        if self.duration * rate > MAX_TICKS:
+            check.fail(("duration",), f"{self.duration} s at {rate} Hz is {self.duration * rate:,.0f} ticks; the "
+                                      f"limit is {MAX_TICKS:,} ticks (a tick number is 32 bits on the wire)")
+        elif abs(self.duration * rate - round(self.duration * rate)) > 1e-6:
             check.fail(("duration",), f"{self.duration} s is not a whole number of {rate} Hz ticks")
         if self.firmware.name == "quad_pid":
             for needed in ("imu", "baro", "mag", "gps"):
                 if getattr(self.sensors, needed) is None:
                     check.fail(("sensors",), f"firmware quad_pid flies on imu, baro, mag and gps; add sensors.{needed}")
             if not self.firmware.mission.waypoints:
+        if not 0 < len(self.name) <= MAX_NAME or not self.name.isprintable():
+            check.fail(("name",), f"{self.name[:MAX_NAME]!r}: give a name of 1 to {MAX_NAME} printable characters "
+                                  "on one line")
                 check.fail(("firmware", "mission", "waypoints"), "quad_pid needs at least one waypoint")
         self._check_pilot(check)
         for index, expectation in enumerate(self.expect):
@@ -501,6 +520,9 @@ class Located:
     """One problem in a scenario file, with where it is."""
 
     file: str
+        elif self.physics.rate_hz / self.pilot.rate_hz > MAX_TICKS:
+            check.fail(("pilot", "rate_hz"), f"{self.pilot.rate_hz} Hz is slower than the limit, a frame every "
+                                             f"{MAX_TICKS:,} ticks")
     line: int
     path: str
     message: str
@@ -542,9 +564,18 @@ def parse_text(text: str, filename: str = "<scenario>") -> Scenario:
 def load(path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError([Located(str(path), 1, "(file)", f"cannot read: {error}")]) from None
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # bounded: a device or a pipe has no size to check first
+    except OSError as error:
+        raise ScenarioError([Located(str(path), 1, "(file)", f"cannot read: {error.strerror or error}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ScenarioError([Located(str(path), 0, "(file)", f"larger than {MAX_FILE_BYTES:,} bytes (1 MiB), the "
+                                                             "limit for a scenario file")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ScenarioError([Located(str(path), data.count(b"\n", 0, error.start) + 1, "(file)",
+                                     f"not UTF-8 text: byte {data[error.start]:#04x} at offset {error.start}")]) from None
     return parse_text(text, str(path))
 
 

@@ -10,6 +10,7 @@ import difflib
 import math
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -47,6 +48,12 @@ class Check:
 def parse(cls, data, check: Check, path=()):
     """Parse ``data`` as ``cls``; returns ``None`` where it recorded a problem."""
     return _parse_type(cls, data, check, path, {})
+
+
+def parse_field(cls, name: str, value, check: Check, path):
+    """Parse ``value`` as field ``name`` of ``cls``, with its type and bounds (a value given outside the file)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _parse_type(typing.get_type_hints(cls)[name], value, check, path, field.metadata)
 
 
 _TYPE_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
@@ -124,6 +131,10 @@ def _parse_scalar(tp, value, check, path, meta):
     elif tp is str:
         if not isinstance(value, str):
             check.fail(path, f"expected a string, got {value!r}")
+            return None
+        control = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\n\t"), None)
+        if control is not None:
+            check.fail(path, f"contains the control character {control!r}")
             return None
         return value
     for key, test, words in (("gt", lambda v, b: v > b, "greater than"), ("ge", lambda v, b: v >= b, "at least"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 from jax import export
 
-from hil.jaxconfig import cache_directory
+from hil.jaxconfig import CacheDirectoryError, cache_directory
 
 
 def _source_digest() -> bytes:
@@ -45,23 +45,22 @@ def key(scenario, in_process: bool) -> str:
 
 
 def _path(name: str) -> Path:
-    return cache_directory() / "ticks" / f"{name}.jaxexport"
+    return cache_directory("ticks") / f"{name}.jaxexport"
 
 
 def load(name: str):
-    """The cached exported tick, or None."""
+    """The cached exported tick, or None (also when the cache directory is not private)."""
     try:
         return export.deserialize(bytearray(_path(name).read_bytes()))
-    except (OSError, ValueError, RuntimeError):
+    except (OSError, ValueError, RuntimeError):  # CacheDirectoryError is a RuntimeError
         return None
 
 
 def store(name: str, exported) -> None:
-    path = _path(name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = _path(name)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_bytes(exported.serialize())
         partial.replace(path)  # atomic: a concurrent reader sees the old file or the new one
-    except OSError:
-        pass  # a read-only cache only costs start-up time
+    except (OSError, CacheDirectoryError):
+        pass  # a read-only or refused cache only costs start-up time
