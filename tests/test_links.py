@@ -205,7 +205,7 @@ def test_a_second_udp_sender_is_ignored_and_counted():
     assert np.all(result.trace.column("command") == 0.0)  # the rogue's full throttle never got in
 
 
-def test_real_time_run_reports_period_jitter_overruns_and_late_replies():
+def test_real_time_run_reports_period_error_overruns_and_late_replies():
     result = runner.run(short(10.0), runtime="c", realtime=True)
     assert result.failure is None
     stats = result.link_stats
