@@ -318,12 +318,12 @@ def test_replies_for_a_tick_not_sent_a_nan_throttle_or_three_throttles_are_never
 class Peer:
     """A UDP socket in the test that plays a board or a stranger, recording what hil sends it."""
 
-    def __init__(self, answer_hello=True, reply_until=None, throttle=0.0):
+    def __init__(self, answer_hello=True, reply_until=None, throttle=0.0, version=wire.PROTOCOL_VERSION):
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind(("127.0.0.1", 0))
         self.socket.settimeout(0.05)
         self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
-        self.answer_hello, self.reply_until, self.throttle = answer_hello, reply_until, throttle
+        self.answer_hello, self.reply_until, self.throttle, self.version = answer_hello, reply_until, throttle, version
         self.received = []
         self.seq = 1
         self._stop = threading.Event()
@@ -339,32 +339,40 @@ class Peer:
             message = wire.decode(data[:-1])
             self.received.append(message)
             if isinstance(message, wire.Hello) and self.answer_hello:
-                self.socket.sendto(wire.encode(wire.Hello(0, 1, "firmware", "quadrotor", 4, 0, ())), sender)
+                self.socket.sendto(wire.encode(wire.Hello(0, self.version, "firmware", "quadrotor", 4, 0, ())), sender)
             elif isinstance(message, wire.Sensors) and (self.reply_until is None or message.tick < self.reply_until):
                 self.socket.sendto(wire.encode(wire.Actuators(self.seq, message.tick, (self.throttle,) * 4)), sender)
                 self.seq += 1
 
     def close(self):
+        """Stop serving, and record what hil sent last (its GOODBYE) even if it came after the last read."""
         self._stop.set()
         self.thread.join()
+        self.socket.setblocking(False)
+        while True:
+            try:
+                self.received.append(wire.decode(self.socket.recv(2048)[:-1]))
+            except (BlockingIOError, ConnectionRefusedError):
+                break
         self.socket.close()
 
 
-def test_timeouts_end_the_session_with_goodbye_code_3():
-    """§4: code 3 is for timeouts: no HELLO, and no reply under the abort policy."""
-    silent = Peer(answer_hello=False)
-    stalling = Peer(reply_until=50)
+def test_one_goodbye_ends_a_session_with_the_code_that_says_why():
+    """§4: code 3 is for timeouts (no HELLO, no reply under the abort policy), 1 for a version mismatch."""
+    silent, stalling, newer = Peer(answer_hello=False), Peer(reply_until=50), Peer(version=2)
     try:
         no_hello = runner.run(short(0.5, hello_timeout=0.5), board=runner.Board(udp=silent.address))
         no_reply = runner.run(short(0.5, timeout=0.05, on_timeout="abort"), board=runner.Board(udp=stalling.address),
                               realtime=False)
+        mismatch = runner.run(short(0.5), board=runner.Board(udp=newer.address))
     finally:
-        silent.close()
-        stalling.close()
+        for peer in (silent, stalling, newer):
+            peer.close()
     assert "no HELLO" in no_hello.failure and "no reply for tick 50" in no_reply.failure
-    for peer in (silent, stalling):
-        goodbyes = [m for m in peer.received if isinstance(m, wire.Goodbye)]
-        assert [g.code for g in goodbyes] == [wire.GOODBYE_TIMEOUT]
+    assert "protocol version: hil speaks 1, firmware 2" in mismatch.failure
+    for peer, code in ((silent, wire.GOODBYE_TIMEOUT), (stalling, wire.GOODBYE_TIMEOUT),
+                       (newer, wire.GOODBYE_VERSION_MISMATCH)):
+        assert [m.code for m in peer.received if isinstance(m, wire.Goodbye)] == [code]
 
 
 def test_when_hil_knows_the_board_a_stranger_cannot_answer_hello_fly_or_end_the_run():
