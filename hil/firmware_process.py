@@ -1,16 +1,19 @@
 """Start, watch and stop an emulated firmware as its own process."""
 
-import collections
+import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.scenario import Scenario
 
 STOP_GRACE = 2.0  # s between GOODBYE and terminate, and between terminate and kill
+TAIL_BYTES = 65536  # of output read for its last lines: a firmware may have printed gigabytes
 
 
 def free_udp_port() -> int:
@@ -54,27 +57,112 @@ def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple["FirmwarePr
     raise RuntimeError(f"the C firmware made no pseudo-terminal within {timeout:g} s: {output or '(no output)'}")
 
 
+class Activity(NamedTuple):
+    """What a firmware's processes are doing, from /proc: to tell a slow firmware from a stopped
+    or idle one when a reply is late."""
+
+    stopped: bool  # one of them is stopped (SIGSTOP, a debugger): it will not answer until continued
+    running: bool  # one of its threads is on a CPU or waiting for one
+    cpu_ticks: int  # CPU time used so far by all of them, in clock ticks
+
+
+def _group_activity(group: int) -> Activity | None:
+    """The activity of process group ``group``; None without /proc (not Linux) or when it is empty."""
+    stopped = running = found = False
+    cpu = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(f"/proc/{entry}/stat")
+        if fields is None or int(fields[2]) != group:
+            continue
+        found = True
+        cpu += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        stopped |= fields[0] in "Tt"
+        if not running:
+            try:
+                threads = os.listdir(f"/proc/{entry}/task")
+            except OSError:
+                threads = []
+            running = any((thread := _stat_fields(f"/proc/{entry}/task/{tid}/stat")) is not None
+                          and thread[0] in "RD" for tid in threads)
+    return Activity(stopped, running, cpu) if found else None
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a /proc stat file after the command name (which may hold spaces): state first."""
+    try:
+        with open(path, "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+# Kills the firmware's process group when hil's end of its stdin closes, however hil ends (even
+# by SIGKILL); a process of the group started through a shell outlives a signal to the shell alone.
+GUARD = 'read _; kill -s KILL -- -"$1" 2>/dev/null'
+
+
 class FirmwareProcess:
-    """A firmware subprocess whose output goes to a file, so its last words survive a crash."""
+    """A firmware subprocess whose output goes to a file, so its last words survive a crash.
+
+    It runs in its own process group (a session): a terminal's Ctrl-C reaches hil alone, which
+    stops the firmware itself, and stopping it stops whatever it started. A guard process kills
+    the group should hil die without stopping it.
+    """
 
     def __init__(self, argv: list[str], name: str, cwd: str | None = None):
         self.name = name
         self.argv = argv
         self._output = tempfile.TemporaryFile()
+        self._ready_at: float | None = None
+        self.started = time.perf_counter()
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._output,
-                                            stderr=subprocess.STDOUT, cwd=cwd)
+                                            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
         except OSError as error:
+            self._output.close()
             raise RuntimeError(f"cannot start firmware {name} ({argv[0]}): {error}") from None
+        watched, self._lifeline = os.pipe()
+        try:
+            self._guard = subprocess.Popen(["sh", "-c", GUARD, "hil-firmware-guard", str(self.process.pid)],
+                                           stdin=watched, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True)
+        except OSError:
+            self._guard = None  # no shell: the group still stops with the run, only not with a killed hil
+        finally:
+            os.close(watched)
 
     @property
     def exit_code(self) -> int | None:
         return self.process.poll()
 
-    def last_output(self, lines: int = 20) -> str:
-        self._output.seek(0)
-        tail = collections.deque(self._output.read().decode(errors="replace").splitlines(), maxlen=lines)
-        return "\n".join(tail)
+    def activity(self) -> Activity | None:
+        """What its process group is doing now (None where /proc cannot tell)."""
+        return _group_activity(self.process.pid)
+
+    def ready_since(self) -> float | None:
+        """When (perf_counter s) it first said something, a line of output: the emulated firmware
+        prints one once it listens; None until then."""
+        if self._ready_at is None and self.first_line() is not None:
+            self._ready_at = time.perf_counter()
+        return self._ready_at
+
+    def last_output(self, lines: int | None = 20) -> str:
+        """Its last ``lines`` lines of output (None: all of them), read from the end of the file."""
+        self._output.seek(0, os.SEEK_END)
+        size = self._output.tell()
+        start = 0 if lines is None else max(0, size - TAIL_BYTES)
+        self._output.seek(start)
+        text = self._output.read().decode(errors="replace").splitlines()
+        if start:
+            text = text[1:]  # the first line read may be the end of a longer one
+        return "\n".join(text if lines is None else text[-lines:])
 
     def first_line(self) -> str | None:
         """The first complete line of its output, or None until there is one."""
@@ -83,15 +171,25 @@ class FirmwareProcess:
         return line.decode(errors="replace").strip() if line.endswith(b"\n") else None
 
     def stop(self) -> int:
-        """Wait for it to leave after GOODBYE, else terminate, else kill; returns its exit status."""
-        for action in (None, self.process.terminate, self.process.kill):
-            if action is not None:
-                action()
+        """Wait for it to leave after GOODBYE, else terminate, else kill; then kill whatever it left
+        in its group. Returns its exit status."""
+        status = None
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                self._signal_group(sig)
             try:
-                return self.process.wait(STOP_GRACE)
+                status = self.process.wait(STOP_GRACE)
+                break
             except subprocess.TimeoutExpired:
                 continue
-        return self.process.wait()
+        self._signal_group(signal.SIGKILL)
+        return self.process.wait() if status is None else status
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty (PermissionError: macOS, for a group of zombies)
 
     def __enter__(self) -> "FirmwareProcess":
         return self
@@ -101,7 +199,13 @@ class FirmwareProcess:
         self.close()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self._signal_group(signal.SIGKILL)
+        self.process.wait()
+        if self._guard is not None:  # the group is gone: the guard must not signal its number again
+            self._guard.kill()
+            self._guard.wait()
+            self._guard = None
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
         self._output.close()

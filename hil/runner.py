@@ -3,6 +3,7 @@
 import dataclasses
 import platform
 import shlex
+import signal
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -63,6 +64,9 @@ class RunResult:
     link_stats: LinkStats | None = None
     failure: str | None = None  # why the run ended early (firmware died, aborted, no HELLO)
     startup_seconds: float = 0.0  # from the compiled tick to tick 0: starting the firmware and HELLO (or set-up)
+    not_reproducible: str | None = None  # why the flight does not follow from the scenario and seed alone
+    firmware_output: str = ""  # the last lines a firmware hil started printed (all of them if asked)
+    interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
 
     @property
     def passed(self) -> bool:
@@ -74,6 +78,21 @@ class RunResult:
 
 
 Progress = Callable[[int, int, float], None]  # (tick, last tick, seconds since tick 0)
+FIRMWARE_LINES = 20  # lines of a started firmware's output a run reports
+
+
+class Interrupted(KeyboardInterrupt):
+    """hil was asked to stop by a signal: the run ends early, its firmware stopped and its log
+    closed with a footer that says so. ``exit_code`` is the shell's 128 + the signal's number."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_name = signal.Signals(signal_number).name
+        self.exit_code = 128 + signal_number
+
+
+def _interruption(error: KeyboardInterrupt) -> str:
+    return getattr(error, "signal_name", "SIGINT")
 
 
 @dataclass(frozen=True)
@@ -111,7 +130,7 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
         firmware_command: str | None = None, log_path: Path | None = None,
-        compiled_exchange: bool = True) -> RunResult:
+        compiled_exchange: bool = True, firmware_lines: int | None = FIRMWARE_LINES) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
     ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
@@ -122,6 +141,9 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     ``compiled_exchange``: in lockstep, exchange frames inside the compiled tick loop where the
     system compilers can build it (:mod:`hil.bridges.compiled_exchange`); False calls the tick
     once per tick and exchanges in Python (the results are the same, only slower).
+    ``firmware_lines``: how many of a started firmware's last lines of output the result keeps
+    (None: all). A KeyboardInterrupt (or :class:`Interrupted`) stops the firmware, closes the
+    log with a footer that says the run was interrupted, and goes on up.
     """
     runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
     _check_runtime(scenario, runtime, realtime)
@@ -147,9 +169,10 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     if in_process:
         try:
             final, wall = _fly(tick, trace, progress, progress_interval, recorder)
-        except BaseException:
+        except KeyboardInterrupt as error:
             if recorder is not None:
-                recorder.close({"failure": "interrupted", "ticks": trace.ticks_done})
+                recorder.close({"failure": f"interrupted by {_interruption(error)}",
+                                "interrupted": _interruption(error), "ticks": trace.ticks_done})
             raise
         result = RunResult(scenario, trace, judge.outcomes(), compile_seconds, wall,
                            compilations() - before, tick.unravel(final))
@@ -159,7 +182,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
 
     firmware = link = None
     session = None
-    failure, final, stats = None, tick.initial, None
+    failure, final, stats, interrupted, firmware_output = None, tick.initial, None, None, ""
     setup_started = loop_started = time.perf_counter()
     try:
         if board:
@@ -170,9 +193,11 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
             address = f"127.0.0.1:{firmware_process.free_udp_port()}"
             if firmware_command:
                 argv = shlex.split(firmware_command.replace("{udp}", address))
+                name = repr(shlex.join(argv))
             else:
                 argv = firmware_process.command(scenario, runtime, address)
-            firmware = firmware_process.FirmwareProcess(argv, f"{scenario.firmware.name} ({runtime})")
+                name = f"{scenario.firmware.name} ({runtime})"
+            firmware = firmware_process.FirmwareProcess(argv, name)
             link = UdpLink(address)
         if plan:
             link = ImpairedLink(link, plan)
@@ -193,21 +218,33 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         if session is not None:
             code = error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR
             session.goodbye(max(trace.ticks_done - 1, 0), code, failure[:wire.MAX_TEXT])
+    except KeyboardInterrupt as error:
+        interrupted = error
+        failure = f"interrupted by {_interruption(error)}"
+        if session is not None:
+            session.goodbye(max(trace.ticks_done - 1, 0), wire.GOODBYE_NORMAL, f"hil {failure}")
     finally:
         if firmware is not None:
             firmware.stop()
+            firmware_output = firmware.last_output(firmware_lines)
             firmware.close()
         if link is not None:
             link.close()
     wall = time.perf_counter() - loop_started
     if failure is not None:
-        final = session.state if session is not None else None
+        # An interrupted call may have taken the session's state with it (its buffers are donated).
+        final = session.state if session is not None and interrupted is None else None
     result = RunResult(scenario, trace, judge.outcomes() if trace.ticks_done else [], compile_seconds,
                        wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
                        stats or (session.stats if session is not None else None), failure,
-                       loop_started - setup_started)
+                       loop_started - setup_started, firmware_output=firmware_output,
+                       interrupted=None if interrupted is None else _interruption(interrupted))
+    if result.link_stats is not None:
+        result.not_reproducible = result.link_stats.not_reproducible
     if recorder is not None:
         recorder.close(_footer(result))
+    if interrupted is not None:
+        raise interrupted
     return result
 
 
@@ -266,6 +303,8 @@ def _footer(result: RunResult) -> dict:
         "wall_seconds": result.wall_seconds, "runtime": result.runtime,
         "outcomes": [dataclasses.asdict(o) for o in result.outcomes],
         "link": result.link_stats.summary() if result.link_stats is not None else [],
+        "reproducible": result.not_reproducible is None, "not_reproducible": result.not_reproducible,
+        "interrupted": result.interrupted, "firmware_output": result.firmware_output[-4096:],
     }
 
 

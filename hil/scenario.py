@@ -230,7 +230,15 @@ class LinkSettings:
                                                      "long the firmware may stay silent after a tick it could answer")
     on_timeout: Literal["hold", "cut", "abort"] = spec(
         "hold", help="a missed reply: hold the last command, cut the motors, or abort the run")
-    hello_timeout: float = spec(10.0, unit="s", gt=0, help="how long hil waits for the firmware's HELLO")
+    hello_timeout: float = spec(10.0, unit="s", gt=0, help="how long hil waits for the firmware's HELLO; for a "
+                                                           "firmware hil starts, from its first line of output")
+    start_timeout: float = spec(120.0, unit="s", gt=0, help="a firmware hil starts: how long it may take to print "
+                                                            "its first line (the emulated firmware's `ready`) or "
+                                                            "send HELLO")
+    silence: float = spec(10.0, unit="s", gt=0, help="the run fails when the firmware has answered nothing for this "
+                                                     "long, whatever `on_timeout` says; in lockstep, the longest "
+                                                     "hil waits for a reply from a firmware it started that is "
+                                                     "still busy")
 
 
 SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}  # reading size: the wire's SENSORS layout

@@ -6,6 +6,7 @@ absolute deadlines (sleep, then spin for the last stretch); a command applies fr
 tick after it arrived, and a firmware silent for longer than the timeout meets the policy. Both count everything that went wrong and never hide it.
 """
 
+import collections
 import contextlib
 import gc
 import time
@@ -27,6 +28,7 @@ HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
 # from the next tick.
 SPIN_BEFORE_DEADLINE = 0.0004
 NO_THRUST = (0.0,) * MOTORS
+STATUS_KEPT = 20  # STATUS messages kept in memory at each end of a run
 
 
 class SessionError(RuntimeError):
@@ -63,7 +65,11 @@ class LinkStats:
     lost_replies: int = 0  # ticks whose reply never came
     unexpected: int = 0  # ACTUATORS for a tick that was not asked for
     policy_applied: dict = field(default_factory=dict)
-    status_messages: list = field(default_factory=list)  # (tick, severity, text)
+    # STATUS messages as (tick, severity, text): the first STATUS_KEPT, and the latest STATUS_KEPT
+    # after those; a flood of them is counted, not kept (the flight log has every one).
+    status_messages: list = field(default_factory=list)
+    status_latest: collections.deque = field(default_factory=lambda: collections.deque(maxlen=STATUS_KEPT))
+    status_counts: dict = field(default_factory=dict)  # severity -> STATUS messages received
     overruns: int = 0  # real time: ticks released more than one period late
     period_errors: list = field(default_factory=list)  # real time: release time minus deadline, s
     wall_seconds: float = 0.0
@@ -71,9 +77,28 @@ class LinkStats:
     capacity: float | None = None  # bytes/s of the line, serial only
     counters: object = None  # the link's LinkCounters, live
 
+    def note_status(self, message: wire.Status) -> None:
+        self.status_counts[message.severity] = self.status_counts.get(message.severity, 0) + 1
+        kept = (message.tick, message.severity, message.text)
+        if len(self.status_messages) < STATUS_KEPT:
+            self.status_messages.append(kept)
+        else:
+            self.status_latest.append(kept)
+
+    @property
+    def not_reproducible(self) -> str | None:
+        """Why this run's flight does not follow from its scenario and seed alone, or None if it does."""
+        if not self.policy_applied:
+            return None
+        applied = ", ".join(f"{policy} {count}x" for policy, count in sorted(self.policy_applied.items()))
+        return (f"the timeout policy was applied ({applied}): which ticks it met depended on when replies came, "
+                f"not on the seed")
+
     def summary(self) -> list[tuple[str, str]]:
         """Rows for the run summary: (what, value)."""
         rows = [("link", f"{self.link}, {self.mode}")]
+        if self.not_reproducible:
+            rows.append(("reproducible", f"no: {self.not_reproducible}"))
         if self.exchanged_in_loop is not None:
             rows.append(("exchange", f"{self.exchanged_in_loop} of {self.sensors_sent} ticks in the compiled tick loop, "
                                      f"the rest one by one"))
@@ -96,6 +121,9 @@ class LinkStats:
             error = np.abs(np.array(self.period_errors)) * 1e6
             rows.append(("period error", f"p50 {np.percentile(error, 50):.1f} µs, p99 {np.percentile(error, 99):.1f} µs, "
                                          f"max {error.max():.1f} µs; {self.overruns} overruns"))
+        if self.status_counts:
+            rows.append(("firmware messages", ", ".join(f"{count} {wire.SEVERITIES[severity]}" for severity, count
+                                                         in sorted(self.status_counts.items()))))
         if self.capacity and self.wall_seconds > 0:
             used = max(c.bytes_sent, c.bytes_received) / self.wall_seconds
             rows.append(("line use", f"{used:.0f} B/s of {self.capacity:.0f} B/s ({100 * used / self.capacity:.0f} %)"))
@@ -151,6 +179,9 @@ class Session:
         self.stats: LinkStats | None = None  # the loop's statistics, also when it ends early
         self.settings = settings
         self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
+        self._firmware_cpu = 0  # its CPU time (clock ticks) when last looked at, to tell whether it works
+        self._missed = (0.0, -2)  # lockstep: when the SENSORS of the first of the latest missed replies went out,
+        # and the tick of the latest; consecutive ones make a silence
         self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
@@ -171,7 +202,39 @@ class Session:
     def _check_firmware(self, tick: int) -> None:
         if self.firmware is not None and self.firmware.exit_code is not None:
             raise FirmwareDied(f"firmware {self.firmware.name} exited with status {self.firmware.exit_code} at tick "
-                               f"{tick}; its last output:\n{self.firmware.last_output() or '(none)'}")
+                               f"{tick}")
+
+    def _firmware_activity(self, tick: int):
+        """A reply to ``tick`` is late: what the firmware hil started is doing (None for a board, or
+        where hil cannot tell). Raises when it has exited, or is stopped and cannot answer at all."""
+        self._check_firmware(tick)
+        activity = getattr(self.firmware, "activity", lambda: None)()
+        if activity is not None and activity.stopped:
+            raise FirmwareDied(f"firmware {self.firmware.name} is stopped (SIGSTOP, or a debugger holds it) at tick "
+                               f"{tick}; hil does not wait for a firmware that cannot answer")
+        return activity
+
+    def _firmware_busy(self, tick: int) -> bool:
+        """True when the firmware hil started is still working on a late reply (a slow firmware on a
+        loaded machine, worth waiting for); False when it is idle or hil cannot tell (a board)."""
+        activity = self._firmware_activity(tick)
+        if activity is None:
+            return False
+        busy = activity.running or activity.cpu_ticks > self._firmware_cpu
+        self._firmware_cpu = activity.cpu_ticks
+        return busy
+
+    def _hello_deadline(self, started: float) -> float:
+        """When to give up waiting for HELLO: ``hello_timeout`` after ``started`` for a board; for a
+        firmware hil started, after it said it is ready (its first line of output), and at the
+        latest ``start_timeout`` after it started."""
+        ready_since = getattr(self.firmware, "ready_since", None)
+        if ready_since is None:
+            return started + self.settings.hello_timeout
+        ready = ready_since()
+        if ready is None:
+            return self.firmware.started + self.settings.start_timeout
+        return ready + self.settings.hello_timeout
 
     def handshake(self) -> wire.Hello:
         """Send HELLO until the firmware's arrives; check that both sides agree.
@@ -181,8 +244,8 @@ class Session:
         the next.
         """
         gc.collect()
-        deadline = time.perf_counter() + self.settings.hello_timeout
-        while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        while time.perf_counter() < (deadline := self._hello_deadline(started)):
             h = self.hello
             self._send(wire.Hello, h.version, h.role, h.vehicle, h.actuators, h.tick_rate_hz, h.sensors)
             wait_until = min(deadline, time.perf_counter() + HELLO_INTERVAL)
@@ -198,6 +261,10 @@ class Session:
                 if isinstance(message, wire.Goodbye):
                     raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
             self._check_firmware(0)
+        if getattr(self.firmware, "ready_since", lambda: 0.0)() is None:
+            raise SessionTimeout(f"firmware {self.firmware.name} printed nothing and sent no HELLO on "
+                                 f"{self.link.describe()} within {self.settings.start_timeout:g} s of its start "
+                                 f"(link.start_timeout)")
         raise SessionTimeout(
             f"no HELLO from the firmware on {self.link.describe()} within {self.settings.hello_timeout:g} s "
             f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
@@ -243,7 +310,7 @@ class Session:
 
     def _note(self, message, stats: LinkStats) -> None:
         if isinstance(message, wire.Status):
-            stats.status_messages.append((message.tick, message.severity, message.text))
+            stats.note_status(message)
         elif isinstance(message, wire.Goodbye):
             raise SessionError(f"the firmware ended the session: {message.reason} (code {message.code})")
 
@@ -349,6 +416,8 @@ class Session:
         Returns the command in force for the next tick and the tick whose reply it is."""
         timeout = self.settings.timeout
         reply, newest = self._await(k, sent + timeout, command_tick, stats)
+        if reply is None:
+            reply, newest = self._await_busy(k, sent, command_tick, newest, stats, trace)
         if isinstance(reply, wire.Actuators):
             stats.round_trips.append(time.perf_counter() - sent)
             newest = reply
@@ -357,7 +426,6 @@ class Session:
         else:
             stats.late_replies += 1
             stats.lost_replies += 1
-            self._check_firmware(k)
             policy = self.settings.on_timeout
             stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
             if policy == "abort":
@@ -369,6 +437,30 @@ class Session:
         if newest is not None:
             command_tick, command = newest.tick, _throttles(newest.values)
         return command, command_tick
+
+    def _await_busy(self, k: int, sent: float, command_tick: int, newest, stats: LinkStats, trace: Trace):
+        """Tick ``k``'s reply missed its timeout: go on waiting while the firmware hil started is
+        busy, so that a slow firmware does not make a lockstep run depend on the machine's load.
+        Returns the reply, or None when the policy applies; the run fails once the firmware has
+        answered nothing for ``link.silence`` s, busy or not."""
+        first_sent, last_missed = self._missed
+        if last_missed != k - 1:  # the silence starts with this tick
+            first_sent = sent
+        while time.perf_counter() - first_sent < self.settings.silence:
+            if not self._firmware_busy(k):
+                self._missed = (first_sent, k)
+                return None, newest
+            wait_until = min(time.perf_counter() + self.settings.timeout, first_sent + self.settings.silence)
+            reply, newer = self._await(k, wait_until, max(command_tick, newest.tick if newest else -1), stats)
+            newest = newer or newest
+            if reply is not None:
+                return reply, newest
+        trace.ticks_done = k + 1
+        raise SessionTimeout(f"no reply from {self._peer_name()} for {self.settings.silence:g} s (link.silence), at "
+                             f"tick {k}; the run cannot go on, whatever link.on_timeout says")
+
+    def _peer_name(self) -> str:
+        return f"firmware {self.firmware.name}" if self.firmware is not None else self.link.describe()
 
     def _await(self, tick: int, deadline: float, command_tick: int, stats: LinkStats):
         """Wait for the reply to ``tick``: returns it (or the link's word that it will not come, or None
@@ -478,16 +570,21 @@ class Session:
                     command_tick, values = pending
                     command = _throttles(values)
                     pending = None
-                elif not silent and unanswered_since is not None and released - unanswered_since > timeout:
-                    silent = True
-                    stats.late_replies += 1
-                    self._check_firmware(k)
-                    stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
-                    if policy == "abort":
-                        raise SessionTimeout(f"no reply from {self.link.describe()} for {timeout:g} s, at tick {k}; "
-                                           f"the scenario's policy is to abort")
-                    if policy == "cut":
-                        command = NO_THRUST
+                elif unanswered_since is not None and (quiet := released - unanswered_since) > timeout:
+                    if quiet > self.settings.silence:
+                        raise SessionTimeout(f"no reply from {self._peer_name()} for {self.settings.silence:g} s "
+                                             f"(link.silence), at tick {k}; the run cannot go on, whatever "
+                                             f"link.on_timeout says")
+                    if not silent:
+                        silent = True
+                        stats.late_replies += 1
+                        self._firmware_activity(k)
+                        stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
+                        if policy == "abort":
+                            raise SessionTimeout(f"no reply from {self.link.describe()} for {timeout:g} s, at tick "
+                                                 f"{k}; the scenario's policy is to abort")
+                        if policy == "cut":
+                            command = NO_THRUST
                 if unrecorded is not None:
                     self._finish_row(trace, *unrecorded, command)
                     unrecorded = None

@@ -2,6 +2,7 @@
 
     python tests/fake_firmware.py --udp HOST:PORT [--version N] [--silent-after TICK]
                                   [--crash-after TICK] [--throttle T] [--mischief] [--bad-reply KIND:TICK]
+                                  [--busy-at TICK:SECONDS] [--stop-at TICK] [--status-flood N]
 
 --mischief answers every SENSORS, with a throttle that changes with the tick, and around some
 replies sends what a link must cope with: a STATUS, a datagram of garbage, a duplicate of the
@@ -10,11 +11,18 @@ reply, a late reply to the tick before.
 --bad-reply KIND:TICK sends, just before its reply to TICK, an ACTUATORS that hil must not fly:
 ``future`` (stamped TICK + 1000, a tick not sent yet), ``nan`` (a NaN throttle) or ``three``
 (3 throttles for 4 motors). May be given more than once.
+
+--busy-at TICK:SECONDS computes (spins a CPU) for SECONDS before replying to TICK: a slow firmware.
+--stop-at TICK stops itself (SIGSTOP) instead of replying to TICK. --status-flood N sends N
+warning STATUS messages before every reply.
 """
 
 import argparse
+import os
+import signal
 import socket
 import sys
+import time
 
 import msgpack
 
@@ -30,7 +38,12 @@ def main():
     parser.add_argument("--throttle", type=float, default=0.0)
     parser.add_argument("--mischief", action="store_true")
     parser.add_argument("--bad-reply", action="append", default=[], metavar="KIND:TICK")
+    parser.add_argument("--busy-at", default=None, metavar="TICK:SECONDS")
+    parser.add_argument("--stop-at", type=int, default=None)
+    parser.add_argument("--status-flood", type=int, default=0)
     args = parser.parse_args()
+    busy_tick, busy_seconds = (int(args.busy_at.split(":")[0]), float(args.busy_at.split(":")[1])) \
+        if args.busy_at else (None, 0.0)
     bad = {int(tick): kind for kind, tick in (entry.split(":") for entry in args.bad_reply)}
     host, port = args.udp.rsplit(":", 1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -67,6 +80,14 @@ def main():
             if args.crash_after is not None and message.tick >= args.crash_after:
                 print(f"fake firmware: giving up at tick {message.tick}", flush=True)
                 sys.exit(7)
+            if message.tick == args.stop_at:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            if message.tick == busy_tick:
+                until = time.process_time() + busy_seconds
+                while time.process_time() < until:
+                    pass
+            for _ in range(args.status_flood):
+                send(wire.Status(seq, message.tick, 2, f"flood at tick {message.tick}"), peer)
             if args.mischief:
                 misbehave(message.tick, send, peer)
             elif args.silent_after is None or message.tick < args.silent_after:

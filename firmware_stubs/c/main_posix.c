@@ -7,7 +7,8 @@
  *   hil_quad_pid --pty [controller options] [--idle-timeout S] [-v]
  *
  * With --pty it is a board on a new pseudo-terminal: the first line on stdout is the terminal
- * hil opens (for example /dev/pts/3), a serial port with nothing in between.
+ * hil opens (for example /dev/pts/3), a serial port with nothing in between. With --udp the
+ * first line is "ready on udp HOST:PORT" once it is bound.
  *
  * It answers every HELLO with its own, replies to every SENSORS with ACTUATORS for the same
  * tick, reports news (phase changes) as STATUS and exits 0 on GOODBYE.
@@ -235,6 +236,9 @@ static void open_udp(const char *spec)
     snprintf(link_.where, sizeof link_.where, "udp %.200s", bound_text);
     link_.fd = fd;
     link_.is_udp = 1;
+    /* hil counts its HELLO timeout from this line, not from exec */
+    printf("ready on udp %s\n", bound_text);
+    fflush(stdout);
 }
 
 typedef struct baud_rate {

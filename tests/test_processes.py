@@ -1,0 +1,253 @@
+"""Firmware processes that hil starts: dying, going silent, stopping, flooding, outliving hil, and
+the signals that end a run. Real `hil run` subprocesses, real firmware processes and real sockets."""
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from support import ROOT, SCENARIOS, hil_command
+
+from hil import flightlog, runner, scenario, wire
+from hil.firmware_process import FirmwareProcess
+
+FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_firmware.py'} --udp {{udp}}"
+GONE_WITHIN = 60.0  # s: generous, for a loaded machine
+
+
+def short(seconds, **link):
+    base = dataclasses.replace(scenario.load(SCENARIOS / "hover.yaml"), duration=seconds, expect=[])
+    return dataclasses.replace(base, link=dataclasses.replace(base.link, **link))
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until_gone(group: int) -> bool:
+    deadline = time.monotonic() + GONE_WITHIN
+    while group_alive(group):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def read_pid(path, bound=300.0) -> int:
+    """The process id a firmware command wrote to ``path`` once it started (after hil compiled)."""
+    deadline = time.monotonic() + bound
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"the firmware never started ({path})"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def in_shell(tmp_path, firmware: str, after: str = "true") -> str:
+    """A --firmware-cmd that starts ``firmware`` under `sh -c` (which forks it, and then runs
+    ``after``), writing the shell's process id, the group's, to pid.txt first."""
+    script = f"echo $$ > {tmp_path / 'pid.txt'}; {firmware}; {after}"
+    return f"sh -c {shlex.quote(script)}"
+
+
+# ---- item: a firmware that dies or goes silent --------------------------------------------------
+
+def test_a_firmware_silent_under_hold_fails_the_run_after_the_silence_limit():
+    result = runner.run(short(2.0, timeout=0.02, on_timeout="hold", silence=0.5),
+                        firmware_command=FAKE + " --silent-after 100")
+    assert result.failure is not None and "link.silence" in result.failure and "at tick" in result.failure
+    assert not result.passed
+    assert result.trace.ticks_done < 200  # it did not hold the last command to the end
+
+
+def test_a_silent_board_fails_the_run_after_the_silence_limit_in_real_time():
+    result = runner.run(short(3.0, timeout=0.05, on_timeout="hold", silence=0.5),
+                        firmware_command=FAKE + " --silent-after 200", realtime=True)
+    assert result.failure is not None and "link.silence" in result.failure
+    assert result.trace.ticks_done < 2000
+
+
+def test_a_hold_policy_run_says_it_is_not_reproducible_in_summary_footer_and_json(scenario_file, tmp_path):
+    path = scenario_file("hover.yaml", duration=0.3, expect=[], link__timeout=0.02, link__on_timeout="hold")
+    log, report = tmp_path / "hold.hillog", tmp_path / "hold.json"
+    done = subprocess.run(hil_command("run", str(path), "--firmware-cmd", FAKE + " --silent-after 250",
+                                      "--out", str(log), "--json", str(report)),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NOT REPRODUCIBLE" in done.stderr and "timeout policy was applied (hold" in done.stderr
+    assert "reproducible" in done.stdout and "no: the timeout policy" in done.stdout
+    summary = json.loads(report.read_text())
+    assert summary["reproducible"] is False and "hold" in summary["not_reproducible"]
+    footer = flightlog.read(log).footer
+    assert footer["reproducible"] is False and "hold" in footer["not_reproducible"]
+    shown = subprocess.run(hil_command("log", str(log)), capture_output=True, text=True, timeout=300)
+    assert "no: the timeout policy was applied" in shown.stdout
+
+
+def test_a_clean_run_is_reproducible_in_json(tmp_path):
+    result = runner.run(short(0.2), firmware_command=FAKE)
+    assert result.failure is None and result.not_reproducible is None
+    assert "reproducible" not in dict(result.link_stats.summary())
+
+
+# ---- item: lockstep that stops being deterministic ---------------------------------------------
+
+def test_a_slow_firmware_in_lockstep_is_waited_for_not_held():
+    # The reply to tick 50 takes 0.6 s of computing, twelve times the timeout: hil waits, since the
+    # firmware is working, and the run stays what the seed makes it.
+    result = runner.run(short(0.2, timeout=0.05, on_timeout="hold"), firmware_command=FAKE + " --busy-at 50:0.6")
+    assert result.failure is None
+    assert result.link_stats.policy_applied == {} and result.link_stats.lost_replies == 0
+    assert result.not_reproducible is None
+
+
+def test_a_stopped_firmware_ends_a_lockstep_run_at_once():
+    started = time.monotonic()
+    result = runner.run(short(2.0, timeout=0.05, on_timeout="hold", silence=120.0),
+                        firmware_command=FAKE + " --stop-at 100")
+    assert result.failure is not None and "stopped (SIGSTOP" in result.failure and "tick 100" in result.failure
+    assert result.link_stats.policy_applied == {}
+    assert time.monotonic() - started < 120.0  # long before the silence limit
+
+
+# ---- item: firmware that outlives hil ----------------------------------------------------------
+
+def test_a_firmware_started_through_a_shell_is_gone_after_a_normal_run(tmp_path):
+    # The shell forks the firmware and, after it said goodbye, runs on: the whole group must go.
+    result = runner.run(short(0.2), firmware_command=in_shell(tmp_path, FAKE, after="sleep 600"))
+    assert result.failure is None
+    assert wait_until_gone(int((tmp_path / "pid.txt").read_text()))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_hil_run_stops_its_firmware_and_a_term_or_int_leaves_a_footer(scenario_file, tmp_path, sig):
+    path = scenario_file("hover.yaml", duration=600.0, expect=[])
+    log = tmp_path / "signalled.hillog"
+    # The shell runs on after the firmware, as a wrapper script might: only stopping the whole
+    # group ends it.
+    hil = subprocess.Popen(hil_command("run", str(path), "-q", "--out", str(log), "--firmware-cmd",
+                                       in_shell(tmp_path, FAKE, after="sleep 600")),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        group = read_pid(tmp_path / "pid.txt")
+        time.sleep(3.0)  # flying by now, or still saying HELLO on a loaded machine: either is a run to end
+        assert hil.poll() is None
+        hil.send_signal(sig)
+        out, err = hil.communicate(timeout=120)
+    finally:
+        if hil.poll() is None:
+            hil.kill()
+            hil.wait()
+    assert wait_until_gone(group), "the firmware's process group outlived hil"
+    if sig == signal.SIGKILL:
+        return
+    assert hil.returncode == 128 + sig, out + err
+    assert "Traceback" not in out + err and f"INTERRUPTED by {signal.Signals(sig).name}" in err
+    shown = subprocess.run(hil_command("log", str(log)), capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stdout  # a whole log, footer included
+    assert f"interrupted by {signal.Signals(sig).name}" in shown.stdout
+    assert flightlog.read(log).footer["interrupted"] == signal.Signals(sig).name
+
+
+def test_a_firmware_process_group_dies_with_the_process_that_started_it(tmp_path):
+    # A Python process that starts a firmware through a shell and is then killed outright.
+    starter = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
+               f"from hil.firmware_process import FirmwareProcess\n"
+               f"f = FirmwareProcess(['sh', '-c', 'echo $$ > {tmp_path / 'pid.txt'}; sleep 600; true'], 'sleeper')\n"
+               f"time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", starter])
+    try:
+        group = read_pid(tmp_path / "pid.txt", bound=60)
+        parent.kill()
+    finally:
+        parent.wait()
+    assert wait_until_gone(group)
+
+
+# ---- item: a STATUS flood --------------------------------------------------------------------------
+
+def test_a_status_flood_reaches_the_terminal_bounded_and_the_log_whole(scenario_file, tmp_path):
+    path = scenario_file("hover.yaml", duration=0.5, expect=[])
+    log = tmp_path / "flood.hillog"
+    done = subprocess.run(hil_command("run", str(path), "--out", str(log), "--firmware-cmd",
+                                      FAKE + " --status-flood 8"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sent = 8 * 501
+    printed = [line for line in done.stderr.splitlines() if line.startswith("  firmware [warning]")]
+    assert 0 < len(printed) <= 40
+    assert f"{sent - len(printed)} more firmware messages held back" in done.stderr
+    assert f"{sent} warning" in done.stdout  # the summary counts them all
+    received = [data for direction, _, _, data in flightlog.read(log).packets if direction == 1]
+    assert sum(isinstance(wire.decode(data[:-1]), wire.Status) for data in received) == sent
+
+
+def test_link_stats_keep_a_bounded_number_of_status_messages():
+    result = runner.run(short(0.5), firmware_command=FAKE + " --status-flood 8")
+    stats = result.link_stats
+    assert sum(stats.status_counts.values()) == 8 * 501
+    assert len(stats.status_messages) + len(stats.status_latest) <= 40
+    assert stats.status_latest[-1][0] == 500  # the latest are kept
+
+
+# ---- item: --firmware-cmd ------------------------------------------------------------------------
+
+def test_firmware_cmd_output_is_shown_on_failure_and_in_full_with_v(scenario_file, tmp_path):
+    path = scenario_file("hover.yaml", duration=0.5, expect=[], link__timeout=0.05, link__on_timeout="abort")
+    chatter = "for i in $(seq 1 30); do echo chatter line $i >&2; done"
+    command = f"sh -c {shlex.quote(chatter + '; exec ' + FAKE.replace('{udp}', '$0') + ' --silent-after 100')} {{udp}}"
+    quiet = subprocess.run(hil_command("run", str(path), "--out", str(tmp_path / "a.hillog"), "--firmware-cmd", command),
+                           capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 1
+    assert "chatter line 30" in quiet.stdout and "chatter line 11" in quiet.stdout
+    assert "chatter line 10\n" not in quiet.stdout  # the last 20 lines only
+    verbose = subprocess.run(hil_command("run", str(path), "-v", "--out", str(tmp_path / "b.hillog"),
+                                         "--firmware-cmd", command), capture_output=True, text=True, timeout=600)
+    assert "chatter line 1\n" in verbose.stdout and "chatter line 30" in verbose.stdout
+
+
+def test_a_custom_firmware_that_exits_is_named_by_its_command():
+    result = runner.run(short(0.5), firmware_command=FAKE + " --crash-after 50")
+    assert "fake_firmware.py" in result.failure and "exited with status 7" in result.failure
+    assert "quad_pid (custom)" not in result.failure
+    assert "fake firmware: giving up at tick 50" in result.firmware_output
+
+
+def test_run_help_says_firmware_cmd_flies_in_lockstep():
+    shown = subprocess.run(hil_command("run", "-h"), capture_output=True, text=True, timeout=300)
+    assert "Flown in lockstep unless --realtime" in " ".join(shown.stdout.split())
+
+
+# ---- item: start-up under load ---------------------------------------------------------------------
+
+def test_the_hello_timeout_counts_from_the_firmware_saying_it_is_ready(tmp_path):
+    # The firmware takes 4 s to start (a loaded machine, JAX imports); HELLO must come within 2 s of
+    # its first line, not of its start.
+    slow_start = f"sh -c {shlex.quote('sleep 4; echo starting; exec ' + FAKE.replace('{udp}', '$0'))} {{udp}}"
+    result = runner.run(short(0.2, hello_timeout=2.0), firmware_command=slow_start)
+    assert result.failure is None, result.failure
+
+
+def test_a_firmware_that_never_says_anything_fails_after_the_start_timeout():
+    result = runner.run(short(0.2, start_timeout=1.0), firmware_command="sleep 600")
+    assert "printed nothing and sent no HELLO" in result.failure and "link.start_timeout" in result.failure
+
+
+@pytest.mark.parametrize("runtime", ["c", "python"])
+def test_the_emulated_firmware_says_when_it_is_ready(runtime):
+    from hil.firmware_process import command, free_udp_port
+
+    loaded = scenario.load(SCENARIOS / "hover.yaml")
+    with FirmwareProcess(command(loaded, runtime, f"127.0.0.1:{free_udp_port()}"), runtime) as firmware:
+        deadline = time.monotonic() + 300
+        while firmware.ready_since() is None:
+            assert firmware.exit_code is None and time.monotonic() < deadline, firmware.last_output()
+            time.sleep(0.05)
+        assert "ready on udp 127.0.0.1:" in firmware.first_line()
