@@ -305,27 +305,81 @@ def _fly(**arguments):
 def log_command(path):
     """Summarise a flight log: scenario, length, result, link statistics, and whether it is whole.
 
-    A log cut short (a killed run, a full disk) or damaged reads up to its last intact record;
-    this says where reading stopped and why. Exit 0 for a complete log, 1 for a cut or damaged one.
+    A log cut short (a killed run, a full disk) reads up to its last intact record, and a damaged
+    one on past each damaged span; this says where each span is and the ticks it lost. Exit 0 for
+    a complete log, 1 for a cut or damaged one, 2 for a file that is not a hil flight log.
     """
     from hil import flightlog
 
-    log = flightlog.read(path)
-    header, footer = log.header or {}, log.footer or {}
-    rate = header.get("rate_hz") or 1
-    rows = [("file", f"{path} ({path.stat().st_size} B, {log.records} records)"),
-            ("scenario", f"{header.get('scenario', '?')}, seed {header.get('seed', '?')}, {header.get('runtime', '?')}"),
-            ("recorded", f"{len(log.ticks)} ticks ({max(len(log.ticks) - 1, 0) / rate:g} s of {header.get('duration', '?')} s), "
-                         f"{len(log.packets)} packets, {len(log.snapshots)} snapshots"),
-            ("versions", ", ".join(f"{k} {v}" for k, v in header.get("versions", {}).items()))]
+    reader = _open_log(path)
+    header = reader.header
+    counts = {flightlog.TICK: 0, flightlog.PACKET: 0, flightlog.SNAPSHOT: 0, flightlog.FOOTER: 0}
+    last = 0
+    for kind, value in reader.records():
+        counts[kind] += 1
+        if kind == flightlog.TICK:
+            last = value[0]
+    footer = reader.footer or {}
+    rows = [("file", f"{path} ({path.stat().st_size} B, {reader.intact} records)"),
+            ("scenario", f"{header['scenario']}, seed {header['seed']}, {header['runtime']}"),
+            ("recorded", f"{counts[flightlog.TICK]} ticks ({last / reader.rate:g} s of {header['duration']:g} s), "
+                         f"{counts[flightlog.PACKET]} packets, {counts[flightlog.SNAPSHOT]} snapshots"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in header["versions"].items()))]
     if footer:
         verdict = "PASSED" if footer.get("passed") else f"FAILED{': ' + footer['failure'] if footer.get('failure') else ''}"
         held = sum(o["passed"] for o in footer.get("outcomes", []))
         rows.append(("result", f"{verdict} ({held}/{len(footer.get('outcomes', []))} expectations held)"))
         rows += [tuple(pair) for pair in footer.get("link", [])]
-    rows.append(("state", "complete" if log.complete else f"incomplete: {log.damage or 'no footer (the run did not finish)'}"))
+    rows.append(("state", _log_state(reader)))
+    rows += [("damaged", str(damage)) for damage in reader.damage]
     click.echo(_rows(rows))
-    sys.exit(EXIT_PASSED if log.complete else EXIT_FAILED)
+    sys.exit(EXIT_PASSED if reader.complete else EXIT_FAILED)
+
+
+def _open_log(path: Path, *columns: str):
+    """``path`` as a :class:`hil.flightlog.LogReader` whose layout has ``columns``; a file that is
+    not a hil flight log, or whose header is not one hil writes, is bad input."""
+    from hil import flightlog
+
+    try:
+        reader = flightlog.LogReader(path)
+        reader.require(*columns)
+    except flightlog.LogError as error:
+        raise _BadInput(str(error)) from None
+    except OSError as error:
+        raise _BadInput(f"{path}: {error.strerror}") from None
+    return reader
+
+
+class _BadInput(click.ClickException):
+    """A one-line message and exit 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _log_state(reader) -> str:
+    """Whether a log that has been read whole is complete, or how it is not."""
+    if reader.complete:
+        return "complete"
+    spans = f"{len(reader.damage)} damaged span{'s' if len(reader.damage) > 1 else ''} skipped"
+    if reader.footer is None:
+        return "incomplete: no footer (the run did not finish)" + (f"; {spans}" if reader.damage else "")
+    return f"damaged: {spans}"
+
+
+def _report_damage(reader) -> int:
+    """Say on stderr how a log was cut or damaged (as far as it was read), each damaged span with
+    the ticks it lost; the exit code that follows (1 unless the log is complete)."""
+    if reader.complete:
+        return EXIT_PASSED
+    if reader.read_whole:
+        click.echo(f"the log is {_log_state(reader)}", err=True)
+    for damage in reader.damage:
+        click.echo(f"  damaged {damage}", err=True)
+    return EXIT_FAILED
 
 
 @main.command("replay")
@@ -355,43 +409,53 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
     differs, the first tick it strays beyond --tolerance, and the largest differences. Exit 0 when
     the re-flight stays within the tolerance and its expectations hold, 1 otherwise.
     """
-    from hil import flightlog, replay
+    from hil import replay
 
-    log = flightlog.read(path)
-    flown = replay.scenario_of(log)
+    reader = _open_log(path)
+    flown = replay.scenario_of(reader)
     if changes:
-        flown = _changed(log, flown, changes)
+        flown = _changed(reader, flown, changes)
     if runtime or firmware_command:
-        _refly(log, flown, runtime, firmware_command, tolerance, out_path)
-    result = replay.replay(log, flown)
-    rate = log.header["rate_hz"]
-    cut = f"; the log is {'cut' if log.damage else 'incomplete'} ({log.damage or 'no footer'}), replayed to its " \
-          f"last complete record" if not log.complete else ""
+        _refly(reader, flown, runtime, firmware_command, tolerance, out_path)
+    result = replay.replay(reader, flown)
+    rate = reader.rate
+    unchecked = "" if not result.unchecked else "; not checked (no state to replay them from after damage): " + \
+        ", ".join(f"ticks {first}–{last}" for first, last in result.unchecked)
     if result.identical:
-        click.echo(f"bit-identical: {result.ticks} ticks ({max(result.ticks - 1, 0) / rate:g} s) replayed from the "
-                   f"logged commands{cut}")
-        sys.exit(EXIT_PASSED)
-    click.echo(f"DIFFERENT from tick {result.first_tick} (t = {result.first_tick / rate:g} s), identical before it{cut}")
+        click.echo(f"bit-identical: {result.ticks} ticks compared, replayed from the logged commands{unchecked}")
+        sys.exit(_report_damage(reader))
+    click.echo(f"DIFFERENT from tick {result.first_tick} (t = {result.first_tick / rate:g} s), identical before "
+               f"it{unchecked}")
     click.echo(_rows([("field", "logged  →  replayed")] + [(d.field, f"{d.logged!r}  →  {d.replayed!r}")
                                                          for d in result.differences]))
+    _report_damage(reader)
     sys.exit(EXIT_FAILED)
 
 
-def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
+def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
+    """Fly ``flown`` again and compare it with the logged flight. The comparison holds both flights'
+    rows in memory, as far as the log's ticks follow each other from tick 0."""
+    import numpy as np
+
     from hil import replay
 
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
-    rate = log.header["rate_hz"]
+    rate = reader.rate
+    logged = []
+    for chunk in reader.chunks():  # read to the end even past a gap: the damage is reported below
+        if chunk.first == sum(len(rows) for rows in logged):
+            logged.append(chunk.rows)
+    logged = np.concatenate(logged) if logged else np.zeros((0, reader.width))
     result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
                   warn=lambda line: click.echo(line, err=True))
     if result.failure:
         click.echo(f"the re-flight broke off: {result.failure}", err=True)
-    comparison = replay.compare_flights(log.rows, result.trace.rows[:result.trace.ticks_done], result.trace.layout,
+    comparison = replay.compare_flights(logged, result.trace.rows[:result.trace.ticks_done], result.trace.layout,
                                         rate, tolerance)
     flew = firmware_command or f"{flown.firmware.name} ({runtime})"
-    click.echo(f"re-flew {comparison.ticks} ticks of {log.header['scenario']} against {flew}; logged run: "
-               f"{log.header['runtime']}")
+    click.echo(f"re-flew {comparison.ticks} ticks of {reader.header['scenario']} against {flew}; logged run: "
+               f"{reader.header['runtime']}")
     if comparison.first_tick is None:
         click.echo("the flight is bit-identical to the logged one")
     else:
@@ -404,7 +468,8 @@ def _refly(log, flown, runtime, firmware_command, tolerance, out_path):
     held = sum(o.passed for o in result.outcomes)
     click.echo(f"expectations of the re-flight: {held}/{len(result.outcomes)} held"
                + "".join(f"\n  FAIL {o.name}" for o in result.outcomes if not o.passed))
-    passed = comparison.within_tolerance and result.passed and comparison.ticks == len(log.rows)
+    damaged = _report_damage(reader)
+    passed = comparison.within_tolerance and result.passed and comparison.ticks == len(logged) and not damaged
     sys.exit(EXIT_PASSED if passed else EXIT_FAILED)
 
 
@@ -444,33 +509,50 @@ def _changed(log, flown, changes):
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write; default: FILE with the format's suffix.")
 def export_command(path, kind, output):
-    """Export a flight log to CSV or MCAP (a cut log exports up to its last complete record)."""
-    from hil import export, flightlog
+    """Export a flight log to CSV or MCAP, read and written a chunk at a time.
 
-    log = flightlog.read(path)
-    if log.header is None:
-        raise click.ClickException(f"{path}: no header record: {log.damage or 'empty log'}")
+    Exit 0 for a complete log; 1 when it is cut or damaged (what it holds is exported and each
+    damaged span is named); 2 for bad input.
+    """
+    from hil import export
+
     output = output or path.with_suffix(f".{kind}")
+    _check_writable("-o", output, makes_folders=False)
+    reader = _open_log(path, *export.COLUMNS[kind])
     if kind == "csv":
-        click.echo(f"{export.to_csv(log, output)} rows written to {output}")
+        click.echo(f"{export.to_csv(reader, output)} rows written to {output}")
     else:
-        counts = export.to_mcap(log, output)
+        counts = export.to_mcap(reader, output)
         click.echo(f"{sum(counts.values())} messages on {len(counts)} channels written to {output}")
+    sys.exit(_report_damage(reader))
 
 
 @main.command("plot")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="The PNG to write; default: FILE with .png.")
+              help="The image to write, its format from its suffix (.png, .pdf, .svg, ...); default: FILE with .png.")
 def plot_command(path, output):
-    """Plot a flight log: position, attitude, body rates and motor commands, with expectation bounds."""
-    from hil import flightlog, plot
+    """Plot a flight log: position, attitude, body rates and motor commands, with expectation bounds.
 
-    log = flightlog.read(path)
-    if log.header is None or not log.rows:
-        raise click.ClickException(f"{path}: nothing to plot: {log.damage or 'no ticks recorded'}")
+    A long log is read a chunk at a time and each line keeps at most a few thousand points (the
+    extremes of each stretch of ticks). Exit 0 for a complete log; 1 when it is cut or damaged
+    (what it holds is plotted and each damaged span is named); 2 for bad input.
+    """
+    from hil import plot
+
     output = output or path.with_suffix(".png")
-    click.echo(f"plot written to {plot.plot(log, output)}")
+    formats = plot.formats()
+    if output.suffix.lstrip(".").lower() not in formats:
+        raise click.UsageError(f"-o {output}: {output.suffix or 'no suffix'} is not an image format hil writes; "
+                               f"use one of {', '.join('.' + name for name in sorted(formats))}")
+    _check_writable("-o", output, makes_folders=False)
+    reader = _open_log(path, *plot.COLUMNS)
+    if plot.plot(reader, output) is None:
+        click.echo(f"error: {path}: nothing to plot: no tick is intact", err=True)
+        _report_damage(reader)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"plot written to {output}")
+    sys.exit(_report_damage(reader))
 
 
 @main.command()

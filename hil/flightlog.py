@@ -8,12 +8,15 @@ Layout: the 8-byte magic ``HILLOG\\x00\\x01``, then records::
     u32 LE  CRC-32 of the kind byte and the payload
 
 Records are appended and never rewritten, so a run killed at any instant leaves a file whose
-every complete record reads back; :func:`read` stops at the first incomplete or damaged record
-and says where it is. The recorder encodes records in groups of 64 ticks (and at each
-SNAPSHOT): the group's TICK records in tick order, then its PACKET records in the order they
-were sent and received (each carries its tick and wall time). It writes what is encoded every
-50 ms, so a killed run loses at most the last 50 ms and 64 ticks, and in lockstep with the
-exchange compiled into the tick loop, the loop in flight, which returns every 20 ms.
+every complete record reads back. The recorder encodes records in groups of 64 ticks (and at
+each SNAPSHOT): the group's TICK records in tick order, then its PACKET records in the order
+they were sent and received (each carries its tick and wall time). It writes what is encoded
+every 50 ms, so a killed run loses at most the last 50 ms and 64 ticks, and in lockstep with
+the exchange compiled into the tick loop, the loop in flight, which returns every 20 ms.
+
+A reader (:class:`LogReader` a chunk at a time, :func:`read` whole) goes on past a damaged
+record to the next intact one and reports every damaged span with the ticks it lost; a header
+that is not one hil writes is refused (:class:`LogError`).
 
 Kinds:
 
@@ -30,6 +33,7 @@ Kinds:
 
 import hashlib
 import io
+import math
 import os
 import struct
 import time
@@ -45,7 +49,6 @@ from hil.trace import Trace
 MAGIC = b"HILLOG\x00\x01"
 HEADER, TICK, PACKET, SNAPSHOT, FOOTER = 1, 2, 3, 4, 5
 KIND_NAMES = {HEADER: "HEADER", TICK: "TICK", PACKET: "PACKET", SNAPSHOT: "SNAPSHOT", FOOTER: "FOOTER"}
-MAX_RECORD = 64 * 1024 * 1024  # refuse to allocate for a length beyond this: it is damage, not data
 TICK_PREFIX = struct.Struct("<Iq8s")
 PACKET_PREFIX = struct.Struct("<BIq")
 PACKET_HEAD = struct.Struct("<IB" + PACKET_PREFIX.format.lstrip("<"))  # record length and kind, then the prefix
@@ -134,78 +137,353 @@ class LogWriter:
         self._file.close()
 
 
+class LogError(ValueError):
+    """Not a hil flight log, or its header is not one hil writes: bad input that no reading mends."""
+
+
+FORMAT = 1
+MAX_HEADER = 8 * 1024 * 1024  # bytes of a HEADER or FOOTER record: a scenario's text, a run's summary
+MAX_WIDTH = 4096  # columns of a row: hil's rows hold about 60; a layout beyond this is crafted, not recorded
+MAX_PACKET = 1024 * 1024  # bytes of a PACKET record: a frame, or what one read of a serial port returned
+MAX_SNAPSHOT = 1024 * 1024  # bytes of a SNAPSHOT record: a flat state of a few hundred numbers
+MAX_RATE_HZ = 1_000_000.0
+READ_SIZE = 1024 * 1024  # bytes read at a time: a reader holds about this and the record it is reading
+CHUNK_TICKS = 4096  # rows in one chunk of LogReader.chunks
+
+
+@dataclass
+class Damage:
+    """A span of bytes that holds no intact record, and the ticks it cost."""
+
+    offset: int
+    length: int
+    reason: str  # why the record at ``offset`` did not read
+    after_tick: int  # the last tick read before the span (-1: none)
+    next_tick: int | None = None  # the first tick after the span that the log holds or the run flew; None: unknown
+
+    @property
+    def ticks_lost(self) -> tuple[int, int | None] | None:
+        """(first, last) tick the span lost (last None: every tick from first on); None: no tick lost."""
+        first = self.after_tick + 1
+        if self.next_tick is None:
+            return first, None
+        return (first, self.next_tick - 1) if self.next_tick > first else None
+
+    def __str__(self) -> str:
+        lost = self.ticks_lost
+        if lost is None:
+            cost = "no tick lost"
+        elif lost[1] is None:
+            cost = f"every tick from {lost[0]} on lost"
+        else:
+            cost = f"ticks {lost[0]}–{lost[1]} lost" if lost[1] > lost[0] else f"tick {lost[0]} lost"
+        return f"bytes {self.offset}–{self.offset + self.length - 1} ({self.length} B): {self.reason}; {cost}"
+
+
+@dataclass
+class Chunk:
+    """Consecutive TICK records of a log: row i is tick ``first + i``."""
+
+    first: int
+    walls: np.ndarray  # int64 ns since the first record
+    digests: list  # 8 bytes each
+    rows: np.ndarray  # (ticks, width) float64
+    snapshot: np.ndarray | None = None  # the flat state after the chunk's last tick, where the log holds one
+
+    @property
+    def ticks(self) -> np.ndarray:
+        return np.arange(self.first, self.first + len(self.rows))
+
+
+def check_header(header, path) -> dict:
+    """``header`` if it is one hil writes (each field's type and range, the layout's columns),
+    else :class:`LogError` naming the file and the field."""
+    def refuse(name, message):
+        raise LogError(f"{path}: header field {name}: {message}")
+
+    if not isinstance(header, dict):
+        raise LogError(f"{path}: the header is a {type(header).__name__}, not a map: not a hil flight log")
+    expected = {"format": "an integer", "hil": "a string", "scenario": "a string", "scenario_text": "a string",
+                "seed": "an integer", "duration": "a number", "rate_hz": "a number", "runtime": "a string",
+                "layout": "a map", "versions": "a map", "started_utc": "a string"}
+    types = {"an integer": (int,), "a number": (int, float), "a string": (str,), "a map": (dict,)}
+    for name, kind in expected.items():
+        if name not in header:
+            refuse(name, "missing")
+        if not isinstance(header[name], types[kind]) or isinstance(header[name], bool):
+            refuse(name, f"expected {kind}, got {type(header[name]).__name__}")
+    if header["format"] != FORMAT:
+        refuse("format", f"{header['format']} is not a format this hil reads ({FORMAT})")
+    if not 0 <= header["seed"] < 2**63:
+        refuse("seed", f"{header['seed']} is outside 0 to 2**63 - 1")
+    if not (math.isfinite(header["duration"]) and header["duration"] > 0):
+        refuse("duration", f"{header['duration']!r} s is not a positive, finite length")
+    if not (math.isfinite(header["rate_hz"]) and 0 < header["rate_hz"] <= MAX_RATE_HZ):
+        refuse("rate_hz", f"{header['rate_hz']!r} is outside 0 (excluded) to {MAX_RATE_HZ:g} Hz")
+    if not all(isinstance(value, str) for value in header["versions"].values()):
+        refuse("versions", "expected a map of names to version strings")
+    spans = []
+    for name, span in header["layout"].items():
+        if not isinstance(name, str):
+            refuse("layout", f"column name {name!r} is not a string")
+        if not (isinstance(span, list) and len(span) == 2 and all(type(value) is int for value in span)):
+            refuse(f"layout.{name}", f"expected [offset, size], two integers, got {span!r:.80}")
+        offset, size = span
+        if not (0 <= offset < MAX_WIDTH and 1 <= size <= MAX_WIDTH - offset):
+            refuse(f"layout.{name}", f"[{offset}, {size}] lies outside a row of at most {MAX_WIDTH} columns")
+        spans.append((offset, size, name))
+    if "command" not in header["layout"]:
+        refuse("layout", "no command column")
+    sensors = sum(name.startswith("reading.") for name in header["layout"])
+    if "fresh" in header["layout"] and header["layout"]["fresh"][1] != sensors:
+        refuse("layout.fresh", f"{header['layout']['fresh'][1]} columns for {sensors} sensors (reading.* columns)")
+    end = 0
+    for offset, size, name in sorted(spans):
+        if offset != end:
+            refuse(f"layout.{name}", f"starts at column {offset} where column {end} was due (columns follow each "
+                                     f"other without gaps or overlaps)")
+        end = offset + size
+    return header
+
+
+def _check_footer(footer) -> dict:
+    """``footer`` if what hil reads of a footer has the types hil writes; else ValueError."""
+    if not isinstance(footer, dict):
+        raise ValueError(f"a {type(footer).__name__}, not a map")
+    checks = {"passed": lambda v: isinstance(v, bool), "failure": lambda v: v is None or isinstance(v, str),
+              "ticks": lambda v: type(v) is int and v >= 0,
+              "outcomes": lambda v: isinstance(v, list) and all(
+                  isinstance(o, dict) and isinstance(o.get("passed"), bool) and isinstance(o.get("name", ""), str)
+                  for o in v),
+              "link": lambda v: isinstance(v, list) and all(
+                  isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in v)}
+    for name, check in checks.items():
+        if name in footer and not check(footer[name]):
+            raise ValueError(f"field {name} is not what hil writes: {footer[name]!r:.80}")
+    return footer
+
+
+class _Window:
+    """A file's bytes from an offset on, read ahead :data:`READ_SIZE` at a time; bytes well
+    before the last offset asked for are let go."""
+
+    def __init__(self, handle, offset: int):
+        handle.seek(offset)
+        self._handle, self._base, self._data, self._end = handle, offset, bytearray(), False
+
+    def get(self, offset: int, size: int) -> bytes:
+        """The file's bytes from ``offset``, ``size`` of them or fewer at the end of the file."""
+        if offset - self._base > READ_SIZE:
+            del self._data[:offset - self._base]
+            self._base = offset
+        while self._base + len(self._data) < offset + size and not self._end:
+            more = self._handle.read(max(READ_SIZE, offset + size - self._base - len(self._data)))
+            self._end = not more
+            self._data += more
+        return bytes(self._data[offset - self._base:offset + size - self._base])
+
+
+def _lengths_fit(kinds, lengths, width: int):
+    """Whether records of these kinds may have these lengths (NumPy arrays or plain ints)."""
+    return (((kinds == TICK) & (lengths == TICK_PREFIX.size + 8 * width))
+            | ((kinds == PACKET) & (lengths >= PACKET_PREFIX.size) & (lengths <= MAX_PACKET))
+            | ((kinds == SNAPSHOT) & (lengths >= 4) & (lengths <= MAX_SNAPSHOT) & ((lengths - 4) % 8 == 0))
+            | ((kinds == FOOTER) & (lengths <= MAX_HEADER)))
+
+
+def _parse(kind: int, payload: bytes, last_tick: int):
+    if kind == TICK:
+        tick, wall, digest = TICK_PREFIX.unpack_from(payload)
+        if tick <= last_tick:
+            raise ValueError(f"tick {tick} comes after tick {last_tick}")
+        return tick, wall, digest, np.frombuffer(payload, "<f8", offset=TICK_PREFIX.size)
+    if kind == PACKET:
+        return (*PACKET_PREFIX.unpack_from(payload), payload[PACKET_PREFIX.size:])
+    if kind == SNAPSHOT:
+        return struct.unpack_from("<I", payload)[0], np.frombuffer(payload, "<f8", offset=4)
+    return _check_footer(msgpack.unpackb(payload, raw=False))
+
+
+class LogReader:
+    """A flight log read in bounded memory: about :data:`READ_SIZE` and the record being read.
+
+    Opening reads only the magic and the header, and refuses (:class:`LogError`) a file that is
+    not a hil flight log or whose header is not one hil writes. Reading goes on past damage: a
+    record that is cut, fails its CRC or does not parse starts a damaged span, which ends where
+    the next intact record starts (the next offset with a plausible length and kind whose CRC
+    holds and whose content parses). After a pass, :attr:`damage` holds every span.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            start = handle.read(len(MAGIC) + 5)
+            if not start.startswith(MAGIC):
+                raise LogError(f"{self.path}: not a hil flight log (it does not start with hil's magic bytes)")
+            if len(start) < len(MAGIC) + 5:
+                raise LogError(f"{self.path}: the log is cut inside its header record")
+            length, kind = struct.unpack_from("<IB", start, len(MAGIC))
+            if kind != HEADER or length > MAX_HEADER:
+                raise LogError(f"{self.path}: the first record is not a header (kind {kind}, {length} bytes)")
+            payload, crc = handle.read(length), handle.read(CRC.size)
+        if len(crc) < CRC.size:
+            raise LogError(f"{self.path}: the log is cut inside its header record")
+        if zlib.crc32(payload, zlib.crc32(bytes([HEADER]))) != CRC.unpack(crc)[0]:
+            raise LogError(f"{self.path}: the header record is damaged (CRC mismatch)")
+        try:
+            header = msgpack.unpackb(payload, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as error:
+            raise LogError(f"{self.path}: the header record does not parse: {error}") from None
+        self.header = check_header(header, self.path)
+        self.layout = {name: tuple(span) for name, span in header["layout"].items()}
+        self.width = sum(size for _, size in self.layout.values())
+        self.rate = float(header["rate_hz"])
+        self._body = len(MAGIC) + 9 + length
+        self.damage: list[Damage] = []
+        self.footer: dict | None = None
+        self.intact = 1  # intact records read, the header's included
+        self.read_whole = False  # a pass has reached the end of the file
+
+    @property
+    def complete(self) -> bool:
+        """Read to its end, undamaged, with a footer."""
+        return self.read_whole and not self.damage and self.footer is not None
+
+    def require(self, *columns: str) -> None:
+        """:class:`LogError` unless the layout has these columns (what a command reads of a row)."""
+        missing = [name for name in columns if name not in self.layout]
+        if missing:
+            raise LogError(f"{self.path}: header field layout: no {', '.join(missing)} column")
+
+    def records(self):
+        """(kind, value) for each intact record after the header, in file order: TICK (tick, wall
+        ns, digest, row), PACKET (direction, tick, wall ns, bytes), SNAPSHOT (tick, flat state),
+        FOOTER (map). A new pass starts at each call."""
+        self.damage, self.footer, self.intact, self.read_whole = [], None, 1, False
+        last_tick, offset, waiting = -1, self._body, []  # waiting: damage before any tick read since
+        with open(self.path, "rb") as handle:
+            window = _Window(handle, offset)
+            while True:
+                found = self._record_at(window, offset, last_tick)
+                if isinstance(found, str):
+                    if not window.get(offset, 1):
+                        break
+                    reason = found
+                    found, end = self._next_record(window, offset + 1, last_tick)
+                    waiting.append(Damage(offset, end - offset, reason, last_tick))
+                    self.damage.append(waiting[-1])
+                    if found is None:
+                        break
+                kind, value, offset = found
+                self.intact += 1
+                if kind == TICK:
+                    last_tick = value[0]
+                    for damage in waiting:
+                        damage.next_tick = last_tick
+                    waiting.clear()
+                elif kind == FOOTER:
+                    self.footer = value
+                yield kind, value
+        if self.footer is not None and "ticks" in self.footer:
+            for damage in waiting:  # the run's own count of its ticks tells what the end lost
+                damage.next_tick = max(self.footer["ticks"], last_tick + 1)
+        self.read_whole = True
+
+    def _record_at(self, window: _Window, offset: int, last_tick: int):
+        """(kind, value, end) of the intact record at ``offset``, or why there is none."""
+        head = window.get(offset, 5)
+        if len(head) < 5:
+            return f"cut inside a record header ({len(head)} of 5 bytes)"
+        length, kind = struct.unpack("<IB", head)
+        name = KIND_NAMES.get(kind, f"kind-{kind}")
+        if kind == HEADER or kind not in KIND_NAMES:
+            return f"no record starts here (kind {kind})"
+        if not _lengths_fit(kind, length, self.width):
+            return f"a {name} record of {length} bytes is not one hil writes"
+        body = window.get(offset + 4, length + 5)
+        if len(body) < length + 5:
+            return f"cut inside a {name} record ({len(body) + 4} of {length + 9} bytes)"
+        if zlib.crc32(body[:-4]) != CRC.unpack_from(body, length + 1)[0]:
+            return f"CRC mismatch in a {name} record"
+        try:
+            return kind, _parse(kind, body[1:-4], last_tick), offset + length + 9
+        except (ValueError, TypeError, struct.error, msgpack.UnpackException) as error:
+            return f"{name} record does not parse: {error}"
+
+    def _next_record(self, window: _Window, offset: int, last_tick: int):
+        """The first intact record from ``offset`` on as ``_record_at`` gives it, and its offset;
+        (None, the file's size) if there is none. Offsets whose length and kind could start a
+        record are found with NumPy a block at a time; only those are checked whole."""
+        while True:
+            block = np.frombuffer(window.get(offset, READ_SIZE + 4), np.uint8)
+            starts = len(block) - 4
+            if starts <= 0:
+                return None, offset + len(block)
+            lengths = sum(block[i:i + starts].astype(np.uint32) << (8 * i) for i in range(4))
+            for start in np.flatnonzero(_lengths_fit(block[4:4 + starts], lengths, self.width)).tolist():
+                found = self._record_at(window, offset + start, last_tick)
+                if not isinstance(found, str):
+                    return found, offset + start
+            offset += starts
+
+    def chunks(self, size: int = CHUNK_TICKS):
+        """The log's TICK records as :class:`Chunk` s of at most ``size`` consecutive ticks; a
+        chunk ends at a gap in the ticks and at a tick the log holds a snapshot of."""
+        first, walls, digests, rows = None, [], [], []
+
+        def chunk(snapshot=None):
+            done = Chunk(first, np.array(walls, np.int64), list(digests), np.array(rows).reshape(len(rows), self.width),
+                         snapshot)
+            walls.clear(), digests.clear(), rows.clear()
+            return done
+
+        for kind, value in self.records():
+            if kind == TICK:
+                tick, wall, digest, row = value
+                if rows and (tick != first + len(rows) or len(rows) == size):
+                    yield chunk()
+                if not rows:
+                    first = tick
+                walls.append(wall), digests.append(digest), rows.append(row)
+            elif kind == SNAPSHOT and rows and value[0] == first + len(rows) - 1:
+                yield chunk(value[1])
+        if rows:
+            yield chunk()
+
+
 @dataclass
 class FlightLog:
+    """A whole log in memory (see :class:`LogReader` for one read in bounded memory)."""
+
     path: Path
-    header: dict | None = None
+    header: dict
     ticks: list = field(default_factory=list)  # (tick, wall_ns, digest)
     rows: list = field(default_factory=list)  # one float64 array per tick
     packets: list = field(default_factory=list)  # (direction, tick, wall_ns, bytes)
     snapshots: list = field(default_factory=list)  # (tick, np.ndarray)
     footer: dict | None = None
-    damage: str | None = None  # where and why reading stopped early, None when the file is whole
-    records: int = 0
+    damage: list = field(default_factory=list)  # Damage: every span that held no intact record
+    records: int = 0  # intact records
 
     @property
     def complete(self) -> bool:
-        return self.damage is None and self.footer is not None
+        return not self.damage and self.footer is not None
 
 
 def read(path) -> FlightLog:
-    """Every complete, intact record of a log, and where reading stopped if the file is cut or damaged."""
-    path = Path(path)
-    log = FlightLog(path)
-    data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        log.damage = "byte 0: not a hil flight log (bad magic)"
-        return log
-    offset = len(MAGIC)
-    while offset < len(data):
-        start = offset
-        if offset + 5 > len(data):
-            log.damage = f"byte {start}: cut inside a record header ({len(data) - start} of 5 bytes)"
-            break
-        (length,) = struct.unpack_from("<I", data, offset)
-        if length > MAX_RECORD:
-            log.damage = f"byte {start}: record length {length} is beyond any record: damaged"
-            break
-        end = offset + 4 + 1 + length + 4
-        if end > len(data):
-            log.damage = f"byte {start}: cut inside a {KIND_NAMES.get(data[offset + 4], '?')} record " \
-                         f"({len(data) - start} of {end - start} bytes)"
-            break
-        body = data[offset + 4: offset + 5 + length]
-        (crc,) = struct.unpack_from("<I", data, offset + 5 + length)
-        if zlib.crc32(body) & 0xFFFFFFFF != crc:
-            log.damage = f"byte {start}: CRC mismatch in a {KIND_NAMES.get(body[0], f'kind-{body[0]}')} record: damaged"
-            break
-        kind, payload = body[0], body[1:]
-        try:
-            _store(log, kind, payload)
-        except (ValueError, struct.error, msgpack.UnpackException) as error:
-            log.damage = f"byte {start}: {KIND_NAMES.get(kind, kind)} record does not parse: {error}"
-            break
-        log.records += 1
-        offset = end
+    """Every intact record of a log, and every damaged span; :class:`LogError` if it is not a hil flight log."""
+    reader = LogReader(path)
+    log = FlightLog(reader.path, reader.header)
+    for kind, value in reader.records():
+        if kind == TICK:
+            log.ticks.append(value[:3])
+            log.rows.append(value[3])
+        elif kind == PACKET:
+            log.packets.append(value)
+        elif kind == SNAPSHOT:
+            log.snapshots.append(value)
+    log.footer, log.damage, log.records = reader.footer, reader.damage, reader.intact
     return log
-
-
-def _store(log: FlightLog, kind: int, payload: bytes) -> None:
-    if kind == HEADER:
-        log.header = msgpack.unpackb(payload, raw=False)
-    elif kind == TICK:
-        log.ticks.append(TICK_PREFIX.unpack_from(payload))
-        log.rows.append(np.frombuffer(payload, dtype="<f8", offset=TICK_PREFIX.size))
-    elif kind == PACKET:
-        direction, tick, wall = PACKET_PREFIX.unpack_from(payload)
-        log.packets.append((direction, tick, wall, payload[PACKET_PREFIX.size:]))
-    elif kind == SNAPSHOT:
-        (tick,) = struct.unpack_from("<I", payload)
-        log.snapshots.append((tick, np.frombuffer(payload[4:], dtype="<f8")))
-    elif kind == FOOTER:
-        log.footer = msgpack.unpackb(payload, raw=False)
-    else:
-        raise ValueError(f"unknown record kind {kind}")
 
 
 class Recorder:

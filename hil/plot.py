@@ -1,5 +1,10 @@
 """A picture of a flight: position, attitude, body rates and motor commands over time, with the
-scenario's expectation bounds drawn where they apply."""
+scenario's expectation bounds drawn where they apply.
+
+The log is read a chunk of ticks at a time and each line keeps at most :data:`MAX_POINTS`
+points: the lowest and the highest value of each stretch of ticks, so a spike shows however
+long the log.
+"""
 
 from pathlib import Path
 
@@ -7,48 +12,101 @@ import numpy as np
 
 from hil import flightlog
 from hil import scenario as scenario_module
-from hil.trace import Trace
+from hil.trace import column, quantity
 
 PANELS = (
     ("position (m)", (("north", "north"), ("east", "east"), ("altitude", "altitude"))),
     ("attitude (deg)", (("roll_deg", "roll"), ("pitch_deg", "pitch"), ("yaw_deg", "yaw"), ("tilt_deg", "tilt"))),
     ("body rate (rad/s)", (("rate_roll", "p"), ("rate_pitch", "q"), ("rate_yaw", "r"))),
 )
+COLUMNS = ("position", "attitude", "angular_rate", "command")  # what the panels read of a row
+MAX_POINTS = 4000  # points of a line at most: two (lowest, highest) per stretch of ticks
 
 
-def plot(log: flightlog.FlightLog, output: Path) -> Path:
+def formats() -> dict:
+    """The image formats a plot can be written in: suffix -> description."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return FigureCanvasAgg.get_supported_filetypes()
+
+
+class _Envelope:
+    """The lowest and highest value of each series over stretches of ticks; a stretch doubles in
+    length whenever there would be more than ``MAX_POINTS // 2`` of them."""
+
+    def __init__(self):
+        self.stretch = 1  # ticks
+        self.keys = self.low = self.high = None  # stretch index (tick // stretch) and extremes, per stretch
+
+    def add(self, ticks: np.ndarray, values: np.ndarray) -> None:
+        if self.keys is None:
+            keys, low, high = ticks // self.stretch, values, values
+        else:
+            keys = np.concatenate([self.keys, ticks // self.stretch])
+            low, high = np.concatenate([self.low, values]), np.concatenate([self.high, values])
+        self.keys, self.low, self.high = _extremes(keys, low, high)
+        while len(self.keys) > MAX_POINTS // 2:
+            self.stretch *= 2
+            self.keys, self.low, self.high = _extremes(self.keys // 2, self.low, self.high)
+
+    def line(self, rate: float, series: int) -> tuple[np.ndarray, np.ndarray]:
+        """Times (s) and values of one series: each stretch's lowest then highest value."""
+        times = self.keys * self.stretch / rate
+        if self.stretch == 1:
+            return times, self.low[:, series]
+        return np.repeat(times, 2), np.stack([self.low[:, series], self.high[:, series]], axis=1).reshape(-1)
+
+
+def _extremes(keys, low, high):
+    """Rows with equal consecutive keys merged: the lowest of ``low`` and the highest of ``high``."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], np.minimum.reduceat(low, starts, axis=0), np.maximum.reduceat(high, starts, axis=0)
+
+
+def plot(reader: flightlog.LogReader, output: Path) -> Path | None:
+    """Write the picture of the log ``reader`` reads to ``output``; None, and nothing written, when
+    the log holds no tick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layout = {name: tuple(span) for name, span in log.header["layout"].items()}
-    rows = np.array(log.rows)
-    trace = Trace(rows, layout, log.header["rate_hz"], ticks_done=len(rows))
-    time = trace.time
+    quantities = [name for _, series in PANELS for name, _ in series]
+    motors = reader.layout["command"][1]
+    envelope, last = _Envelope(), 0
+    for chunk in reader.chunks():
+        values = [quantity(chunk.rows, reader.layout, name) for name in quantities]
+        envelope.add(chunk.ticks, np.column_stack(values + [column(chunk.rows, reader.layout, "command")]))
+        last = chunk.first + len(chunk.rows) - 1
+    if envelope.keys is None:
+        return None
+    header = reader.header
     try:
-        expectations = scenario_module.parse_text(log.header["scenario_text"]).expect
+        expectations = scenario_module.parse_text(header["scenario_text"]).expect
     except scenario_module.ScenarioError:
         expectations = []
     figure, axes = plt.subplots(len(PANELS) + 1, 1, sharex=True, figsize=(11, 10), constrained_layout=True)
-    for axis, (title, series) in zip(axes, PANELS):
-        for quantity, label in series:
-            axis.plot(time, trace.quantity(quantity), label=label, linewidth=1)
-        _draw_bounds(axis, expectations, {quantity for quantity, _ in series}, time[-1] if len(time) else 0.0)
+    series = 0
+    for axis, (title, lines) in zip(axes, PANELS):
+        for name, label in lines:
+            axis.plot(*envelope.line(reader.rate, series), label=label, linewidth=1)
+            series += 1
+        _draw_bounds(axis, expectations, {name for name, _ in lines}, last / reader.rate)
         axis.set_ylabel(title)
         axis.grid(alpha=0.3)
         axis.legend(loc="upper right", fontsize="small", ncol=4)
-    commands = trace.column("command")
-    for motor in range(commands.shape[1]):
-        axes[-1].plot(time, commands[:, motor], label=f"motor {motor}", linewidth=0.8)
+    for motor in range(motors):
+        axes[-1].plot(*envelope.line(reader.rate, series + motor), label=f"motor {motor}", linewidth=0.8)
     axes[-1].set_ylabel("throttle")
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_ylim(-0.05, 1.05)
     axes[-1].grid(alpha=0.3)
     axes[-1].legend(loc="upper right", fontsize="small", ncol=4)
-    footer = log.footer or {}
+    footer = reader.footer or {}
     verdict = "PASSED" if footer.get("passed") else ("FAILED" if footer else "incomplete log")
-    figure.suptitle(f"{log.header['scenario']} — seed {log.header['seed']}, {log.header['runtime']} — {verdict}")
+    if reader.damage:
+        verdict += f", {len(reader.damage)} damaged span{'s' if len(reader.damage) > 1 else ''} skipped"
+    figure.suptitle(f"{header['scenario']} — seed {header['seed']}, {header['runtime']} — {verdict}")
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output

@@ -2,8 +2,9 @@
 
 The firmware is not needed: the command in force at every tick is in the log. Replay rebuilds
 the scenario from the log's header (its text, seed and duration), compiles the link-mode tick as
-the body of a loop of up to 4096 ticks per call, and feeds it the logged commands; every
-replayed row must equal the logged one bit for bit.
+the body of a loop of up to 4096 ticks per call, and feeds it the logged commands, read from
+the log a chunk at a time; every replayed row must equal the logged one bit for bit. Past a
+damaged span, whose commands are lost, it goes on from the state of the next SNAPSHOT.
 """
 
 import time
@@ -32,20 +33,20 @@ class Difference:
 @dataclass(frozen=True)
 class ReplayResult:
     ticks: int  # ticks compared
-    first_tick: int | None  # the first tick that differs, None when every tick is identical
+    first_tick: int | None  # the first tick that differs, None when every tick compared is identical
     differences: tuple[Difference, ...]  # at first_tick, fields in layout order
     wall_seconds: float = 0.0  # the replay loop alone, compilation excluded
+    unchecked: tuple[tuple[int, int], ...] = ()  # (first, last) logged ticks that could not be compared
 
     @property
     def identical(self) -> bool:
         return self.first_tick is None
 
 
-def scenario_of(log: flightlog.FlightLog):
-    """The scenario exactly as it flew: the logged text with the logged seed and duration."""
+def scenario_of(log):
+    """The scenario exactly as it flew (``log``: a LogReader or a FlightLog): the logged text
+    with the logged seed and duration."""
     header = log.header
-    if header is None:
-        raise ReplayError(f"{log.path}: no header record, nothing to replay ({log.damage or 'empty log'})")
     loaded = scenario_module.parse_text(header["scenario_text"], f"{log.path} (scenario in the log)")
     return replace(loaded, seed=header["seed"], duration=header["duration"])
 
@@ -58,40 +59,100 @@ def column_names(layout: dict) -> list[str]:
     return names
 
 
-def replay(log: flightlog.FlightLog, flown=None) -> ReplayResult:
-    """Replay ``log`` (or ``flown``, a changed scenario, against its commands) and compare every tick."""
+def replay(log, flown=None) -> ReplayResult:
+    """Replay ``log`` (or ``flown``, a changed scenario, against its commands) and compare every tick.
+
+    ``log`` is read in chunks (a FlightLog is read again from its file), so memory stays bounded
+    however long the log. Ticks after a damaged span cannot be replayed from the commands, which
+    the span lost: replay resumes at the next SNAPSHOT, from the state it holds, and the ticks in
+    between are ``unchecked``.
+    """
     from hil.sim import Simulation  # JAX: imported only when there is something to run
 
-    flown = flown or scenario_of(log)
+    reader = log if isinstance(log, flightlog.LogReader) else flightlog.LogReader(log.path)
+    flown = flown or scenario_of(reader)
     simulation = Simulation(flown, in_process_firmware=False)
-    layout = {name: tuple(span) for name, span in log.header["layout"].items()}
+    layout = reader.layout
     if layout != simulation.layout:
-        raise ReplayError(f"{log.path}: the log's columns {sorted(layout)} do not match this hil's "
+        raise ReplayError(f"{reader.path}: the log's columns {sorted(layout)} do not match this hil's "
                           f"{sorted(simulation.layout)}; replay it with the hil version that recorded it "
-                          f"({log.header.get('hil')})")
+                          f"({reader.header['hil']})")
     batch = simulation.compile_batch(REPLAY_BATCH)
     offset, size = layout["command"]
     compare = np.ones(simulation.width, dtype=bool)
     compare[offset:offset + size] = False
-    logged = np.asarray(log.rows)
-    # Row k's command is what the physics flew from tick k to k + 1; tick 0 is reached from rest.
-    commands = np.zeros((len(logged) + batch.batch, size))
-    if len(logged) > 1:
-        commands[1:len(logged)] = logged[:-1, offset:offset + size]
-    state = batch.initial
+    resume = _Resume(simulation, batch, reader.header["runtime"] == "in-process")
+    # The state after tick ``next - 1`` (None: unknown since a gap) and the command flown from it:
+    # row k's command is what the physics flew from tick k to k + 1; tick 0 is reached from rest.
+    state, command, next_tick = batch.initial, np.zeros(size), 0
+    compared, unchecked = 0, []
     started = time.perf_counter()
-    for first in range(0, len(logged), batch.batch):
-        count = min(batch.batch, len(logged) - first)
-        state, rows = batch.advance_many(state, commands[first:first + batch.batch], np.int32(count))
-        replayed = np.asarray(rows)[:count]
-        differs = (replayed != logged[first:first + count]) & compare
-        if differs.any():
-            row = int(np.flatnonzero(differs.any(axis=1))[0])
-            names = column_names(layout)
-            return ReplayResult(first + row, log.ticks[first + row][0], tuple(
-                Difference(names[i], float(logged[first + row][i]), float(replayed[row][i]))
-                for i in np.flatnonzero(differs[row])), time.perf_counter() - started)
-    return ReplayResult(len(logged), None, (), time.perf_counter() - started)
+    for chunk in reader.chunks(batch.batch):
+        count = len(chunk.rows)
+        if chunk.first != next_tick or state is None:
+            state = resume.state(chunk.snapshot)
+            if unchecked and unchecked[-1][1] == chunk.first - 1:
+                unchecked[-1] = (unchecked[-1][0], chunk.first + count - 1)
+            else:
+                unchecked.append((chunk.first, chunk.first + count - 1))
+        else:
+            commands = np.zeros((batch.batch, size))
+            commands[0] = command
+            commands[1:count] = chunk.rows[:-1, offset:offset + size]
+            state, rows = batch.advance_many(state, commands, np.int32(count))
+            replayed = np.asarray(rows)[:count]
+            differs = (replayed != chunk.rows) & compare
+            if differs.any():
+                row = int(np.flatnonzero(differs.any(axis=1))[0])
+                names = column_names(layout)
+                return ReplayResult(compared + row, chunk.first + row, tuple(
+                    Difference(names[i], float(chunk.rows[row][i]), float(replayed[row][i]))
+                    for i in np.flatnonzero(differs[row])), time.perf_counter() - started, tuple(unchecked))
+            compared += count
+        command, next_tick = chunk.rows[-1, offset:offset + size], chunk.first + count
+    return ReplayResult(compared, None, (), time.perf_counter() - started, tuple(unchecked))
+
+
+class _Resume:
+    """A replay's state from a log's SNAPSHOT, the flat state after a tick. An in-process run's
+    state holds its firmware's too: the replay's leaves are found in it by their paths."""
+
+    def __init__(self, simulation, batch, in_process: bool):
+        from hil.sim import Simulation
+
+        self._sizes = [page.size for page in batch.initial]
+        self._copies = None  # in-process: (start in the replay's flat state, start in the snapshot, size)
+        if in_process:
+            own = _leaf_spans(simulation.initial_state())
+            logged = _leaf_spans(Simulation(simulation.scenario, in_process_firmware=True).initial_state())
+            self._copies = [(start, logged[path][0], size) for path, (start, size) in own.items()]
+            self._logged_size = sum(size for _, size in logged.values())
+
+    def state(self, snapshot):
+        """The replay's state pages from ``snapshot``; None when there is none or it does not fit."""
+        if snapshot is None:
+            return None
+        if self._copies is not None:
+            if len(snapshot) != self._logged_size:
+                return None
+            flat = np.empty(sum(self._sizes))
+            for start, source, size in self._copies:
+                flat[start:start + size] = snapshot[source:source + size]
+            snapshot = flat
+        if len(snapshot) != sum(self._sizes):
+            return None
+        return tuple(np.split(np.array(snapshot), np.cumsum(self._sizes)[:-1]))
+
+
+def _leaf_spans(state) -> dict:
+    """(start, size) in the flat state (pages end to end, as a SNAPSHOT holds it) of each leaf, by its path."""
+    import jax
+
+    spans, start = {}, 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        spans[jax.tree_util.keystr(path)] = (start, int(np.size(leaf)))
+        start += int(np.size(leaf))
+    return spans
 
 
 @dataclass(frozen=True)
