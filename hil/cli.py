@@ -399,9 +399,10 @@ def _report_damage(reader) -> int:
 def replay_command(path, changes, runtime, firmware_command, tolerance, out_path):
     """Re-run the physics of a flight log from its logged commands and compare every tick bit for bit.
 
-    No firmware is needed: the command in force at every tick is in the log. Exit 0 when every
-    tick is identical, 1 at the first difference (its tick, fields and both values) or when the
-    log is damaged before its end.
+    No firmware is needed: the command in force at every tick is in the log, which is read a
+    chunk at a time. Past a damaged span replay resumes from the next snapshot and names the
+    ticks it could not check. Exit 0 when every tick is identical, 1 at the first difference (its
+    tick, fields and both values) or when the log is cut or damaged, 2 for bad input.
 
     \b
     With --firmware or --firmware-cmd it is a regression check of a firmware change instead: the
