@@ -264,8 +264,6 @@ def _check_writable(option: str, path: Path, makes_folders: bool) -> None:
     """Refuse, before anything is compiled or started, a file the run could not write. A file made
     and dropped at once in the nearest existing folder is the test: permission bits do not tell
     (root, read-only mounts, /proc), and nothing is left behind."""
-    if os.path.isdir(path):
-        raise click.UsageError(f"{option} {path}: is a folder; give a file name")
     folder = next(p for p in path.absolute().parents if os.path.exists(p))
     if not os.path.isdir(folder):
         raise click.UsageError(f"{option} {path}: {folder} is a file, not a folder")
