@@ -110,7 +110,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
     if firmware_command:
-        _firmware_argv(firmware_command)
+        _check_firmware_command(firmware_command)
     if udp:
         _check_udp(udp, bind)
     if port:
@@ -225,14 +225,14 @@ def default_log_path(name: str, folder: Path = Path("runs")) -> Path:
     return folder / f"{safe}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
 
 
-def _firmware_argv(command: str) -> list[str]:
+def _check_firmware_command(command: str) -> None:
+    """The command split as the run will split it (``shlex``), before anything is compiled."""
     try:
         argv = shlex.split(command)
     except ValueError as error:
         raise click.UsageError(f"--firmware-cmd {command!r}: {str(error).lower()}") from None
     if not argv:
         raise click.UsageError("--firmware-cmd is empty: give the command that starts your firmware")
-    return argv
 
 
 def _check_udp(udp: str, bind: str) -> None:
