@@ -27,7 +27,7 @@ def whole_log(tmp_path_factory):
 
 def test_a_finished_run_leaves_a_complete_log(whole_log):
     log = flightlog.read(whole_log)
-    assert log.complete and log.damage is None
+    assert log.complete and log.damage == []
     assert [t[0] for t in log.ticks] == list(range(10001))
     assert log.header["scenario"] == "hover" and "hover" in log.header["scenario_text"]
     assert set(log.header["versions"]) == {"jax", "jaxlib", "numpy", "python", "platform", "device"}
