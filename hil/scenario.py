@@ -4,11 +4,13 @@ Everything is validated here, on the host, before anything is traced. See docs/s
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from hil import schema, yamlsource
+from hil.models import gear
 from hil.schema import Check, spec
 
 SCENARIO_VERSION = 1
@@ -460,6 +462,8 @@ class Scenario:
                                       f"limit is {MAX_TICKS:,} ticks (a tick number is 32 bits on the wire)")
         elif abs(self.duration * rate - round(self.duration * rate)) > 1e-6:
             check.fail(("duration",), f"{self.duration} s is not a whole number of {rate} Hz ticks")
+        if self.environment.ground:
+            self._check_contact_step(check)
         if self.firmware.name == "quad_pid":
             for needed in ("imu", "baro", "mag", "gps"):
                 if getattr(self.sensors, needed) is None:
@@ -484,6 +488,18 @@ class Scenario:
             if names.index(name) != index:
                 check.fail(("expect", index, "name"), f"expectation name {name!r} is used twice")
 
+
+    def _check_contact_step(self, check) -> None:
+        v, g = self.vehicle, self.vehicle.landing_gear
+        stable = gear.stable_step(v.mass, v.inertia, gear.feet(g.foot_spread, g.foot_depth), g.stiffness, g.damping,
+                                  g.friction)
+        substep = 1.0 / self.physics.rate_hz / self.physics.substeps
+        if substep > stable:
+            needed = math.ceil(1.0 / (self.physics.rate_hz * stable))
+            check.fail(("physics", "substeps"), f"a substep of {substep * 1e3:.3g} ms is longer than the landing "
+                       f"gear's stable step, {stable * 1e3:.3g} ms (RK4 on its stiffness, damping and friction with "
+                       f"this mass and inertia): the vehicle would gain energy on the ground; set substeps to "
+                       f"{needed} or more, or raise rate_hz")
 
     def _check_pilot(self, check) -> None:
         if self.firmware.name != "betaflight":

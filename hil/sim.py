@@ -30,6 +30,7 @@ from hil.bridges import compiled_exchange
 from hil.faults import FAULT_STREAM_BASE, VehicleFaults
 from hil.firmware_stubs import open_loop, quad_pid
 from hil.models import environment, quadrotor, quaternion, sensors
+from hil.models import gear as gear_layout
 from hil.models.pytree import pytree, replace
 from hil.models.quadrotor import LandingGear, QuadrotorParams, QuadrotorState
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
@@ -127,9 +128,8 @@ def vehicle_params(scenario: Scenario) -> QuadrotorParams:
     gear = None
     if scenario.environment.ground:
         g = v.landing_gear
-        spread, depth = g.foot_spread, g.foot_depth
-        feet = np.array([[spread, spread, depth], [spread, -spread, depth], [-spread, spread, depth], [-spread, -spread, depth]])
-        gear = LandingGear(feet, g.stiffness, g.damping, g.friction, 0.05)
+        gear = LandingGear(gear_layout.feet(g.foot_spread, g.foot_depth), g.stiffness, g.damping, g.friction,
+                           gear_layout.SLIP_SPEED)
     return QuadrotorParams(
         body=RigidBodyParams.of(v.mass, np.diag(v.inertia)), arm_length=v.arm_length,
         thrust_coefficient=v.thrust_coefficient, torque_coefficient=v.torque_coefficient,
@@ -215,7 +215,10 @@ class Simulation:
         else:
             vehicle = jax.lax.fori_loop(0, self.substeps, lambda _, v: one(v), vehicle)
         wind = environment.wind_step(self.wind_params, state.wind, dt, noise["wind"])
-        acceleration = (vehicle.body.velocity - state.vehicle.body.velocity) / self.dt
+        # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
+        acceleration = jax.lax.cond(
+            state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / self.dt,
+            lambda: quadrotor.derivative(self.params, state.vehicle, reachable, air).body.velocity)
         return SimState(state.tick + 1, vehicle, wind, state.channels, state.firmware, command, acceleration)
 
     def sample(self, state: SimState, noise):

@@ -5,14 +5,9 @@ import numpy as np
 
 from hil.models.pytree import pytree
 from hil.models.small import matvec_t
+from hil.models.standard import (EARTH_RADIUS, GAS_CONSTANT_AIR, GRAVITY, LAPSE_RATE, SEA_LEVEL_DENSITY,  # noqa: F401
+                                 SEA_LEVEL_PRESSURE, SEA_LEVEL_TEMPERATURE, TROPOPAUSE)
 
-GRAVITY = 9.80665  # m/s^2, standard
-SEA_LEVEL_PRESSURE = 101325.0  # Pa
-SEA_LEVEL_TEMPERATURE = 288.15  # K
-SEA_LEVEL_DENSITY = 1.225  # kg/m^3
-LAPSE_RATE = 0.0065  # K/m, troposphere
-TROPOPAUSE = 11000.0  # m
-GAS_CONSTANT_AIR = 287.05287  # J/(kg K)
 _EXPONENT = GRAVITY / (GAS_CONSTANT_AIR * LAPSE_RATE)
 
 
@@ -23,21 +18,30 @@ class Atmosphere:
     density: jnp.ndarray  # kg/m^3
 
 
-def isa(altitude):
-    """International Standard Atmosphere at a geopotential altitude (m), troposphere and lower stratosphere.
+def geopotential_height(altitude):
+    """The geopotential height (m) of a geometric altitude (m): ``H = r0 z / (r0 + z)``, r0 of ISO 2533."""
+    return EARTH_RADIUS * altitude / (EARTH_RADIUS + altitude)
 
-    A NumPy or Python number gives NumPy results without touching JAX (host-side use, no compile).
+
+def isa(altitude):
+    """International Standard Atmosphere at a geometric altitude (m AMSL), troposphere and lower stratosphere.
+
+    The standard's layers are defined in geopotential height, so the altitude is converted first
+    (1.6 m lower at 5 km). A NumPy or Python number gives NumPy results without touching JAX
+    (host-side use, no compile).
     """
     xp = np if isinstance(altitude, (int, float, np.ndarray, np.generic)) else jnp
-    troposphere_t = SEA_LEVEL_TEMPERATURE - LAPSE_RATE * xp.minimum(altitude, TROPOPAUSE)
+    height = geopotential_height(altitude)
+    troposphere_t = SEA_LEVEL_TEMPERATURE - LAPSE_RATE * xp.minimum(height, TROPOPAUSE)
     tropopause_p = SEA_LEVEL_PRESSURE * (troposphere_t / SEA_LEVEL_TEMPERATURE) ** _EXPONENT
-    above = xp.maximum(altitude - TROPOPAUSE, 0.0)
+    above = xp.maximum(height - TROPOPAUSE, 0.0)
     pressure = tropopause_p * xp.exp(-GRAVITY * above / (GAS_CONSTANT_AIR * troposphere_t))
     return Atmosphere(troposphere_t, pressure, pressure / (GAS_CONSTANT_AIR * troposphere_t))
 
 
 def pressure_altitude(pressure):
-    """Inverse of :func:`isa` in the troposphere: the altitude (m) at which ISA has ``pressure``."""
+    """The pressure altitude (m) of ``pressure`` in the troposphere, as avionics compute it: the ISA's
+    geopotential height at which the pressure is ``pressure`` (not converted back to geometric)."""
     return SEA_LEVEL_TEMPERATURE / LAPSE_RATE * (1.0 - (pressure / SEA_LEVEL_PRESSURE) ** (1.0 / _EXPONENT))
 
 

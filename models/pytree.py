@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import hil.jaxconfig  # noqa: F401  (float64 and the compilation cache before any tracing)
 import jax
 
 

@@ -1,0 +1,80 @@
+"""The landing gear seen from the host: where the feet are, and the longest RK4 step its contact allows.
+
+NumPy only, so that scenario validation can use it without starting JAX.
+
+The contact of :func:`hil.models.quadrotor.contact_wrench` is stiff: each foot is a spring and a
+damper, and its regularised friction is a damper of ``friction * load / slip_speed`` at low slip.
+An explicit integrator gains energy from such a system once its step is too long. Linearised
+about the vehicle standing still on its feet, the contact is ``M q'' + C q' + K q = 0`` over the
+displacements ``q = (north, east, down, roll, pitch, yaw)``; RK4 is stable for a step h when
+``|R(h λ)| <= 1`` for every eigenvalue λ of that system, with
+``R(z) = 1 + z + z^2/2 + z^3/6 + z^4/24``.
+"""
+
+import numpy as np
+
+from hil.models.standard import GRAVITY
+
+SLIP_SPEED = 0.05  # m/s, below which friction is regularised (linear in slip speed)
+_STABILITY_RADIUS = 3.0  # RK4's stability region lies within |z| < 3 (2.83 on the imaginary axis)
+
+
+def feet(spread: float, depth: float) -> np.ndarray:
+    """The four contact points (body frame, m): ``spread`` forward/back and left/right, ``depth`` below."""
+    return np.array([[spread, spread, depth], [spread, -spread, depth], [-spread, spread, depth],
+                     [-spread, -spread, depth]])
+
+
+def rk4_amplification(z):
+    """RK4's stability function: one step multiplies the mode ``exp(λ t)`` by ``R(h λ)``, z = h λ."""
+    return 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
+
+
+def rk4_stable_step(eigenvalues) -> float:
+    """The longest step h with ``|R(h' λ)| <= 1`` for every h' up to h and every eigenvalue λ (s).
+
+    Eigenvalues at zero (free motion) never limit the step; with none left the step is unbounded.
+    """
+    limit = np.inf
+    for eigenvalue in np.asarray(eigenvalues, dtype=complex).ravel():
+        size = abs(eigenvalue)
+        if size < 1e-9:
+            continue
+        direction = eigenvalue / size
+        radii = np.linspace(0.0, _STABILITY_RADIUS, 3001)[1:]
+        unstable = np.abs(rk4_amplification(radii * direction)) > 1.0 + 1e-9
+        first = int(np.argmax(unstable))
+        low, high = (radii[first - 1] if first else 0.0), radii[first]
+        for _ in range(60):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if abs(rk4_amplification(middle * direction)) <= 1.0 + 1e-9 else (low, middle)
+        limit = min(limit, low / size)
+    return float(limit)
+
+
+def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction, slip_speed=SLIP_SPEED):
+    """Eigenvalues (1/s) of the contact linearised about standing still, each foot carrying its share.
+
+    ``inertia``: the principal moments (kg m^2); ``foot_points``: (F, 3) body-frame feet (m);
+    ``stiffness`` (N/m), ``damping`` (N s/m) per foot, ``friction`` the Coulomb coefficient.
+    """
+    foot_points = np.asarray(foot_points, dtype=float)
+    normal, tangential = np.zeros((6, 6)), np.zeros((6, 6))
+    for x, y, z in foot_points:
+        # Each row maps (velocity, body rate) to one component of the foot's velocity, v + w x r.
+        along_x = np.array([1.0, 0.0, 0.0, 0.0, z, -y])
+        along_y = np.array([0.0, 1.0, 0.0, -z, 0.0, x])
+        along_z = np.array([0.0, 0.0, 1.0, y, -x, 0.0])
+        normal += np.outer(along_z, along_z)
+        tangential += np.outer(along_x, along_x) + np.outer(along_y, along_y)
+    load = mass * GRAVITY / len(foot_points)
+    inverse_mass = np.diag(1.0 / np.concatenate([np.full(3, float(mass)), np.asarray(inertia, dtype=float)]))
+    spring = stiffness * normal
+    damper = damping * normal + friction * load / slip_speed * tangential
+    system = np.block([[np.zeros((6, 6)), np.eye(6)], [-inverse_mass @ spring, -inverse_mass @ damper]])
+    return np.linalg.eigvals(system)
+
+
+def stable_step(mass, inertia, foot_points, stiffness, damping, friction, slip_speed=SLIP_SPEED) -> float:
+    """The longest RK4 step (s) that does not feed energy into the vehicle standing on its gear."""
+    return rk4_stable_step(contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction, slip_speed))
