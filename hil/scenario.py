@@ -452,7 +452,7 @@ class Scenario:
         for name, sensor in self.sensors.present().items():
             ratio = rate / sensor.rate_hz
             if not ratio <= MAX_TICKS:
-                check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz is a sample every {ratio:.3g} ticks; "
+                check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz is a sample every {ratio:,.0f} ticks; "
                            f"the limit is one every {MAX_TICKS:,} ticks ({rate / MAX_TICKS:.3g} Hz at {rate} Hz)")
             elif abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
                 check.fail(("sensors", name, "rate_hz"), f"{sensor.rate_hz} Hz does not divide the tick rate "
