@@ -483,10 +483,10 @@ class Scenario:
                                f"{value} s is past the end of the run ({self.duration} s)")
         for index, fault in enumerate(self.faults):
             self._check_fault(check, ("faults", index), fault)
-        names = [e.name for e in self.expect]
-        for index, name in enumerate(names):
-            if names.index(name) != index:
-                check.fail(("expect", index, "name"), f"expectation name {name!r} is used twice")
+        first: dict[str, int] = {}
+        for index, expectation in enumerate(self.expect):
+            if first.setdefault(expectation.name, index) != index:
+                check.fail(("expect", index, "name"), f"expectation name {expectation.name!r} is used twice")
 
 
     def _check_contact_step(self, check) -> None:
