@@ -15,15 +15,16 @@ from hil.schema import Check, spec
 
 SCENARIO_VERSION = 1
 Vec3 = tuple[float, float, float]
-
-
 MAX_FILE_BYTES = 1 << 20  # a scenario file; checked while reading, so /dev/zero or a 50 MB file cost nothing
 MAX_TICKS = 2**32 - 1  # a tick number is 32 bits on the wire
 MAX_NAME = 100  # characters of a scenario's name, which also names its log file
+SUBSTEPS_LIMIT = 1000
+
+
 @dataclass(frozen=True)
 class Physics:
     rate_hz: int = spec(1000, unit="Hz", gt=0, le=100_000, help="tick rate: sensors and commands are exchanged once per tick")
-    substeps: int = spec(1, gt=0, le=1000, help="RK4 steps per tick")
+    substeps: int = spec(1, gt=0, le=SUBSTEPS_LIMIT, help="RK4 steps per tick")
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,6 @@ class Vehicle:
     landing_gear: LandingGear = spec(factory=LandingGear)
 
     def __check__(self, check, path):
-        thrust = 4 * self.thrust_coefficient * self.max_rotor_speed**2
-        weight = self.mass * 9.80665
-        if thrust <= weight:
-            check.fail(path + ("max_rotor_speed",), f"full thrust {thrust:.2f} N cannot lift the weight {weight:.2f} N; "
         moments = self.inertia
         for index in range(3):
             others = [moments[j] for j in range(3) if j != index]
@@ -62,6 +59,10 @@ class Vehicle:
                 check.fail(path + ("inertia", index), f"{moments[index]} kg m^2 is more than the other two moments "
                            f"together ({others[0]} + {others[1]}); no rigid body has these (each principal moment "
                            "is at most the sum of the other two)")
+        thrust = 4 * self.thrust_coefficient * self.max_rotor_speed**2
+        weight = self.mass * 9.80665
+        if thrust <= weight:
+            check.fail(path + ("max_rotor_speed",), f"full thrust {thrust:.2f} N cannot lift the weight {weight:.2f} N; "
                        "raise max_rotor_speed or thrust_coefficient, or lower mass")
 
 
@@ -449,6 +450,9 @@ class Scenario:
         if self.version != SCENARIO_VERSION:
             check.fail(("version",), f"this hil reads scenario version {SCENARIO_VERSION}, the file says {self.version}")
         rate = self.physics.rate_hz
+        if not 0 < len(self.name) <= MAX_NAME or not self.name.isprintable():
+            check.fail(("name",), f"{self.name[:MAX_NAME]!r}: give a name of 1 to {MAX_NAME} printable characters "
+                                  "on one line")
         for name, sensor in self.sensors.present().items():
             ratio = rate / sensor.rate_hz
             if not ratio <= MAX_TICKS:
@@ -464,14 +468,12 @@ class Scenario:
             check.fail(("duration",), f"{self.duration} s is not a whole number of {rate} Hz ticks")
         if self.environment.ground:
             self._check_contact_step(check)
+        self._check_decay_steps(check)
         if self.firmware.name == "quad_pid":
             for needed in ("imu", "baro", "mag", "gps"):
                 if getattr(self.sensors, needed) is None:
                     check.fail(("sensors",), f"firmware quad_pid flies on imu, baro, mag and gps; add sensors.{needed}")
             if not self.firmware.mission.waypoints:
-        if not 0 < len(self.name) <= MAX_NAME or not self.name.isprintable():
-            check.fail(("name",), f"{self.name[:MAX_NAME]!r}: give a name of 1 to {MAX_NAME} printable characters "
-                                  "on one line")
                 check.fail(("firmware", "mission", "waypoints"), "quad_pid needs at least one waypoint")
         self._check_pilot(check)
         for index, expectation in enumerate(self.expect):
@@ -501,6 +503,23 @@ class Scenario:
                        f"this mass and inertia): the vehicle would gain energy on the ground; set substeps to "
                        f"{needed} or more, or raise rate_hz")
 
+    def _check_decay_steps(self, check) -> None:
+        """Body rates, airspeed and rotor speeds each decay at a rate one RK4 substep must resolve, or
+        they grow without bound: a vehicle with a tiny inertia turns NaN within a few ticks."""
+        v = self.vehicle
+        substep = 1.0 / self.physics.rate_hz / self.physics.substeps
+        for key, rate, what in (("inertia", v.angular_drag / min(v.inertia), "body rates (angular_drag over the "
+                                                                             "smallest moment of inertia)"),
+                                ("mass", max(v.drag_linear) / v.mass, "airspeed (drag_linear over the mass)"),
+                                ("motor_time_constant", 1.0 / v.motor_time_constant, "rotor speeds")):
+            stable = gear.rk4_stable_step([-rate])
+            if substep > stable:
+                needed = int(1.0 / (self.physics.rate_hz * stable)) + 1
+                fix = (f"set physics.substeps to {needed} or more" if needed <= SUBSTEPS_LIMIT else
+                       f"no number of substeps (at most {SUBSTEPS_LIMIT}) can: give a physical value")
+                check.fail(("vehicle", key), f"{what} decay in {1 / rate:.3g} s, faster than a substep of "
+                           f"{substep * 1e3:.3g} ms can integrate (RK4 needs at most {stable * 1e3:.3g} ms); {fix}")
+
     def _check_pilot(self, check) -> None:
         if self.firmware.name != "betaflight":
             if self.pilot is not None:
@@ -518,6 +537,9 @@ class Scenario:
         if self.pilot.rate_hz > self.physics.rate_hz:
             check.fail(("pilot", "rate_hz"), f"{self.pilot.rate_hz} Hz is faster than the tick rate "
                                              f"{self.physics.rate_hz} Hz")
+        elif self.physics.rate_hz / self.pilot.rate_hz > MAX_TICKS:
+            check.fail(("pilot", "rate_hz"), f"{self.pilot.rate_hz} Hz is slower than the limit, a frame every "
+                                             f"{MAX_TICKS:,} ticks")
         times = [step.at for step in self.pilot.steps]
         for index in range(1, len(times)):
             if times[index] < times[index - 1]:
@@ -544,9 +566,6 @@ class Located:
     """One problem in a scenario file, with where it is."""
 
     file: str
-        elif self.physics.rate_hz / self.pilot.rate_hz > MAX_TICKS:
-            check.fail(("pilot", "rate_hz"), f"{self.pilot.rate_hz} Hz is slower than the limit, a frame every "
-                                             f"{MAX_TICKS:,} ticks")
     line: int
     path: str
     message: str

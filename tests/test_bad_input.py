@@ -104,6 +104,15 @@ def test_an_inertia_no_rigid_body_has_is_refused(tmp_path):
     refused(hil("validate", str(path)), f"{path}:15: vehicle.inertia[2]:", "more than the other two moments")
 
 
+@pytest.mark.parametrize("vehicle, field, says", [
+    ("  inertia: [1.0e-12, 1.0e-12, 1.0e-12]", "vehicle.inertia", "no number of substeps (at most 1000) can"),
+    ("  motor_time_constant: 1e-5", "vehicle.motor_time_constant", "set physics.substeps to 36 or more"),
+])
+def test_constants_too_small_for_the_physics_step_are_refused(vehicle, field, says, tmp_path):
+    path = write(tmp_path, BASE.replace("  mass: 1.5", "  mass: 1.5\n" + vehicle))
+    refused(hil("validate", str(path)), f"{path}:15: {field}:", says)
+
+
 @pytest.mark.parametrize("rate", ["1e-300", "5e-324"])
 def test_a_sensor_rate_whose_period_overflows_is_refused_in_validation(rate, tmp_path):
     path = write(tmp_path, BASE.replace("  imu: {rate_hz: 1000}", f"  imu: {{rate_hz: {rate}}}"))
