@@ -291,6 +291,23 @@ def _lengths_fit(kinds, lengths, width: int):
             | ((kinds == FOOTER) & (lengths <= MAX_HEADER)))
 
 
+def _frame(window: _Window, offset: int, fits):
+    """(kind, payload) of the record at ``offset`` if ``fits(kind, length)`` and its CRC holds; else why not."""
+    head = window.get(offset, 5)
+    if len(head) < 5:
+        return f"cut inside a record header ({len(head)} of 5 bytes)"
+    length, kind = struct.unpack("<IB", head)
+    name = KIND_NAMES.get(kind, f"kind-{kind}")
+    if not fits(kind, length):
+        return f"no record hil writes starts here (a {name} record of {length} bytes)"
+    body = window.get(offset + 4, length + 5)
+    if len(body) < length + 5:
+        return f"cut inside a {name} record ({len(body) + 4} of {length + 9} bytes)"
+    if zlib.crc32(body[:-4]) != CRC.unpack_from(body, length + 1)[0]:
+        return f"CRC mismatch in a {name} record"
+    return kind, body[1:-4]
+
+
 def _parse(kind: int, payload: bytes, last_tick: int):
     if kind == TICK:
         tick, wall, digest = TICK_PREFIX.unpack_from(payload)
@@ -317,28 +334,21 @@ class LogReader:
     def __init__(self, path):
         self.path = Path(path)
         with open(self.path, "rb") as handle:
-            start = handle.read(len(MAGIC) + 5)
-            if not start.startswith(MAGIC):
+            if handle.read(len(MAGIC)) != MAGIC:
                 raise LogError(f"{self.path}: not a hil flight log (it does not start with hil's magic bytes)")
-            if len(start) < len(MAGIC) + 5:
-                raise LogError(f"{self.path}: the log is cut inside its header record")
-            length, kind = struct.unpack_from("<IB", start, len(MAGIC))
-            if kind != HEADER or length > MAX_HEADER:
-                raise LogError(f"{self.path}: the first record is not a header (kind {kind}, {length} bytes)")
-            payload, crc = handle.read(length), handle.read(CRC.size)
-        if len(crc) < CRC.size:
-            raise LogError(f"{self.path}: the log is cut inside its header record")
-        if zlib.crc32(payload, zlib.crc32(bytes([HEADER]))) != CRC.unpack(crc)[0]:
-            raise LogError(f"{self.path}: the header record is damaged (CRC mismatch)")
+            found = _frame(_Window(handle, len(MAGIC)), len(MAGIC),
+                           lambda kind, length: kind == HEADER and length <= MAX_HEADER)
+        if isinstance(found, str):
+            raise LogError(f"{self.path}: its header record does not read: {found}")
         try:
-            header = msgpack.unpackb(payload, raw=False)
+            header = msgpack.unpackb(found[1], raw=False)
         except (ValueError, TypeError, msgpack.UnpackException) as error:
-            raise LogError(f"{self.path}: the header record does not parse: {error}") from None
+            raise LogError(f"{self.path}: its header record does not parse: {error}") from None
         self.header = check_header(header, self.path)
         self.layout = {name: tuple(span) for name, span in header["layout"].items()}
         self.width = sum(size for _, size in self.layout.values())
         self.rate = float(header["rate_hz"])
-        self._body = len(MAGIC) + 9 + length
+        self._body = len(MAGIC) + 9 + len(found[1])
         self.damage: list[Damage] = []
         self.footer: dict | None = None
         self.intact = 1  # intact records read, the header's included
@@ -391,24 +401,14 @@ class LogReader:
 
     def _record_at(self, window: _Window, offset: int, last_tick: int):
         """(kind, value, end) of the intact record at ``offset``, or why there is none."""
-        head = window.get(offset, 5)
-        if len(head) < 5:
-            return f"cut inside a record header ({len(head)} of 5 bytes)"
-        length, kind = struct.unpack("<IB", head)
-        name = KIND_NAMES.get(kind, f"kind-{kind}")
-        if kind == HEADER or kind not in KIND_NAMES:
-            return f"no record starts here (kind {kind})"
-        if not _lengths_fit(kind, length, self.width):
-            return f"a {name} record of {length} bytes is not one hil writes"
-        body = window.get(offset + 4, length + 5)
-        if len(body) < length + 5:
-            return f"cut inside a {name} record ({len(body) + 4} of {length + 9} bytes)"
-        if zlib.crc32(body[:-4]) != CRC.unpack_from(body, length + 1)[0]:
-            return f"CRC mismatch in a {name} record"
+        found = _frame(window, offset, lambda kind, length: _lengths_fit(kind, length, self.width))
+        if isinstance(found, str):
+            return found
+        kind, payload = found
         try:
-            return kind, _parse(kind, body[1:-4], last_tick), offset + length + 9
+            return kind, _parse(kind, payload, last_tick), offset + len(payload) + 9
         except (ValueError, TypeError, struct.error, msgpack.UnpackException) as error:
-            return f"{name} record does not parse: {error}"
+            return f"{KIND_NAMES[kind]} record does not parse: {error}"
 
     def _next_record(self, window: _Window, offset: int, last_tick: int):
         """The first intact record from ``offset`` on as ``_record_at`` gives it, and its offset;
