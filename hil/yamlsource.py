@@ -56,10 +56,11 @@ class _Loader(yaml.SafeLoader):
                                            "values (aliases and merge keys counted as expanded), the limit")
 
     def flatten_mapping(self, node):
-        # Merge keys copy whole mappings: counted here, level by level, since each level of
-        # "<<: [*a, *a]" doubles the copy.
+        # Merge keys copy whole mappings: the pairs copied are counted here, level by level, since
+        # each level of "<<: [*a, *a]" doubles the copy. A mapping is flattened in place, once.
+        before = len(node.value)
         super().flatten_mapping(node)
-        self.spend(len(node.value), node.start_mark.line + 1)
+        self.spend(max(len(node.value) - before, 0), node.start_mark.line + 1)
 
 
 # YAML 1.1 reads 1e-5 and 3e-07 (no dot, or no exponent sign) as strings; a person, Python and
