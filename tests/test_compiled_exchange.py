@@ -45,7 +45,7 @@ def counted(result):
     stats, counters = result.link_stats, result.link_stats.counters
     return dict(sensors=stats.sensors_sent, actuators=stats.actuators_received, round_trips=len(stats.round_trips),
                 late=stats.late_replies, lost=stats.lost_replies, unexpected=stats.unexpected,
-                status=stats.status_messages, duplicates=counters.duplicates, foreign=counters.foreign,
+                status=(stats.status_messages, list(stats.status_latest), stats.status_counts), duplicates=counters.duplicates, foreign=counters.foreign,
                 errors=counters.errors(), resyncs=counters.stream.resyncs)
 
 
@@ -94,7 +94,7 @@ def test_ticks_it_cannot_take_go_back_to_the_session_which_handles_them_as_befor
     assert counted(compiled) == counted(per_tick)
     ticks = compiled.scenario.ticks + 1
     stats, counters = compiled.link_stats, compiled.link_stats.counters
-    assert len(stats.status_messages) == len([k for k in range(ticks) if k % 7 == 3])
+    assert stats.status_counts == {1: len([k for k in range(ticks) if k % 7 == 3])}
     assert counters.errors() == {"cobs": len([k for k in range(ticks) if k % 11 == 5])}
     assert counters.duplicates >= len([k for k in range(ticks - 1) if k % 13 == 6])
     assert stats.late_replies == len([k for k in range(ticks) if k % 17 == 8])
