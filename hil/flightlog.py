@@ -173,8 +173,8 @@ class Damage:
         lost = self.ticks_lost
         if lost is None:
             cost = "no tick lost"
-        elif lost[1] is None:
-            cost = f"every tick from {lost[0]} on lost"
+        elif lost[1] is None:  # how many the run flew after it, only a footer would say
+            cost = f"no tick after tick {self.after_tick} is in the log" if lost[0] else "no tick is in the log"
         else:
             cost = f"ticks {lost[0]}–{lost[1]} lost" if lost[1] > lost[0] else f"tick {lost[0]} lost"
         return f"bytes {self.offset}–{self.offset + self.length - 1} ({self.length} B): {self.reason}; {cost}"

@@ -186,3 +186,17 @@ def test_log_and_export_read_a_long_log_in_bounded_memory(tmp_path):
     # Reading the whole log took about 3.2 times its size; a chunk at a time takes a few MiB (MCAP's
     # writer holds a chunk and a compressor: about 8 MiB whatever the log's length).
     assert all(kib < size_kib / 4 for kib in grown.values()), (grown, size_kib)
+
+
+def test_a_footer_hil_would_not_write_is_a_damaged_record_not_a_traceback(hover_log, tmp_path):
+    data = hover_log.read_bytes()
+    footer = flightlog.read(hover_log).footer
+    start = len(data) - 9 - len(msgpack.packb(footer, use_bin_type=True))
+    assert data[start + 4] == flightlog.FOOTER
+    body = bytes([flightlog.FOOTER]) + msgpack.packb({**footer, "outcomes": "all held"}, use_bin_type=True)
+    path = tmp_path / "footer.hillog"
+    path.write_bytes(data[:start] + struct.pack("<I", len(body) - 1) + body + struct.pack("<I", zlib.crc32(body)))
+    completed = hil("log", path)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert "FOOTER record does not parse: field outcomes" in completed.stdout
+    assert "no tick after tick 10000 is in the log" in completed.stdout
