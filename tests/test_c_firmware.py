@@ -811,10 +811,16 @@ def test_a_frame_that_ends_on_a_full_cobs_block_decodes_with_and_without_a_trail
 
 def test_udp_takes_one_whole_frame_per_datagram_and_only_hils_once_hello_agrees(udp_firmware):
     """§1: a datagram is one frame. One that carries two is dropped whole and counted (as hil drops
-    it), never read as two; once HELLO agrees, other senders are ignored and counted as foreign."""
+    it), never read as two; once HELLO agrees, other senders are ignored and counted as foreign.
+    §3: a SENSORS with a NaN reading is a message error, unanswered."""
+    import msgpack
+
     process, hil = udp_firmware("-v")
     handshake(hil, process)
     fresh, values = sensors_for(0)
+    nan = msgpack.packb([wire.SENSORS, hil.seq, 0, fresh, [float("nan"), *values[1:]]], use_single_float=True)
+    hil.socket.sendto(wire.frame(nan), hil.address)
+    hil.seq += 1
     two = wire.encode(wire.Sensors(hil.seq, 0, fresh, values)) + wire.encode(wire.Sensors(hil.seq + 1, 1, fresh, values))
     hil.socket.sendto(two, hil.address)
     hil.seq += 2
@@ -827,6 +833,7 @@ def test_udp_takes_one_whole_frame_per_datagram_and_only_hils_once_hello_agrees(
     hil.send(wire.Goodbye, 5, 0, "done")
     assert process.wait(5) == 0
     counters = process.communicate()[1].splitlines()[-1]
-    assert "foreign 2" in counters and "cobs 1 " in counters and "sensors answered 1," in counters
+    assert "foreign 2" in counters and "cobs 1 " in counters and "message 1 " in counters
+    assert "sensors answered 1," in counters
     stranger.close()
     hil.close()
