@@ -182,11 +182,9 @@ class Damage:
 
 @dataclass
 class Chunk:
-    """Consecutive TICK records of a log: row i is tick ``first + i``."""
+    """Consecutive TICK records' rows: row i is tick ``first + i``."""
 
     first: int
-    walls: np.ndarray  # int64 ns since the first record
-    digests: list  # 8 bytes each
     rows: np.ndarray  # (ticks, width) float64
     snapshot: np.ndarray | None = None  # the flat state after the chunk's last tick, where the log holds one
 
@@ -429,22 +427,21 @@ class LogReader:
     def chunks(self, size: int = CHUNK_TICKS):
         """The log's TICK records as :class:`Chunk` s of at most ``size`` consecutive ticks; a
         chunk ends at a gap in the ticks and at a tick the log holds a snapshot of."""
-        first, walls, digests, rows = None, [], [], []
+        first, rows = None, []
 
         def chunk(snapshot=None):
-            done = Chunk(first, np.array(walls, np.int64), list(digests), np.array(rows).reshape(len(rows), self.width),
-                         snapshot)
-            walls.clear(), digests.clear(), rows.clear()
+            done = Chunk(first, np.array(rows).reshape(len(rows), self.width), snapshot)
+            rows.clear()
             return done
 
         for kind, value in self.records():
             if kind == TICK:
-                tick, wall, digest, row = value
+                tick, row = value[0], value[3]
                 if rows and (tick != first + len(rows) or len(rows) == size):
                     yield chunk()
                 if not rows:
                     first = tick
-                walls.append(wall), digests.append(digest), rows.append(row)
+                rows.append(row)
             elif kind == SNAPSHOT and rows and value[0] == first + len(rows) - 1:
                 yield chunk(value[1])
         if rows:

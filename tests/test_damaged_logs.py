@@ -200,3 +200,17 @@ def test_a_footer_hil_would_not_write_is_a_damaged_record_not_a_traceback(hover_
     assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
     assert "FOOTER record does not parse: field outcomes" in completed.stdout
     assert "no tick after tick 10000 is in the log" in completed.stdout
+
+
+def test_a_long_plot_keeps_a_bounded_number_of_points_and_every_spike():
+    from hil import plot
+
+    envelope, rate = plot._Envelope(), 1000.0
+    values = np.sin(np.arange(3_000_001) / 5000.0)
+    values[1_234_567] = 40.0  # one tick's spike, in a log of 50 min at 1 kHz
+    for first in range(0, len(values), 4096):
+        ticks = np.arange(first, min(first + 4096, len(values)))
+        envelope.add(ticks, values[ticks, None])
+    times, line = envelope.line(rate, 0)
+    assert len(line) <= plot.MAX_POINTS and line.max() == 40.0 and line.min() == values.min()
+    assert times[0] == 0.0 and times[-1] <= 3000.0 and np.all(np.diff(times) >= 0)
