@@ -162,6 +162,13 @@ def test_a_scenario_file_is_read_no_further_than_its_size_limit(tmp_path):
     refused(run_cli("run", "/dev/zero"), "/dev/zero: (file): larger than 1,048,576 bytes")
 
 
+def test_a_long_mission_within_the_limits_validates(tmp_path):
+    waypoints = "".join(f"      - {{position: [{i % 10}, {i % 7}, -2], hold: 0}}\n" for i in range(15_000))
+    path = write(tmp_path, BASE.replace("      - {position: [0, 0, -2], hold: 1}\n", waypoints))
+    assert 500_000 < path.stat().st_size < scenario.MAX_FILE_BYTES
+    assert scenario.load(path).firmware.mission.waypoints[-1].position == (9.0, 5.0, -2.0)
+
+
 def test_unreadable_values_are_named_not_raised(tmp_path):
     for text, says in (("version: 1\nseed: " + "9" * 5000 + "\n", ":2: (syntax): '999"),
                        ("version: !!python/object:os.system {a: 1}\n", ":1: (syntax): the tag"),
