@@ -217,7 +217,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         failure = str(error)
         if session is not None:
             code = error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR
-            session.goodbye(max(trace.ticks_done - 1, 0), code, failure[:wire.MAX_TEXT])
+            session.goodbye(max(trace.ticks_done - 1, 0), code, failure)
     except KeyboardInterrupt as error:
         interrupted = error
         failure = f"interrupted by {_interruption(error)}"

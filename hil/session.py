@@ -299,8 +299,9 @@ class Session:
         return fresh, tuple(values)
 
     def goodbye(self, tick: int, code: int, reason: str) -> None:
+        """Say GOODBYE, ``reason`` cut at a character to the protocol's limit of MAX_TEXT bytes."""
         try:
-            self._send(wire.Goodbye, tick, code, reason)
+            self._send(wire.Goodbye, tick, code, reason.encode()[:wire.MAX_TEXT].decode(errors="ignore"))
         except LinkError:
             pass
 

@@ -318,12 +318,14 @@ def test_replies_for_a_tick_not_sent_a_nan_throttle_or_three_throttles_are_never
 class Peer:
     """A UDP socket in the test that plays a board or a stranger, recording what hil sends it."""
 
-    def __init__(self, answer_hello=True, reply_until=None, throttle=0.0, version=wire.PROTOCOL_VERSION):
+    def __init__(self, answer_hello=True, reply_until=None, throttle=0.0, version=wire.PROTOCOL_VERSION,
+                 vehicle="quadrotor"):
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind(("127.0.0.1", 0))
         self.socket.settimeout(0.05)
         self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
-        self.answer_hello, self.reply_until, self.throttle, self.version = answer_hello, reply_until, throttle, version
+        self.answer_hello, self.reply_until, self.throttle = answer_hello, reply_until, throttle
+        self.version, self.vehicle = version, vehicle
         self.received = []
         self.seq = 1
         self._stop = threading.Event()
@@ -339,7 +341,7 @@ class Peer:
             message = wire.decode(data[:-1])
             self.received.append(message)
             if isinstance(message, wire.Hello) and self.answer_hello:
-                self.socket.sendto(wire.encode(wire.Hello(0, self.version, "firmware", "quadrotor", 4, 0, ())), sender)
+                self.socket.sendto(wire.encode(wire.Hello(0, self.version, "firmware", self.vehicle, 4, 0, ())), sender)
             elif isinstance(message, wire.Sensors) and (self.reply_until is None or message.tick < self.reply_until):
                 self.socket.sendto(wire.encode(wire.Actuators(self.seq, message.tick, (self.throttle,) * 4)), sender)
                 self.seq += 1
@@ -358,20 +360,23 @@ class Peer:
 
 
 def test_one_goodbye_ends_a_session_with_the_code_that_says_why():
-    """§4: code 3 is for timeouts (no HELLO, no reply under the abort policy), 1 for a version mismatch."""
+    """§4: code 3 is for timeouts (no HELLO, no reply under the abort policy), 1 or 2 for a mismatch,
+    whose reason is cut to the protocol's 200 bytes, however long the names it quotes."""
     silent, stalling, newer = Peer(answer_hello=False), Peer(reply_until=50), Peer(version=2)
+    other = Peer(vehicle="ü" * 100)
     try:
         no_hello = runner.run(short(0.5, hello_timeout=0.5), board=runner.Board(udp=silent.address))
         no_reply = runner.run(short(0.5, timeout=0.05, on_timeout="abort"), board=runner.Board(udp=stalling.address),
                               realtime=False)
         mismatch = runner.run(short(0.5), board=runner.Board(udp=newer.address))
+        runner.run(short(0.5), board=runner.Board(udp=other.address))
     finally:
-        for peer in (silent, stalling, newer):
+        for peer in (silent, stalling, newer, other):
             peer.close()
     assert "no HELLO" in no_hello.failure and "no reply for tick 50" in no_reply.failure
     assert "protocol version: hil speaks 1, firmware 2" in mismatch.failure
     for peer, code in ((silent, wire.GOODBYE_TIMEOUT), (stalling, wire.GOODBYE_TIMEOUT),
-                       (newer, wire.GOODBYE_VERSION_MISMATCH)):
+                       (newer, wire.GOODBYE_VERSION_MISMATCH), (other, wire.GOODBYE_LAYOUT_MISMATCH)):
         assert [m.code for m in peer.received if isinstance(m, wire.Goodbye)] == [code]
 
 
