@@ -120,6 +120,8 @@ def _parse_scalar(tp, value, check, path, meta):
             check.fail(path, f"expected a finite number, got {value!r}")
             return None
     elif tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1e3 and 1000.0 are how people write a whole number too
         if isinstance(value, bool) or not isinstance(value, int):
             check.fail(path, f"expected an integer, got {value!r}")
             return None

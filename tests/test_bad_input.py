@@ -185,6 +185,13 @@ def test_every_float_form_a_person_writes_is_a_number():
     assert data == {"a": 1e-5, "b": 3e-7, "c": 0.5, "d": 1000, "e": 1500.0, "f": -20000.0, "g": 1.0, "h": "1e5x"}
 
 
+def test_a_whole_number_written_as_a_float_is_an_integer():
+    loaded = scenario.parse_text(BASE.replace("  rate_hz: 1000\n", "  rate_hz: 1e3\n").replace("seed: 1\n", "seed: 7.0\n"))
+    assert loaded.physics.rate_hz == 1000 and type(loaded.physics.rate_hz) is int and loaded.seed == 7
+    problems = str(pytest.raises(scenario.ScenarioError, scenario.parse_text, BASE.replace("seed: 1\n", "seed: 1.5\n")).value)
+    assert "seed: expected an integer, got 1.5" in problems
+
+
 def documented_defaults():
     """(section path, key, default as written) for every plain section's key in docs/scenarios.md."""
     text = (ROOT / "docs" / "scenarios.md").read_text().split(scenario.REFERENCE_MARKER)[1]
