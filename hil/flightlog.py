@@ -411,9 +411,12 @@ class LogReader:
     def _next_record(self, window: _Window, offset: int, last_tick: int):
         """The first intact record from ``offset`` on as ``_record_at`` gives it, and its offset;
         (None, the file's size) if there is none. Offsets whose length and kind could start a
-        record are found with NumPy a block at a time; only those are checked whole."""
+        record are found with NumPy a block at a time, blocks growing from a few records' length
+        (the next record is usually close); only those offsets are checked whole."""
+        size = 4096
         while True:
-            block = np.frombuffer(window.get(offset, READ_SIZE + 4), np.uint8)
+            block = np.frombuffer(window.get(offset, size + 4), np.uint8)
+            size = min(2 * size, READ_SIZE)
             starts = len(block) - 4
             if starts <= 0:
                 return None, offset + len(block)
