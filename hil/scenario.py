@@ -31,8 +31,9 @@ class Physics:
 class LandingGear:
     foot_spread: float = spec(0.15, unit="m", gt=0, help="half-distance between feet, front/back and left/right")
     foot_depth: float = spec(0.08, unit="m", ge=0, help="feet below the centre of mass")
-    stiffness: float = spec(8000.0, unit="N/m", gt=0, help="per foot")
-    damping: float = spec(250.0, unit="N s/m", ge=0, help="per foot")
+    stiffness: float = spec(1000.0, unit="N/m", gt=0, help="per foot")
+    damping: float = spec(20.0, unit="N s/m", ge=0, help="per foot; the default gives a damping ratio of about 0.5 "
+                                                        "with the default mass (docs/physics.md)")
     friction: float = spec(0.6, ge=0, help="Coulomb coefficient")
 
 
@@ -40,7 +41,8 @@ class LandingGear:
 class Vehicle:
     type: Literal["quadrotor"] = spec("quadrotor")
     mass: float = spec(1.5, unit="kg", gt=0)
-    inertia: Vec3 = spec((0.029, 0.029, 0.055), unit="kg m^2", gt=0, help="principal moments about body x, y, z")
+    inertia: Vec3 = spec((0.012, 0.012, 0.022), unit="kg m^2", gt=0, help="principal moments about body x, y, z; "
+                                                                         "the default: a 450-class frame (docs/physics.md)")
     arm_length: float = spec(0.23, unit="m", gt=0)
     thrust_coefficient: float = spec(8.5e-6, unit="N/(rad/s)^2", gt=0)
     torque_coefficient: float = spec(1.4e-7, unit="N m/(rad/s)^2", ge=0)
@@ -169,8 +171,8 @@ class Gains:
     velocity: Vec3 = spec((2.5, 2.5, 4.0), unit="1/s", ge=0)
     velocity_integral: Vec3 = spec((0.5, 0.5, 2.0), unit="1/s^2", ge=0)
     attitude: Vec3 = spec((7.0, 7.0, 3.0), unit="1/s", ge=0)
-    rate: Vec3 = spec((22.0, 22.0, 10.0), unit="1/s", ge=0)
-    rate_integral: Vec3 = spec((10.0, 10.0, 5.0), unit="1/s^2", ge=0)
+    rate: Vec3 = spec((35.0, 35.0, 10.0), unit="1/s", ge=0)
+    rate_integral: Vec3 = spec((50.0, 50.0, 5.0), unit="1/s^2", ge=0)
 
 
 FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("python", "in-process"),

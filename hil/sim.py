@@ -83,7 +83,8 @@ class SimState:
     channels: dict
     firmware: Any  # the in-process firmware's state, or None
     command: jnp.ndarray  # (4,) throttle in force
-    acceleration: jnp.ndarray  # (3,) m/s^2 NED, mean over the last tick: what an IMU's delta-velocity gives
+    # (3,) m/s^2 NED, mean over the last tick (what an IMU's delta-velocity gives); at tick 0, the initial state's
+    acceleration: jnp.ndarray
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from hil.models import gear, quadrotor, quaternion
 from hil.models.environment import GRAVITY, SEA_LEVEL_DENSITY
 from hil.models.quadrotor import Air, LandingGear, QuadrotorParams, QuadrotorState
 from hil.models.rigid_body import RigidBodyParams, RigidBodyState
+from hil.sim import Simulation
 
 # The gear and inertia hil shipped before: overdamped (damping ratio 2.28 at 23 Hz), Gazebo Iris's inertia.
 STIFF = {"inertia": (0.029, 0.029, 0.055), "stiffness": 8000.0, "damping": 250.0}
@@ -112,3 +113,31 @@ def test_validation_refuses_a_substep_longer_than_the_gears_stable_step_and_name
     data["physics"]["substeps"], data["environment"] = 1, {"ground": False}
     scenario.parse_text(yaml.safe_dump(data))
 
+
+def touchdown(speed: float, seconds: float = 1.0):
+    """The rows of a default vehicle, rotors stopped, whose feet meet the ground at ``speed`` (m/s) at tick 0."""
+    depth = scenario.LandingGear().foot_depth
+    text = yaml.safe_dump({
+        "version": 1, "name": "touchdown", "duration": seconds,
+        "initial": {"position": [0.0, 0.0, -depth - 1e-9], "velocity": [0.0, 0.0, speed]},
+        "sensors": {"imu": {"rate_hz": 1000, "gyro_noise_density": 0, "gyro_bias_random_walk": 0,
+                            "accel_noise_density": 0, "accel_bias_random_walk": 0}},
+        "firmware": {"name": "open_loop", "runs": "in-process"}})
+    simulation = Simulation(scenario.parse_text(text))
+    ticks = round(seconds * simulation.rate)
+    batch = simulation.compile_batch(ticks)
+    _, rows = batch.advance_many(batch.initial, np.int32(ticks))
+    rows = np.asarray(rows)
+    return {name: rows[:, offset:offset + size] for name, (offset, size) in simulation.layout.items()}
+
+
+def test_a_1_m_s_touchdown_on_the_default_gear_peaks_at_a_few_g_and_settles():
+    rows = touchdown(1.0)
+    g = GRAVITY
+    peak = np.abs(rows["reading.imu"][:, 5]).max() / g
+    assert 2.0 < peak < 8.0, peak  # the gear of hil 0.x: 68 g, the accelerometer pinned at its 16 g range
+    rest = -scenario.LandingGear().foot_depth + MASS * g / (4 * scenario.LandingGear().stiffness)
+    last = slice(-100, None)  # the last 0.1 s
+    np.testing.assert_allclose(rows["position"][last, 2], rest, atol=1e-4)
+    np.testing.assert_allclose(rows["velocity"][last], 0.0, atol=1e-3)
+    np.testing.assert_allclose(rows["reading.imu"][last, 3:], [[0.0, 0.0, -g]] * 100, atol=1e-2)
