@@ -500,10 +500,12 @@ class Scenario:
         substep = 1.0 / self.physics.rate_hz / self.physics.substeps
         if substep > stable:
             needed = math.ceil(1.0 / (self.physics.rate_hz * stable))
+            fix = (f"set substeps to {needed} or more, or raise rate_hz" if needed <= SUBSTEPS_LIMIT else
+                   f"it needs more than {SUBSTEPS_LIMIT} substeps: raise rate_hz, or give the gear, mass and "
+                   "inertia physical values")
             check.fail(("physics", "substeps"), f"a substep of {substep * 1e3:.3g} ms is longer than the landing "
                        f"gear's stable step, {stable * 1e3:.3g} ms (RK4 on its stiffness, damping and friction with "
-                       f"this mass and inertia): the vehicle would gain energy on the ground; set substeps to "
-                       f"{needed} or more, or raise rate_hz")
+                       f"this mass and inertia): the vehicle would gain energy on the ground; {fix}")
 
     def _check_decay_steps(self, check) -> None:
         """Body rates, airspeed and rotor speeds each decay at a rate one RK4 substep must resolve, or

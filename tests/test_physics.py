@@ -112,6 +112,10 @@ def test_validation_refuses_a_substep_longer_than_the_gears_stable_step_and_name
     # Without the ground there is no contact to destabilise.
     data["physics"]["substeps"], data["environment"] = 1, {"ground": False}
     scenario.parse_text(yaml.safe_dump(data))
+    # A gear no substep count can integrate says so rather than asking for the impossible.
+    data["environment"], data["vehicle"]["landing_gear"]["stiffness"] = {"ground": True}, 1e12
+    problems = scenario_problems(yaml.safe_dump(data))
+    assert len(problems) == 1 and "it needs more than 1000 substeps: raise rate_hz, or give" in problems[0], problems
 
 
 def touchdown(speed: float, seconds: float = 1.0):
