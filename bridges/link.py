@@ -1,7 +1,9 @@
 """What every link to a flight controller offers the run loop, whatever carries the bytes."""
 
 import abc
+import resource
 import select
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -12,21 +14,58 @@ from hil import wire
 # and waking from select costs about as much again. On a slower line it costs only this much
 # CPU per wait.
 SPIN = 0.0002
+# Spinning pays only while hil has a CPU to itself. On a loaded machine a spinning hil takes the
+# CPU the firmware needs to answer, and the scheduler favours a task that sleeps when it wakes:
+# lockstep fell from 27,000 ticks/s to 400. Once a wait finds the thread preempted (an iteration
+# of the spin took PREEMPTED s, or the kernel counted an involuntary context switch since the last
+# wait), waits sleep at once for CONTENDED s. bridges/lockstep_exchange.cc does the same.
+PREEMPTED = 0.0001
+CONTENDED = 0.05
 Read = TypeVar("Read")
+
+
+class _CpuWatch(threading.local):
+    """Whether this thread has lately been kept off its CPU."""
+
+    def __init__(self):
+        self.contended_until = 0.0
+        self.switches = _involuntary_switches()
+
+    def spin_allowed(self, now: float) -> bool:
+        switches = _involuntary_switches()
+        if switches != self.switches:
+            self.switches = switches
+            self.contended_until = now + CONTENDED
+        return now >= self.contended_until
+
+    def preempted(self, now: float) -> None:
+        self.contended_until = now + CONTENDED
+
+
+def _involuntary_switches() -> int:
+    return resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)).ru_nivcsw
+
+
+_cpu = _CpuWatch()
 
 
 def poll_then_wait(read: Callable[[bool], Read | None], fileno: int, deadline: float) -> Read | None:
     """The first result of ``read(woken)`` that is not None, or None at ``deadline`` (perf_counter s).
 
-    ``read`` must not block. It is tried without sleeping for :data:`SPIN`, then whenever select
-    wakes on ``fileno``; ``woken`` says that select found it readable.
+    ``read`` must not block. It is tried without sleeping for :data:`SPIN` (none while the CPU is
+    contended), then whenever select wakes on ``fileno``; ``woken`` says that select found it
+    readable.
     """
-    spin_until = min(deadline, time.perf_counter() + SPIN)
+    now = time.perf_counter()
+    spin_until = min(deadline, now + SPIN) if _cpu.spin_allowed(now) else now
     woken = False
     while (result := read(woken)) is None:
-        now = time.perf_counter()
+        previous, now = now, time.perf_counter()
         if now >= deadline:
             return None
+        if previous < spin_until and now - previous > PREEMPTED:
+            _cpu.preempted(now)
+            spin_until = now
         woken = now >= spin_until and bool(select.select([fileno], [], [], deadline - now)[0])
     return result
 

@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -118,11 +119,44 @@ int64_t Now()
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Wait until fd is readable (true) or the deadline passes (false): spin first, then sleep in poll. */
-bool Wait(int fd, int64_t spin_until_ns, int64_t deadline_ns, bool *woken)
+/* Spinning pays only while hil has a CPU to itself: as in bridges/link.py, once a wait finds this
+ * thread preempted (a spin iteration took kPreemptedNs, or the kernel counted an involuntary
+ * context switch since the last wait), waits sleep in poll at once for kContendedNs, so that the
+ * firmware gets the CPU instead of a spinning hil. */
+constexpr int64_t kPreemptedNs = 100000;
+constexpr int64_t kContendedNs = 50000000;
+
+struct CpuWatch {
+    int64_t contended_until = 0;
+    long switches = -1;  // involuntary context switches of this thread at the last wait
+};
+thread_local CpuWatch cpu;
+
+/* When the spin of a wait for a frame sent at `sent_ns` ends: `spin_ns` later, or at once while the
+ * CPU is contended. */
+int64_t SpinUntil(int64_t sent_ns, int64_t spin_ns)
 {
     int64_t now = Now();
-    if (now < spin_until_ns) {
+    struct rusage usage;
+    if (getrusage(RUSAGE_THREAD, &usage) == 0 && usage.ru_nivcsw != cpu.switches) {
+        if (cpu.switches >= 0) cpu.contended_until = now + kContendedNs;
+        cpu.switches = usage.ru_nivcsw;
+    }
+    return now < cpu.contended_until ? now : sent_ns + spin_ns;
+}
+
+/* Wait until fd is readable (true) or the deadline passes (false): spin until *spin_until_ns
+ * (cut short when an iteration finds the thread was preempted; *last_ns is the previous one),
+ * then sleep in poll. */
+bool Wait(int fd, int64_t *spin_until_ns, int64_t deadline_ns, int64_t *last_ns, bool *woken)
+{
+    int64_t now = Now();
+    if (now < *spin_until_ns && now - *last_ns > kPreemptedNs) {
+        cpu.contended_until = now + kContendedNs;
+        *spin_until_ns = now;
+    }
+    if (now < *spin_until_ns) {
+        *last_ns = now;
         *woken = false;
         return now < deadline_ns;
     }
@@ -269,7 +303,8 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
     hil_reader reader;
     hil_reader_init(&reader);
     int32_t result = kSilent;
-    while (Wait(c->fd, entry->sent_ns + c->spin_ns, deadline, &woken)) {
+    int64_t spin_until = SpinUntil(entry->sent_ns, c->spin_ns), last = entry->sent_ns;
+    while (Wait(c->fd, &spin_until, deadline, &last, &woken)) {
         int got = c->datagram ? ReceiveDatagram(c, entry, &msg) : ReceiveStream(c, &reader, entry, &msg, woken);
         if (got == 0) continue;
         if (got < 0) {

@@ -135,6 +135,9 @@ class FirmwareProcess:
                                            start_new_session=True)
         except OSError:
             self._guard = None  # no shell: the group still stops with the run, only not with a killed hil
+        except BaseException:  # interrupted: nobody would stop the group
+            self._signal_group(signal.SIGKILL)
+            raise
         finally:
             os.close(watched)
 
@@ -177,6 +180,7 @@ class FirmwareProcess:
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 self._signal_group(sig)
+                self._signal_group(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
             try:
                 status = self.process.wait(STOP_GRACE)
                 break

@@ -190,12 +190,12 @@ def test_a_reply_cut_by_the_timeout_on_a_stream_is_read_as_one_late_reply_either
                                                                       on_timeout="hold"))
     compiled, per_tick = (fly_scripted(loaded, flag, stall_at=100, stall=0.125) for flag in (True, False))
     assert compiled.failure is None and per_tick.failure is None
-    assert counted(compiled) == counted(per_tick)
-    stats = compiled.link_stats
-    # 2.5 timeouts of stall: ticks 100 and 101 time out (late and lost); during tick 102's wait the
-    # stalled reply to 100 completes, then the reply to 101 comes (both late), then 102's own.
-    assert (stats.late_replies, stats.lost_replies) == (4, 2), (stats.late_replies, stats.lost_replies)
-    assert compiled.link_stats.counters.errors() == {}  # no frame was broken in two
+    for stats in (compiled.link_stats, per_tick.link_stats):
+        # 2.5 timeouts of stall: at least ticks 100 and 101 time out (late and lost; how many more
+        # depends on the machine's load), and every reply they missed comes later, whole, as a late
+        # reply: no frame was broken in two.
+        assert stats.lost_replies >= 2 and stats.late_replies == 2 * stats.lost_replies, stats.summary()
+        assert stats.counters.errors() == {}
     assert compiled.trace.rows.tobytes() == per_tick.trace.rows.tobytes()
 
 

@@ -87,9 +87,13 @@ class PtyCable:
 
 
 def python_firmware_on(port, loaded):
+    """The Python firmware as a board on ``port``, once it says it is ready: a board's HELLO timeout
+    does not wait for JAX to load on a busy machine."""
     arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))
-    return subprocess.Popen([sys.executable, "-m", "hil.firmware_stubs.quad_pid", "--port", port, "--baud", "921600",
-                             *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    board = subprocess.Popen([sys.executable, "-m", "hil.firmware_stubs.quad_pid", "--port", port, "--baud", "921600",
+                              *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert b"ready on" in board.stdout.readline()
+    return board
 
 
 @pytest.fixture
