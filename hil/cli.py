@@ -516,6 +516,8 @@ def export_command(path, kind, output):
     from hil import export
 
     output = output or path.with_suffix(f".{kind}")
+    if output.exists() and output.samefile(path):
+        raise click.UsageError(f"-o {output}: is the log being exported; give another file")
     _check_writable("-o", output, makes_folders=False)
     reader = _open_log(path, *export.COLUMNS[kind])
     if kind == "csv":

@@ -155,6 +155,7 @@ def test_export_and_plot_refuse_an_output_they_cannot_write_before_reading(hover
     cases = [("export", "--format", "csv", "-o", hover_log / "x.csv", "is a file, not a folder"),
              ("export", "--format", "mcap", "-o", tmp_path, "is a directory"),
              ("export", "--format", "csv", "-o", "/proc/hil.csv", "cannot write"),
+             ("export", "--format", "csv", "-o", hover_log, "is the log being exported"),
              ("plot", "-o", hover_log / "x.png", "is a file, not a folder"),
              ("plot", "-o", tmp_path / "missing" / "x.png", "does not exist"),
              ("plot", "-o", tmp_path / "x.xyz", ".png, .ps")]
@@ -163,6 +164,7 @@ def test_export_and_plot_refuse_an_output_they_cannot_write_before_reading(hover
         assert completed.returncode == 2 and message in completed.stderr, (arguments, completed.stderr)
         assert "Traceback" not in completed.stderr
     assert not (tmp_path / "x.xyz").exists() and not (tmp_path / "missing").exists()
+    assert flightlog.read(hover_log).complete
 
 
 def peak_rss_kib(*argv) -> int:
