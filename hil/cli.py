@@ -148,7 +148,8 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
                           warn=lambda line: click.echo(line, err=True),
                           firmware_lines=None if verbose else runner.FIRMWARE_LINES)
     except runner.Interrupted as error:
-        click.echo(f"\nINTERRUPTED by {error.signal_name}: the firmware was stopped; log {out_path}", err=True)
+        click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if out_path.exists() else ""),
+                   err=True)
         sys.exit(error.exit_code)
     if show_progress:
         click.echo("", err=True)

@@ -12,7 +12,6 @@ def summary(result, log_path=None) -> dict:
         "runtime": result.runtime, "passed": result.passed, "failure": result.failure,
         "ticks": result.trace.ticks_done, "wall_seconds": result.wall_seconds,
         "reproducible": result.not_reproducible is None, "not_reproducible": result.not_reproducible,
-        "interrupted": result.interrupted,
         "expectations": [{"name": o.name, "kind": o.kind, "passed": o.passed, "measured": o.measured, "bound": o.bound,
                           "detail": o.detail} for o in result.outcomes],
         "link": dict(result.link_stats.summary()) if result.link_stats is not None else None,

@@ -228,10 +228,9 @@ class Session:
         """When to give up waiting for HELLO: ``hello_timeout`` after ``started`` for a board; for a
         firmware hil started, after it said it is ready (its first line of output), and at the
         latest ``start_timeout`` after it started."""
-        ready_since = getattr(self.firmware, "ready_since", None)
-        if ready_since is None:
+        if self.firmware is None:
             return started + self.settings.hello_timeout
-        ready = ready_since()
+        ready = self.firmware.ready_since()
         if ready is None:
             return self.firmware.started + self.settings.start_timeout
         return ready + self.settings.hello_timeout
@@ -261,7 +260,7 @@ class Session:
                 if isinstance(message, wire.Goodbye):
                     raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
             self._check_firmware(0)
-        if getattr(self.firmware, "ready_since", lambda: 0.0)() is None:
+        if self.firmware is not None and self.firmware.ready_since() is None:
             raise SessionTimeout(f"firmware {self.firmware.name} printed nothing and sent no HELLO on "
                                  f"{self.link.describe()} within {self.settings.start_timeout:g} s of its start "
                                  f"(link.start_timeout)")

@@ -462,3 +462,16 @@ def test_a_reading_that_is_not_finite_is_never_sent_and_ends_the_run_naming_the_
     finally:
         link.close()
         peer.close()
+
+
+def test_a_wait_that_finds_the_cpu_contended_sleeps_at_once_instead_of_spinning():
+    """On a loaded machine a spinning hil takes the CPU its firmware needs: once hil was found
+    preempted, a wait tries its link once and sleeps in select until the frame or the deadline."""
+    from hil.bridges import link
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quiet:
+        quiet.bind(("127.0.0.1", 0))
+        tries = []
+        link._cpu.preempted(time.perf_counter())
+        assert link.poll_then_wait(tries.append, quiet.fileno(), time.perf_counter() + 0.02) is None
+    assert len(tries) <= 3  # before the deadline and after it, not a spin of hundreds
