@@ -58,7 +58,7 @@ def in_shell(tmp_path, firmware: str, after: str = "true") -> str:
     return f"sh -c {shlex.quote(script)}"
 
 
-# ---- item: a firmware that dies or goes silent --------------------------------------------------
+# ---- a firmware that dies or goes silent --------------------------------------------------
 
 def test_a_firmware_silent_under_hold_fails_the_run_after_the_silence_limit():
     result = runner.run(short(2.0, timeout=0.02, on_timeout="hold", silence=0.5),
@@ -98,7 +98,7 @@ def test_a_clean_run_is_reproducible_in_json(tmp_path):
     assert "reproducible" not in dict(result.link_stats.summary())
 
 
-# ---- item: lockstep that stops being deterministic ---------------------------------------------
+# ---- lockstep that stops being deterministic ---------------------------------------------
 
 def test_a_slow_firmware_in_lockstep_is_waited_for_not_held():
     # The reply to tick 50 takes 0.6 s of computing, twelve times the timeout: hil waits, since the
@@ -118,7 +118,7 @@ def test_a_stopped_firmware_ends_a_lockstep_run_at_once():
     assert time.monotonic() - started < 120.0  # long before the silence limit
 
 
-# ---- item: firmware that outlives hil ----------------------------------------------------------
+# ---- firmware that outlives hil ----------------------------------------------------------
 
 def test_a_firmware_started_through_a_shell_is_gone_after_a_normal_run(tmp_path):
     # The shell forks the firmware and, after it said goodbye, runs on: the whole group must go.
@@ -159,7 +159,7 @@ def test_a_signal_to_hil_run_stops_its_firmware_and_a_term_or_int_leaves_a_foote
 
 def test_a_firmware_process_group_dies_with_the_process_that_started_it(tmp_path):
     # A Python process that starts a firmware through a shell and is then killed outright.
-    starter = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
+    starter = (f"import time\n"
                f"from hil.firmware_process import FirmwareProcess\n"
                f"f = FirmwareProcess(['sh', '-c', 'echo $$ > {tmp_path / 'pid.txt'}; sleep 600; true'], 'sleeper')\n"
                f"time.sleep(600)\n")
@@ -172,7 +172,7 @@ def test_a_firmware_process_group_dies_with_the_process_that_started_it(tmp_path
     assert wait_until_gone(group)
 
 
-# ---- item: a STATUS flood --------------------------------------------------------------------------
+# ---- a STATUS flood --------------------------------------------------------------------------
 
 def test_a_status_flood_reaches_the_terminal_bounded_and_the_log_whole(scenario_file, tmp_path):
     path = scenario_file("hover.yaml", duration=0.5, expect=[])
@@ -197,14 +197,14 @@ def test_link_stats_keep_a_bounded_number_of_status_messages():
     assert stats.status_latest[-1][0] == 500  # the latest are kept
 
 
-# ---- item: --firmware-cmd ------------------------------------------------------------------------
+# ---- --firmware-cmd ------------------------------------------------------------------------
 
 def test_firmware_cmd_output_is_shown_on_failure_and_in_full_with_v(scenario_file, tmp_path):
     path = scenario_file("hover.yaml", duration=0.5, expect=[], link__timeout=0.05, link__on_timeout="abort")
     chatter = "for i in $(seq 1 30); do echo chatter line $i >&2; done"
     command = f"sh -c {shlex.quote(chatter + '; exec ' + FAKE.replace('{udp}', '$0') + ' --silent-after 100')} {{udp}}"
-    quiet = subprocess.run(hil_command("run", str(path), "--out", str(tmp_path / "a.hillog"), "--firmware-cmd", command),
-                           capture_output=True, text=True, timeout=600)
+    quiet = subprocess.run(hil_command("run", str(path), "--out", str(tmp_path / "a.hillog"),
+                                       "--firmware-cmd", command), capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 1
     assert "chatter line 30" in quiet.stdout and "chatter line 11" in quiet.stdout
     assert "chatter line 10\n" not in quiet.stdout  # the last 20 lines only
@@ -225,7 +225,7 @@ def test_run_help_says_firmware_cmd_flies_in_lockstep():
     assert "Flown in lockstep unless --realtime" in " ".join(shown.stdout.split())
 
 
-# ---- item: start-up under load ---------------------------------------------------------------------
+# ---- start-up under load ---------------------------------------------------------------------
 
 def test_the_hello_timeout_counts_from_the_firmware_saying_it_is_ready(tmp_path):
     # The firmware takes 4 s to start (a loaded machine, JAX imports); HELLO must come within 2 s of
