@@ -68,7 +68,16 @@ def test_a_firmware_silent_under_hold_fails_the_run_after_the_silence_limit():
     assert result.trace.ticks_done < 200  # it did not hold the last command to the end
 
 
-def test_a_silent_board_fails_the_run_after_the_silence_limit_in_real_time():
+def test_a_firmware_that_dies_behind_a_shell_that_lives_on_fails_the_run_under_hold(tmp_path):
+    # The process hil started (the shell) is alive: only the silence tells that the firmware died.
+    result = runner.run(short(2.0, timeout=0.02, on_timeout="hold", silence=0.5),
+                        firmware_command=in_shell(tmp_path, FAKE + " --crash-after 100", after="sleep 600"))
+    assert result.failure is not None and "link.silence" in result.failure
+    assert "fake firmware: giving up at tick 100" in result.firmware_output
+    assert wait_until_gone(int((tmp_path / "pid.txt").read_text()))
+
+
+def test_a_silent_firmware_in_real_time_fails_the_run_after_the_silence_limit():
     result = runner.run(short(3.0, timeout=0.05, on_timeout="hold", silence=0.5),
                         firmware_command=FAKE + " --silent-after 200", realtime=True)
     assert result.failure is not None and "link.silence" in result.failure
