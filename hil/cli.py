@@ -433,26 +433,19 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
 
 
 def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
-    """Fly ``flown`` again and compare it with the logged flight. The comparison holds both flights'
-    rows in memory, as far as the log's ticks follow each other from tick 0."""
-    import numpy as np
-
+    """Fly ``flown`` again and compare it with the logged flight, tick by tick as it flies, as far
+    as the log's ticks follow each other from tick 0."""
     from hil import replay
 
     if runtime and firmware_command:
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
     rate = reader.rate
-    logged = []
-    for chunk in reader.chunks():  # read to the end even past a gap: the damage is reported below
-        if chunk.first == sum(len(rows) for rows in logged):
-            logged.append(chunk.rows)
-    logged = np.concatenate(logged) if logged else np.zeros((0, reader.width))
+    comparing = replay.FlightComparison(reader.chunks(), reader.layout, rate, tolerance)
     result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
-                  warn=lambda line: click.echo(line, err=True))
+                  warn=lambda line: click.echo(line, err=True), readers=[comparing.read])
     if result.failure:
         click.echo(f"the re-flight broke off: {result.failure}", err=True)
-    comparison = replay.compare_flights(logged, result.trace.rows[:result.trace.ticks_done], result.trace.layout,
-                                        rate, tolerance)
+    comparison = comparing.comparison()
     flew = firmware_command or f"{flown.firmware.name} ({runtime})"
     click.echo(f"re-flew {comparison.ticks} ticks of {reader.header['scenario']} against {flew}; logged run: "
                f"{reader.header['runtime']}")
@@ -469,7 +462,8 @@ def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
     click.echo(f"expectations of the re-flight: {held}/{len(result.outcomes)} held"
                + "".join(f"\n  FAIL {o.name}" for o in result.outcomes if not o.passed))
     damaged = _report_damage(reader)
-    passed = comparison.within_tolerance and result.passed and comparison.ticks == len(logged) and not damaged
+    passed = (comparison.within_tolerance and result.passed and comparison.ticks == comparing.logged_ticks
+              and not damaged)
     sys.exit(EXIT_PASSED if passed else EXIT_FAILED)
 
 

@@ -8,12 +8,15 @@ damaged span, whose commands are lost, it goes on from the state of the next SNA
 """
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hil import flightlog
+from hil.flightlog import Chunk
 from hil import scenario as scenario_module
+from hil.trace import column, quantity
 
 
 REPLAY_BATCH = 4096  # ticks per call of the compiled loop
@@ -171,26 +174,72 @@ class Comparison:
 
 
 STATE_COLUMNS = ("position", "velocity", "attitude", "angular_rate")
+DIFFERENCES = ("position (m)", "altitude (m)", "tilt (deg)", "yaw (deg)", "motor command (throttle)")
 
 
-def compare_flights(logged: np.ndarray, flown: np.ndarray, layout: dict, rate: float, tolerance: float) -> Comparison:
-    """Compare two flights' rows tick by tick: where they part and how far apart they get."""
-    from hil.trace import Trace
+class FlightComparison:
+    """A re-flight compared with the logged flight tick by tick as it is flown, in bounded memory:
+    a reader of the re-flight's trace (:attr:`hil.trace.Trace.readers`) that takes the logged rows
+    chunk by chunk alongside, as far as they follow each other from tick 0."""
 
-    ticks = min(len(logged), len(flown))
-    first, second = (Trace(np.asarray(rows[:ticks]), layout, rate, ticks) for rows in (logged, flown))
-    parted = np.flatnonzero(np.any([np.any(first.column(name) != second.column(name), axis=1) for name in STATE_COLUMNS],
-                                   axis=0))
-    distance = np.linalg.norm(first.column("position") - second.column("position"), axis=1)
-    beyond = np.flatnonzero(distance > tolerance)
-    differences = {
-        "position (m)": distance,
-        "altitude (m)": np.abs(first.quantity("altitude") - second.quantity("altitude")),
-        "tilt (deg)": np.abs(first.quantity("tilt_deg") - second.quantity("tilt_deg")),
-        "yaw (deg)": np.abs((first.quantity("yaw_deg") - second.quantity("yaw_deg") + 180) % 360 - 180),
-        "motor command (throttle)": np.abs(first.column("command") - second.column("command")).max(axis=1),
-    }
-    worst = {name: (float(values.max()), int(values.argmax())) for name, values in differences.items()}
-    return Comparison(ticks, int(parted[0]) if parted.size else None, int(beyond[0]) if beyond.size else None,
-                      tolerance, worst)
+    def __init__(self, logged: Iterator[Chunk], layout: dict, rate: float, tolerance: float):
+        self._logged = logged
+        self._held = np.zeros((0, sum(size for _, size in layout.values())))  # logged rows from tick ``ticks`` on
+        self._ended = False  # the logged rows that follow from tick 0 are all taken
+        self.layout, self.rate, self.tolerance = layout, rate, tolerance
+        self.ticks = 0
+        self.first_tick: int | None = None
+        self.first_beyond: int | None = None
+        self.worst = {name: (0.0, 0) for name in DIFFERENCES}
+
+    def read(self, first: int, flown: np.ndarray) -> None:
+        while len(self._held) < len(flown) and not self._ended:
+            chunk = next(self._logged, None)
+            if chunk is None or chunk.first != self.ticks + len(self._held):
+                self._ended = True
+            else:
+                self._held = np.concatenate([self._held, chunk.rows])
+        count = min(len(flown), len(self._held))
+        if count:
+            self._compare(first, self._held[:count], flown[:count])
+            self._held = self._held[count:]
+            self.ticks += count
+
+    def _compare(self, first: int, logged: np.ndarray, flown: np.ndarray) -> None:
+        def of(rows, name):
+            return quantity(rows, self.layout, name)
+
+        def columns(rows, name):
+            return column(rows, self.layout, name)
+
+        parted = np.flatnonzero(np.any([np.any(columns(logged, name) != columns(flown, name), axis=1)
+                                        for name in STATE_COLUMNS], axis=0))
+        distance = np.linalg.norm(columns(logged, "position") - columns(flown, "position"), axis=1)
+        beyond = np.flatnonzero(distance > self.tolerance)
+        if self.first_tick is None and parted.size:
+            self.first_tick = first + int(parted[0])
+        if self.first_beyond is None and beyond.size:
+            self.first_beyond = first + int(beyond[0])
+        differences = zip(DIFFERENCES, (
+            distance,
+            np.abs(of(logged, "altitude") - of(flown, "altitude")),
+            np.abs(of(logged, "tilt_deg") - of(flown, "tilt_deg")),
+            np.abs((of(logged, "yaw_deg") - of(flown, "yaw_deg") + 180) % 360 - 180),
+            np.abs(columns(logged, "command") - columns(flown, "command")).max(axis=1)))
+        for name, values in differences:
+            worst = int(values.argmax())
+            if values[worst] > self.worst[name][0]:
+                self.worst[name] = (float(values[worst]), first + worst)
+
+    def comparison(self) -> Comparison:
+        """The outcome, once every row of the re-flight was read. The log is read to its end, so
+        that its reader has seen every damaged span; :attr:`logged_ticks` counts the logged ticks
+        that follow each other from tick 0."""
+        self.logged_ticks = self.ticks + len(self._held)
+        for chunk in self._logged:
+            if not self._ended and chunk.first == self.logged_ticks:
+                self.logged_ticks += len(chunk.rows)
+            else:
+                self._ended = True
+        return Comparison(self.ticks, self.first_tick, self.first_beyond, self.tolerance, dict(self.worst))
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -26,7 +26,7 @@ from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
 from hil.session import LinkStats, Session, SessionError
 from hil.sim import READING_SIZE, CompiledBatch, Simulation
-from hil.trace import Trace
+from hil.trace import Reader, Trace
 
 SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
 FLOAT32_BYTES = 5
@@ -130,7 +130,8 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
         firmware_command: str | None = None, log_path: Path | None = None,
-        compiled_exchange: bool = True, firmware_lines: int | None = FIRMWARE_LINES) -> RunResult:
+        compiled_exchange: bool = True, firmware_lines: int | None = FIRMWARE_LINES,
+        readers: Sequence[Reader] = ()) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
     ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
@@ -143,7 +144,9 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     once per tick and exchanges in Python (the results are the same, only slower).
     ``firmware_lines``: how many of a started firmware's last lines of output the result keeps
     (None: all). A KeyboardInterrupt (or :class:`Interrupted`) stops the firmware, closes the
-    log with a footer that says the run was interrupted, and goes on up.
+    log with a footer that says the run was interrupted, and goes on up. ``readers`` are given
+    the run's rows as they are finished, in tick order (:attr:`hil.trace.Trace.readers`): the
+    trace itself keeps only a window of a long run.
     """
     runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
     _check_runtime(scenario, runtime, realtime)
@@ -163,6 +166,7 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     compile_seconds = time.perf_counter() - started
     trace = Trace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
     judge = Judge(scenario, trace)
+    trace.readers += readers
     recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
                                                                   trace)
     before = compilations()

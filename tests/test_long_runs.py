@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from support import SCENARIOS
 
-from hil import flightlog, runner, scenario, trace
+from hil import flightlog, replay, runner, scenario, trace
 from hil.expectations import Monitor
 from hil.scenario import Bound, Expectation, Reach, Within
 from hil.trace import Trace
@@ -82,3 +82,22 @@ def test_a_trace_refuses_rows_that_have_left_its_window(monkeypatch):
     assert window.first > 0
     with pytest.raises(IndexError, match="left the trace's window"):
         window.held([0])
+
+
+def test_a_refly_longer_than_the_window_is_compared_as_a_whole_one_is(scenario_file, monkeypatch, tmp_path):
+    path = scenario_file("hover.yaml", duration=12.0)
+    _, logged = _fly(path, tmp_path, "logged", runtime="in-process")
+    again = runner.with_overrides(scenario.load(path), seed=99)
+
+    def refly():
+        comparing = replay.FlightComparison(flightlog.LogReader(tmp_path / "logged.hillog").chunks(),
+                                            logged.header["layout"], 1000.0, 0.05)
+        result = runner.run(again, runtime="in-process", readers=[comparing.read])
+        return result, comparing.comparison(), comparing.logged_ticks
+
+    whole, whole_comparison, whole_logged = refly()
+    monkeypatch.setattr(trace, "WINDOW_BYTES", WINDOW_BYTES)
+    windowed, windowed_comparison, windowed_logged = refly()
+    assert whole.trace.whole and not windowed.trace.whole
+    assert windowed_comparison == whole_comparison and windowed_logged == whole_logged == len(logged.rows)
+    assert whole_comparison.ticks == len(logged.rows) and whole_comparison.first_tick is not None  # other noise
