@@ -411,6 +411,8 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
     """
     from hil import replay
 
+    if firmware_command is not None:
+        _check_firmware_command(firmware_command)
     reader = _open_log(path)
     flown = replay.scenario_of(reader)
     if changes:

@@ -68,6 +68,9 @@ def test_baud_rate_has_a_range(baud):
 def test_an_unbalanced_quote_in_the_firmware_command_is_named():
     refused(run_cli("run", str(HOVER), "--firmware-cmd", "my_sitl --name 'hover --udp {udp}"),
             "--firmware-cmd", "no closing quotation")
+    # replay checks it before it reads the log
+    refused(run_cli("replay", str(HOVER), "--firmware-cmd", "my_sitl 'hover --udp {udp}"),
+            "--firmware-cmd", "no closing quotation")
 
 
 @pytest.mark.parametrize("option", ["--out", "--junit", "--json"])
