@@ -33,9 +33,9 @@ class _Group(click.Group):
         except ReplayError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as error:  # SIGINT, or hil.runner.Interrupted: SIGINT or SIGTERM
+            click.echo(f"interrupted{f' by {error.signal_name}' if hasattr(error, 'signal_name') else ''}", err=True)
+            ctx.exit(getattr(error, "exit_code", 130))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,6 +199,13 @@ def _show_firmware_messages(stats, rate_hz: int, verbose: int) -> None:
         click.echo(f"  ... {held_back} more firmware messages held back (the flight log has every one)", err=True)
 
 
+# Modules whose state the log's footer is written from: an interruption is not raised inside
+# them (a record half written, or written and not yet marked so, would be written again), but
+# retried every INTERRUPT_RETRY s until the run has left them.
+UNINTERRUPTED = ("hil.flightlog", "hil.trace", "hil.expectations")
+INTERRUPT_RETRY = 0.001
+
+
 @contextlib.contextmanager
 def _signals_interrupt():
     """SIGINT and SIGTERM end a run cleanly: the first raises :class:`hil.runner.Interrupted` in the
@@ -206,15 +213,25 @@ def _signals_interrupt():
     while it does so."""
     from hil import runner
 
-    def interrupt(number, frame):
-        for each in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(each, signal.SIG_IGN)
-        raise runner.Interrupted(number)
+    first = []
 
-    previous = {each: signal.signal(each, interrupt) for each in (signal.SIGINT, signal.SIGTERM)}
+    def interrupt(number, frame):
+        if not first:
+            first.append(number)
+            for each in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(each, signal.SIG_IGN)
+        while frame is not None:
+            if frame.f_globals.get("__name__") in UNINTERRUPTED:
+                signal.setitimer(signal.ITIMER_REAL, INTERRUPT_RETRY)  # SIGALRM: here again
+                return
+            frame = frame.f_back
+        raise runner.Interrupted(first[0])
+
+    previous = {each: signal.signal(each, interrupt) for each in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for each, handler in previous.items():
             signal.signal(each, handler)
 
@@ -443,8 +460,9 @@ def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
         raise click.UsageError("give --firmware or --firmware-cmd, not both")
     rate = reader.rate
     comparing = replay.FlightComparison(reader.chunks(), reader.layout, rate, tolerance)
-    result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
-                  warn=lambda line: click.echo(line, err=True), readers=[comparing.read])
+    with _signals_interrupt():
+        result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
+                      warn=lambda line: click.echo(line, err=True), readers=[comparing.read])
     if result.failure:
         click.echo(f"the re-flight broke off: {result.failure}", err=True)
     comparison = comparing.comparison()
