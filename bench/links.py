@@ -17,16 +17,16 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+from hil.timings import Timings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def figures(result):
     stats = result.link_stats
-    rtt = np.array(stats.round_trips) * 1e6 if stats and stats.round_trips else np.array([np.nan])
+    rtt = stats.round_trips if stats else Timings()
     return {"ticks_per_second": (result.trace.ticks_done - 1) / result.wall_seconds,
-            "round_trip_p50_us": float(np.percentile(rtt, 50)), "round_trip_p99_us": float(np.percentile(rtt, 99)),
+            "round_trip_p50_us": rtt.percentile(50) * 1e6, "round_trip_p99_us": rtt.percentile(99) * 1e6,
             "failure": result.failure}
 
 
@@ -56,10 +56,10 @@ def main():
 
     realtime = runner.run(dataclasses.replace(base, duration=args.realtime_seconds, expect=[]), runtime="c",
                           realtime=True)
-    error = np.abs(np.array(realtime.link_stats.period_errors)) * 1e6
+    error = realtime.link_stats.period_errors
     results["realtime_c_udp_1khz"] = {
-        "seconds": args.realtime_seconds, "period_error_p50_us": float(np.percentile(error, 50)),
-        "period_error_p99_us": float(np.percentile(error, 99)), "period_error_max_us": float(error.max()),
+        "seconds": args.realtime_seconds, "period_error_p50_us": error.percentile(50) * 1e6,
+        "period_error_p99_us": error.percentile(99) * 1e6, "period_error_max_us": error.max() * 1e6,
         "overruns": realtime.link_stats.overruns, "late_replies": realtime.link_stats.late_replies,
         "lost_replies": realtime.link_stats.lost_replies, **figures(realtime)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from hil.bridges.compiled_exchange import Exchange
 from hil.bridges.link import Link, LinkError, Undelivered
 from hil.scenario import LinkSettings
 from hil.sim import MOTORS, READING_SIZE, CompiledExchangeLoop, CompiledTick, Simulation
+from hil.timings import Timings
 from hil.trace import Trace
 
 HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
@@ -59,7 +60,7 @@ class LinkStats:
     link: str
     sensors_sent: int = 0
     actuators_received: int = 0
-    round_trips: list = field(default_factory=list)  # s, SENSORS sent to its ACTUATORS received
+    round_trips: Timings = field(default_factory=Timings)  # s, SENSORS sent to its ACTUATORS received
     late_replies: int = 0  # timeouts (real time: silences longer than the timeout), and replies older than
     # the command in force
     lost_replies: int = 0  # ticks whose reply never came
@@ -71,7 +72,7 @@ class LinkStats:
     status_latest: collections.deque = field(default_factory=lambda: collections.deque(maxlen=STATUS_KEPT))
     status_counts: dict = field(default_factory=dict)  # severity -> STATUS messages received
     overruns: int = 0  # real time: ticks released more than one period late
-    period_errors: list = field(default_factory=list)  # real time: release time minus deadline, s
+    period_errors: Timings = field(default_factory=Timings)  # real time: release time minus deadline, s
     wall_seconds: float = 0.0
     exchanged_in_loop: int | None = None  # lockstep: replies taken inside the compiled tick loop; None: not used
     capacity: float | None = None  # bytes/s of the line, serial only
@@ -106,9 +107,9 @@ class LinkStats:
         rows.append(("frames", f"{c.frames_sent} sent ({c.bytes_sent} B), {c.frames_received} received "
                                f"({c.bytes_received} B)"))
         if self.round_trips:
-            rtt = np.array(self.round_trips) * 1e6
-            rows.append(("round trip", f"p50 {np.percentile(rtt, 50):.0f} µs, p99 {np.percentile(rtt, 99):.0f} µs, "
-                                       f"max {rtt.max():.0f} µs"))
+            rtt = self.round_trips
+            rows.append(("round trip", f"p50 {rtt.percentile(50) * 1e6:.0f} µs, p99 {rtt.percentile(99) * 1e6:.0f} µs, "
+                                       f"max {rtt.max() * 1e6:.0f} µs"))
         rows.append(("replies", f"{self.late_replies} late, {self.lost_replies} lost, {self.unexpected} unexpected"
                      + (f"; policy {self.policy_applied}" if self.policy_applied else "")))
         if c.injected:
@@ -118,9 +119,9 @@ class LinkStats:
         rows.append(("resyncs", f"{c.stream.resyncs} ({c.stream.garbage_bytes} B dropped), {c.duplicates} duplicates, "
                                 f"{c.foreign} from other senders"))
         if self.period_errors:
-            error = np.abs(np.array(self.period_errors)) * 1e6
-            rows.append(("period error", f"p50 {np.percentile(error, 50):.1f} µs, p99 {np.percentile(error, 99):.1f} µs, "
-                                         f"max {error.max():.1f} µs; {self.overruns} overruns"))
+            error = self.period_errors
+            rows.append(("period error", f"p50 {error.percentile(50) * 1e6:.1f} µs, p99 {error.percentile(99) * 1e6:.1f} µs, "
+                                         f"max {error.max() * 1e6:.1f} µs; {self.overruns} overruns"))
         if self.status_counts:
             rows.append(("firmware messages", ", ".join(f"{count} {wire.SEVERITIES[severity]}" for severity, count
                                                          in sorted(self.status_counts.items()))))
@@ -386,7 +387,7 @@ class Session:
                             exchange.context.last_seq if answered else None)
         stats.sensors_sent += frames_sent
         stats.actuators_received += answered
-        stats.round_trips += ((entries["received_ns"][:answered] - entries["sent_ns"][:answered]) * 1e-9).tolist()
+        stats.round_trips.extend(((entries["received_ns"][:answered] - entries["sent_ns"][:answered]) * 1e-9).tolist())
         stats.exchanged_in_loop += answered
         if self.recorder is not None:
             self.recorder.exchanged(k, entries, answered, state)

@@ -3,7 +3,6 @@ run goes, and nothing differs from a run that held every row."""
 
 import numpy as np
 import pytest
-from support import SCENARIOS
 
 from hil import flightlog, replay, runner, scenario, trace
 from hil.expectations import Monitor
