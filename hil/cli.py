@@ -295,6 +295,13 @@ def _check_writable(option: str, path: Path, makes_folders: bool) -> None:
         raise click.UsageError(f"{option} {path}: cannot write a file in {folder} ({error.strerror or error})") from None
 
 
+def _check_output(option: str, output: Path, log: Path, makes_folders: bool) -> None:
+    """The file a command that reads ``log`` writes: never the log itself, and writable."""
+    if output.exists() and output.samefile(log):
+        raise click.UsageError(f"{option} {output}: is the log being read; give another file")
+    _check_writable(option, output, makes_folders)
+
+
 def _require_betaflight() -> None:
     """A Betaflight scenario needs Betaflight's SITL installed: say how, as bad usage."""
     from hil.bridges import betaflight
@@ -430,6 +437,8 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
 
     if firmware_command is not None:
         _check_firmware_command(firmware_command)
+    if out_path is not None:
+        _check_output("--out", out_path, path, makes_folders=True)
     reader = _open_log(path)
     flown = replay.scenario_of(reader)
     if changes:
@@ -531,9 +540,7 @@ def export_command(path, kind, output):
     from hil import export
 
     output = output or path.with_suffix(f".{kind}")
-    if output.exists() and output.samefile(path):
-        raise click.UsageError(f"-o {output}: is the log being exported; give another file")
-    _check_writable("-o", output, makes_folders=False)
+    _check_output("-o", output, path, makes_folders=False)
     reader = _open_log(path, *export.COLUMNS[kind])
     if kind == "csv":
         click.echo(f"{export.to_csv(reader, output)} rows written to {output}")
@@ -561,7 +568,7 @@ def plot_command(path, output):
     if output.suffix.lstrip(".").lower() not in formats:
         raise click.UsageError(f"-o {output}: {output.suffix or 'no suffix'} is not an image format hil writes; "
                                f"use one of {', '.join('.' + name for name in sorted(formats))}")
-    _check_writable("-o", output, makes_folders=False)
+    _check_output("-o", output, path, makes_folders=False)
     reader = _open_log(path, *plot.COLUMNS)
     if plot.plot(reader, output) is None:
         click.echo(f"error: {path}: nothing to plot: no tick is intact", err=True)

@@ -144,6 +144,8 @@ class LogError(ValueError):
 FORMAT = 1
 MAX_HEADER = 8 * 1024 * 1024  # bytes of a HEADER or FOOTER record: a scenario's text, a run's summary
 MAX_WIDTH = 4096  # columns of a row: hil's rows hold about 60; a layout beyond this is crafted, not recorded
+# The true state's columns as hil writes them, which log, replay, export and plot read by name.
+STATE_COLUMN_SIZES = {"position": 3, "velocity": 3, "attitude": 4, "angular_rate": 3}
 MAX_PACKET = 1024 * 1024  # bytes of a PACKET record: a frame, or what one read of a serial port returned
 MAX_SNAPSHOT = 1024 * 1024  # bytes of a SNAPSHOT record: a flat state of a few hundred numbers
 MAX_RATE_HZ = 1_000_000.0
@@ -227,8 +229,11 @@ def check_header(header, path) -> dict:
         if not (isinstance(span, list) and len(span) == 2 and all(type(value) is int for value in span)):
             refuse(f"layout.{name}", f"expected [offset, size], two integers, got {span!r:.80}")
         offset, size = span
-        if not (0 <= offset < MAX_WIDTH and 1 <= size <= MAX_WIDTH - offset):
+        # A zero-width column is real: ``fresh`` in a scenario without sensors.
+        if not (0 <= offset < MAX_WIDTH and 0 <= size <= MAX_WIDTH - offset):
             refuse(f"layout.{name}", f"[{offset}, {size}] lies outside a row of at most {MAX_WIDTH} columns")
+        if name in STATE_COLUMN_SIZES and size != STATE_COLUMN_SIZES[name]:
+            refuse(f"layout.{name}", f"{size} columns where hil writes {STATE_COLUMN_SIZES[name]}")
         spans.append((offset, size, name))
     if "command" not in header["layout"]:
         refuse("layout", "no command column")

@@ -123,6 +123,8 @@ HEADERS = {  # field named in the message -> how the header is crafted
     "layout.velocity": lambda header: {**header, "layout": {**header["layout"], "velocity": [4, 3]}},
     "format": lambda header: {**header, "format": 9},
     "layout.fresh": lambda header: {**header, "layout": {**header["layout"], "fresh": [41, 1]}},
+    "layout.attitude": lambda header: {**header, "layout": {**header["layout"],
+                                                              "attitude": [header["layout"]["attitude"][0], 3]}},
 }
 
 
@@ -151,14 +153,17 @@ def test_a_file_that_is_not_a_log_is_refused_without_reading_it(tmp_path, name):
         assert completed.stderr == f"error: {path}: not a hil flight log (it does not start with hil's magic bytes)\n"
 
 
-def test_export_and_plot_refuse_an_output_they_cannot_write_before_reading(hover_log, tmp_path):
+def test_export_plot_and_replay_refuse_an_output_they_cannot_write_before_reading(hover_log, tmp_path):
     cases = [("export", "--format", "csv", "-o", hover_log / "x.csv", "is a file, not a folder"),
              ("export", "--format", "mcap", "-o", tmp_path, "is a directory"),
              ("export", "--format", "csv", "-o", "/proc/hil.csv", "cannot write"),
-             ("export", "--format", "csv", "-o", hover_log, "is the log being exported"),
+             ("export", "--format", "csv", "-o", hover_log, "is the log being read"),
              ("plot", "-o", hover_log / "x.png", "is a file, not a folder"),
              ("plot", "-o", tmp_path / "missing" / "x.png", "does not exist"),
-             ("plot", "-o", tmp_path / "x.xyz", ".png, .ps")]
+             ("plot", "-o", tmp_path / "x.xyz", ".png, .ps"),
+             ("replay", "--firmware", "in-process", "--out", hover_log, "is the log being read"),
+             ("replay", "--firmware", "in-process", "--out", hover_log / "x.hillog", "is a file, not a folder"),
+             ("replay", "--firmware", "in-process", "--out", "/proc/x.hillog", "cannot write")]
     for *arguments, message in cases:
         completed = hil(arguments[0], hover_log, *arguments[1:])
         assert completed.returncode == 2 and message in completed.stderr, (arguments, completed.stderr)
@@ -216,3 +221,17 @@ def test_a_long_plot_keeps_a_bounded_number_of_points_and_every_spike():
     times, line = envelope.line(rate, 0)
     assert len(line) <= plot.MAX_POINTS and line.max() == 40.0 and line.min() == values.min()
     assert times[0] == 0.0 and times[-1] <= 3000.0 and np.all(np.diff(times) >= 0)
+
+
+def test_the_log_of_a_scenario_without_sensors_reads_in_every_command(scenario_file, tmp_path):
+    """Its ``fresh`` column has no width: the reader must take the header hil wrote."""
+    path = scenario_file("hover.yaml", firmware={"name": "open_loop", "throttle": [0.5, 0.5, 0.5, 0.5]},
+                         sensors=None, duration=1.0, expect=[])
+    log = tmp_path / "bare.hillog"
+    completed = hil("run", path, "--firmware", "in-process", "--out", log, "-q")
+    assert completed.returncode == 0, completed.stderr
+    assert flightlog.read(log).header["layout"]["fresh"][1] == 0
+    outputs = {"export": ("-o", tmp_path / "bare.csv"), "plot": ("-o", tmp_path / "bare.png")}
+    for command in COMMANDS:
+        completed = hil(*command, log, *outputs.get(command[0], ()))
+        assert completed.returncode == 0, (command, completed.stdout, completed.stderr)
