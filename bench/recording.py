@@ -38,7 +38,7 @@ def main():
                     rates[mode].append((result.trace.ticks_done - 1) / result.wall_seconds)
                     if path is not None:
                         size = path.stat().st_size
-                        replayed = replay.replay(flightlog.read(path))
+                        replayed = replay.replay(flightlog.LogReader(path))
                         assert replayed.identical, replayed
                         replay_rate = replayed.ticks / replayed.wall_seconds
             best = {mode: max(values) for mode, values in rates.items()}

@@ -184,7 +184,7 @@ class FlightComparison:
 
     def __init__(self, logged: Iterator[Chunk], layout: dict, rate: float, tolerance: float):
         self._logged = logged
-        self._held = np.zeros((0, sum(size for _, size in layout.values())))  # logged rows from tick ``ticks`` on
+        self._held: list[np.ndarray] = []  # logged rows from tick ``ticks`` on, end to end
         self._ended = False  # the logged rows that follow from tick 0 are all taken
         self.layout, self.rate, self.tolerance = layout, rate, tolerance
         self.ticks = 0
@@ -193,17 +193,21 @@ class FlightComparison:
         self.worst = {name: (0.0, 0) for name in DIFFERENCES}
 
     def read(self, first: int, flown: np.ndarray) -> None:
-        while len(self._held) < len(flown) and not self._ended:
+        held = sum(len(rows) for rows in self._held)
+        while held < len(flown) and not self._ended:
             chunk = next(self._logged, None)
-            if chunk is None or chunk.first != self.ticks + len(self._held):
+            if chunk is None or chunk.first != self.ticks + held:
                 self._ended = True
             else:
-                self._held = np.concatenate([self._held, chunk.rows])
-        count = min(len(flown), len(self._held))
-        if count:
-            self._compare(first, self._held[:count], flown[:count])
-            self._held = self._held[count:]
-            self.ticks += count
+                self._held.append(chunk.rows)
+                held += len(chunk.rows)
+        if not held:
+            return
+        logged = np.concatenate(self._held)
+        count = min(len(flown), held)
+        self._compare(first, logged[:count], flown[:count])
+        self._held = [logged[count:]]
+        self.ticks += count
 
     def _compare(self, first: int, logged: np.ndarray, flown: np.ndarray) -> None:
         def of(rows, name):
@@ -235,7 +239,7 @@ class FlightComparison:
         """The outcome, once every row of the re-flight was read. The log is read to its end, so
         that its reader has seen every damaged span; :attr:`logged_ticks` counts the logged ticks
         that follow each other from tick 0."""
-        self.logged_ticks = self.ticks + len(self._held)
+        self.logged_ticks = self.ticks + sum(len(rows) for rows in self._held)
         for chunk in self._logged:
             if not self._ended and chunk.first == self.logged_ticks:
                 self.logged_ticks += len(chunk.rows)

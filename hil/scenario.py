@@ -497,15 +497,21 @@ class Scenario:
         v, g = self.vehicle, self.vehicle.landing_gear
         stable = gear.stable_step(v.mass, v.inertia, gear.feet(g.foot_spread, g.foot_depth), g.stiffness, g.damping,
                                   g.friction)
-        substep = 1.0 / self.physics.rate_hz / self.physics.substeps
-        if substep > stable:
-            needed = math.ceil(1.0 / (self.physics.rate_hz * stable))
+        needed = self._substeps_needed(stable)
+        if needed:
+            substep = 1.0 / self.physics.rate_hz / self.physics.substeps
             fix = (f"set substeps to {needed} or more, or raise rate_hz" if needed <= SUBSTEPS_LIMIT else
                    f"it needs more than {SUBSTEPS_LIMIT} substeps: raise rate_hz, or give the gear, mass and "
                    "inertia physical values")
             check.fail(("physics", "substeps"), f"a substep of {substep * 1e3:.3g} ms is longer than the landing "
                        f"gear's stable step, {stable * 1e3:.3g} ms (RK4 on its stiffness, damping and friction with "
                        f"this mass and inertia): the vehicle would gain energy on the ground; {fix}")
+
+    def _substeps_needed(self, stable: float) -> int | None:
+        """None when a substep is no longer than ``stable`` s; else the fewest substeps per tick that are."""
+        if 1.0 / self.physics.rate_hz / self.physics.substeps <= stable:
+            return None
+        return math.ceil(1.0 / (self.physics.rate_hz * stable))
 
     def _check_decay_steps(self, check) -> None:
         """Body rates, airspeed and rotor speeds each decay at a rate one RK4 substep must resolve, or
@@ -517,8 +523,8 @@ class Scenario:
                                 ("mass", max(v.drag_linear) / v.mass, "airspeed (drag_linear over the mass)"),
                                 ("motor_time_constant", 1.0 / v.motor_time_constant, "rotor speeds")):
             stable = gear.rk4_stable_step([-rate])
-            if substep > stable:
-                needed = int(1.0 / (self.physics.rate_hz * stable)) + 1
+            needed = self._substeps_needed(stable)
+            if needed:
                 fix = (f"set physics.substeps to {needed} or more" if needed <= SUBSTEPS_LIMIT else
                        f"no number of substeps (at most {SUBSTEPS_LIMIT}) can: give a physical value")
                 check.fail(("vehicle", key), f"{what} decay in {1 / rate:.3g} s, faster than a substep of "

@@ -180,11 +180,16 @@ def unframe(encoded: bytes) -> bytes:
 
 # ---- messages ----------------------------------------------------------------------------------
 
+def _finite32(value: float) -> bool:
+    """A float the wire carries: finite and within float32 (NaN fails both comparisons)."""
+    return -FLOAT32_MAX <= value <= FLOAT32_MAX
+
+
 def _f32(values, name: str) -> list[float]:
     """Floats to write, each finite and within float32; raises :class:`NonFinite` (the wire has no NaN)."""
     floats = [float(v) for v in values]
-    if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in floats):  # NaN fails both comparisons
-        bad = next(i for i, v in enumerate(floats) if not -FLOAT32_MAX <= v <= FLOAT32_MAX)
+    if not all(map(_finite32, floats)):
+        bad = next(i for i, v in enumerate(floats) if not _finite32(v))
         raise NonFinite(name, bad, floats[bad])
     return floats
 
@@ -238,7 +243,7 @@ def _text(value, name) -> str:
 def _floats(value, name) -> tuple[float, ...]:
     if not isinstance(value, list) or not all(isinstance(v, float) for v in value):
         raise FrameError("message", f"{name} must be an array of floats")
-    if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in value):  # NaN fails both comparisons
+    if not all(map(_finite32, value)):
         raise FrameError("message", f"{name} must be finite and within float32, got {value!r}")
     return tuple(value)
 
@@ -265,7 +270,7 @@ def parse(payload: bytes) -> Message:
         for entry in sensors:
             # rate_hz, the one float field that may come as an integer: it is informational.
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], (float, int))
-                    and not isinstance(entry[2], bool) and -FLOAT32_MAX <= entry[2] <= FLOAT32_MAX):
+                    and not isinstance(entry[2], bool) and _finite32(entry[2])):
                 raise FrameError("message", "each HELLO sensor is [name, fields, rate_hz], rate_hz a finite number")
             specs.append(SensorSpec(_text(entry[0], "sensor name"), _uint(entry[1], "sensor fields", MAX_VALUES + 1),
                                     float(entry[2])))
