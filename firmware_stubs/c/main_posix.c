@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <termios.h>
@@ -52,10 +53,33 @@
  * sleep costs as much again; paced at 1 kHz they are a millisecond apart, and it would only
  * burn a core. */
 #define BUSY_POLL_WINDOW 0.0005
+/* Busy polling pays only while the firmware has a CPU to itself: on a loaded machine it takes the
+ * CPU hil needs to send the next frame. As hil's own waits do (bridges/link.py), once a poll finds
+ * the process preempted (PREEMPTED s since the last poll, or an involuntary context switch), the
+ * firmware sleeps in poll for CONTENDED s. Both are less eager than hil's: measured on two cores,
+ * they keep the quiet machine's lockstep speed and double or triple it under two CPU-bound loads. */
+#define PREEMPTED 0.0005
+#define CONTENDED 0.005
 #define SERIAL_WRITE_TIMEOUT_MS 1000
 #define DATAGRAM_BUFFER 2048
 
 static const hil_firmware *fw = &hil_firmware_this;
+
+/* True while the process has lately been kept off its CPU; `*last_poll` is when the previous busy
+ * poll ran (0: the last wait slept). */
+static int contended(double t, double *last_poll)
+{
+    static double contended_until;
+    static long switches = -1;
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_nivcsw != switches) {
+        if (switches >= 0) contended_until = t + CONTENDED;
+        switches = usage.ru_nivcsw;
+    }
+    if (*last_poll > 0 && t - *last_poll > PREEMPTED) contended_until = t + CONTENDED;
+    *last_poll = t < contended_until ? 0 : t;
+    return t < contended_until;
+}
 
 /* ---- messages to the user ---------------------------------------------------------------------- */
 
@@ -650,6 +674,7 @@ static void take_datagram(uint8_t *data, size_t length, const struct sockaddr_st
 static void serve(double idle_timeout)
 {
     static uint8_t buffer[DATAGRAM_BUFFER];
+    double last_poll = 0; /* when the last busy poll ran; 0 after a wait that slept */
     size_t k;
     for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
     hil_reader_init(&reader);
@@ -694,7 +719,12 @@ static void serve(double idle_timeout)
         p.fd = link_.fd;
         p.events = POLLIN;
         p.revents = 0;
-        busy = session.arrival_gap < BUSY_POLL_WINDOW && t - session.last_sent < BUSY_POLL_WINDOW;
+        if (session.arrival_gap < BUSY_POLL_WINDOW && t - session.last_sent < BUSY_POLL_WINDOW) {
+            busy = !contended(t, &last_poll);
+        } else {
+            busy = 0;
+            last_poll = 0;
+        }
         ready = poll(&p, 1, busy ? 0 : (int)(wait * 1000.0) + 1);
         if (ready < 0) {
             if (errno == EINTR) continue;
