@@ -420,8 +420,9 @@ class BetaflightSession(Session):
                 return
             if attempt < BOOT_ATTEMPTS:
                 self.firmware.restart()
+        # Its last output is not part of the message: the run reports it (RunResult.firmware_output).
         raise SessionError(f"Betaflight's PID loop did not start in {BOOT_ATTEMPTS} boots (no motor packets "
-                           f"answer the FDM packets); its last output:\n{self.firmware.last_output()}")
+                           f"answer the FDM packets)")
 
     def _preflight(self) -> bool:
         """True when Betaflight is ready to arm; False when this boot stalled."""

@@ -316,7 +316,7 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
         c->has_last_seq = 1;
         for (uint32_t i = 0; i < c->actuators; i++) {
             double v = msg.u.actuators.values[i];
-            out[i] = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;  // NaN stays NaN, as in hil's session
+            out[i] = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;  // finite: hil_proto.c refuses NaN on receipt
             recorded[c->command_offset + i] = out[i];
         }
         result = entry->received_ns >= c->pause_ns ? kPaused : kReplied;

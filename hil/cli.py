@@ -62,7 +62,7 @@ def main():
 @click.option("--firmware-cmd", "firmware_command", metavar="COMMAND",
               help="Start your own firmware speaking the hil protocol (a SITL build); {udp} in COMMAND is replaced "
                    "by the HOST:PORT it must bind. Flown in lockstep unless --realtime. Its output is kept: the "
-                   "last lines are shown when the run fails, all of them with -v. hil stops it (and all it "
+                   "last 20 lines are shown when the run fails, the last 2000 with -v. hil stops it (and all it "
                    "started) when the run ends.")
 @click.option("--port", metavar="URL", help="Fly a board on this serial port or pyserial URL (/dev/ttyACM0, COM3, "
                                             "socket://host:port).")
@@ -146,7 +146,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
                           progress=progress if (show_progress or verbose) and not quiet else None,
                           progress_interval=0.25 if show_progress else 2.0,
                           warn=lambda line: click.echo(line, err=True),
-                          firmware_lines=None if verbose else runner.FIRMWARE_LINES)
+                          firmware_lines=runner.FIRMWARE_LINES_VERBOSE if verbose else runner.FIRMWARE_LINES)
     except runner.Interrupted as error:
         click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if out_path.exists() else ""),
                    err=True)
@@ -164,8 +164,9 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
         _show_firmware_messages(stats, loaded.physics.rate_hz, verbose)
         click.echo(_rows(stats.summary()))
     if result.firmware_output and (verbose or not result.passed):
-        kept = "its output" if verbose else f"its last {runner.FIRMWARE_LINES} lines of output"
-        click.echo(f"firmware {kept}:\n" + "\n".join(f"  | {line}" for line in result.firmware_output.splitlines()))
+        kept = runner.FIRMWARE_LINES_VERBOSE if verbose else runner.FIRMWARE_LINES
+        click.echo(f"firmware output (at most its last {kept} lines):\n"
+                   + "\n".join(f"  | {line}" for line in result.firmware_output.splitlines()))
     if result.not_reproducible:
         click.echo(f"NOT REPRODUCIBLE from seed {loaded.seed}: {result.not_reproducible}", err=True)
     from hil import reports
@@ -186,14 +187,17 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
 
 
 def _show_firmware_messages(stats, rate_hz: int, verbose: int) -> None:
-    """The firmware's STATUS messages on the terminal: those kept (the first and the latest few),
-    warnings and worse unless -v, and how many were held back; the flight log has every one."""
+    """The firmware's STATUS messages on the terminal: those kept (the first few, the first
+    warnings and worse after those, the latest few), only warnings and worse unless -v, and how
+    many were held back; the flight log has every one."""
+    from hil import session
+
     shown = 0
-    for kept in (stats.status_messages, stats.status_latest):
-        for tick, severity, text in kept:
-            if verbose or severity >= 2:
-                click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / rate_hz:.3f} s: {text}", err=True)
-                shown += 1
+    kept = sorted([*stats.status_messages, *stats.status_warnings, *stats.status_latest], key=lambda m: m[0])
+    for tick, severity, text in kept:
+        if verbose or severity >= session.WARNING:
+            click.echo(f"  firmware [{wire.SEVERITIES[severity]}] t={tick / rate_hz:.3f} s: {text}", err=True)
+            shown += 1
     held_back = sum(stats.status_counts.values()) - shown
     if held_back and (verbose or shown):
         click.echo(f"  ... {held_back} more firmware messages held back (the flight log has every one)", err=True)
@@ -209,8 +213,9 @@ INTERRUPT_RETRY = 0.001
 @contextlib.contextmanager
 def _signals_interrupt():
     """SIGINT and SIGTERM end a run cleanly: the first raises :class:`hil.runner.Interrupted` in the
-    run (which stops the firmware and closes the log with a footer); later ones are ignored
-    while it does so."""
+    run (which stops the firmware and closes the log with a footer), or, once the run is ending,
+    is left to the run to raise when its log is closed (:data:`hil.runner.ENDING`); later ones
+    are ignored while it does so."""
     from hil import runner
 
     first = []
@@ -220,6 +225,8 @@ def _signals_interrupt():
             first.append(number)
             for each in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(each, signal.SIG_IGN)
+        if runner.ENDING.note(runner.Interrupted(first[0])):
+            return
         while frame is not None:
             if frame.f_globals.get("__name__") in UNINTERRUPTED:
                 signal.setitimer(signal.ITIMER_REAL, INTERRUPT_RETRY)  # SIGALRM: here again

@@ -13,7 +13,7 @@ from hil.firmware_stubs import open_loop, quad_pid
 from hil.scenario import Scenario
 
 STOP_GRACE = 2.0  # s between GOODBYE and terminate, and between terminate and kill
-TAIL_BYTES = 65536  # of output read for its last lines: a firmware may have printed gigabytes
+TAIL_BYTES = 1 << 20  # of output read for its last lines: a firmware may have printed gigabytes
 
 
 def free_udp_port() -> int:
@@ -156,16 +156,22 @@ class FirmwareProcess:
             self._ready_at = time.perf_counter()
         return self._ready_at
 
-    def last_output(self, lines: int | None = 20) -> str:
-        """Its last ``lines`` lines of output (None: all of them), read from the end of the file."""
+    def last_output(self, lines: int = 20) -> str:
+        """Its last ``lines`` lines of output, from at most its last TAIL_BYTES, after a line that
+        says how many bytes came before them, if any did."""
         self._output.seek(0, os.SEEK_END)
         size = self._output.tell()
-        start = 0 if lines is None else max(0, size - TAIL_BYTES)
+        start = max(0, size - TAIL_BYTES)
         self._output.seek(start)
-        text = self._output.read().decode(errors="replace").splitlines()
+        text = self._output.read().splitlines(keepends=True)
         if start:
             text = text[1:]  # the first line read may be the end of a longer one
-        return "\n".join(text if lines is None else text[-lines:])
+        kept = text[-lines:]
+        shown = b"".join(kept).decode(errors="replace").splitlines()
+        left_out = size - sum(map(len, kept))
+        if left_out:
+            shown.insert(0, f"[{left_out} bytes of output before these lines left out]")
+        return "\n".join(shown)
 
     def first_line(self) -> str | None:
         """The first complete line of its output, or None until there is one."""

@@ -65,7 +65,7 @@ class RunResult:
     failure: str | None = None  # why the run ended early (firmware died, aborted, no HELLO)
     startup_seconds: float = 0.0  # from the compiled tick to tick 0: starting the firmware and HELLO (or set-up)
     not_reproducible: str | None = None  # why the flight does not follow from the scenario and seed alone
-    firmware_output: str = ""  # the last lines a firmware hil started printed (all of them if asked)
+    firmware_output: str = ""  # the last lines a firmware hil started printed
     interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
 
     @property
@@ -79,6 +79,7 @@ class RunResult:
 
 Progress = Callable[[int, int, float], None]  # (tick, last tick, seconds since tick 0)
 FIRMWARE_LINES = 20  # lines of a started firmware's output a run reports
+FIRMWARE_LINES_VERBOSE = 2000  # with -v: enough to follow a start-up, bounded whatever the firmware prints
 
 
 class Interrupted(KeyboardInterrupt):
@@ -93,6 +94,34 @@ class Interrupted(KeyboardInterrupt):
 
 def _interruption(error: KeyboardInterrupt) -> str:
     return getattr(error, "signal_name", "SIGINT")
+
+
+class Ending:
+    """Whether a run is ending (saying GOODBYE, stopping its firmware, writing its log's footer),
+    and the interruption that came meanwhile. hil.cli's signal handler notes an interruption here
+    instead of raising it: however long the firmware takes to stop, it is stopped and the log
+    closes whole, with a footer that says the run was interrupted; :func:`run` raises it then."""
+
+    def __init__(self):
+        self.active = False
+        self.interruption: Interrupted | None = None
+
+    def begin(self) -> None:
+        self.active, self.interruption = True, None
+
+    def note(self, interruption: Interrupted) -> bool:
+        """Keep ``interruption`` for the run to raise if the run is ending; False if it is not."""
+        if self.active and self.interruption is None:
+            self.interruption = interruption
+        return self.active
+
+    def end(self) -> Interrupted | None:
+        """The run has ended: the interruption noted since it began ending, if any."""
+        self.active = False
+        return self.interruption
+
+
+ENDING = Ending()
 
 
 @dataclass(frozen=True)
@@ -130,7 +159,7 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
         firmware_command: str | None = None, log_path: Path | None = None,
-        compiled_exchange: bool = True, firmware_lines: int | None = FIRMWARE_LINES,
+        compiled_exchange: bool = True, firmware_lines: int = FIRMWARE_LINES,
         readers: Sequence[Reader] = ()) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
@@ -143,8 +172,9 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     system compilers can build it (:mod:`hil.bridges.compiled_exchange`); False calls the tick
     once per tick and exchanges in Python (the results are the same, only slower).
     ``firmware_lines``: how many of a started firmware's last lines of output the result keeps
-    (None: all). A KeyboardInterrupt (or :class:`Interrupted`) stops the firmware, closes the
-    log with a footer that says the run was interrupted, and goes on up. ``readers`` are given
+    (:meth:`hil.firmware_process.FirmwareProcess.last_output`). A KeyboardInterrupt (or
+    :class:`Interrupted`) stops the firmware, closes the log with a footer that says the run was
+    interrupted, and goes on up; so does one noted while the run ends (:data:`ENDING`). ``readers`` are given
     the run's rows as they are finished, in tick order (:attr:`hil.trace.Trace.readers`): the
     trace itself keeps only a window of a long run.
     """
@@ -170,23 +200,60 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
                                                                   trace)
     before = compilations()
-    if in_process:
-        try:
-            final, wall = _fly(tick, trace, progress, progress_interval, recorder)
-        except KeyboardInterrupt as error:
-            if recorder is not None:
-                recorder.close({"failure": f"interrupted by {_interruption(error)}",
-                                "interrupted": _interruption(error), "ticks": trace.ticks_done})
-            raise
-        result = RunResult(scenario, trace, judge.outcomes(), compile_seconds, wall,
-                           compilations() - before, tick.unravel(final))
+    firmware_output, stats, session, startup = "", None, None, 0.0
+    try:
+        if in_process:
+            final, wall, failure, interrupted = _fly_in_process(tick, trace, progress, progress_interval, recorder)
+        else:
+            (final, wall, failure, interrupted, stats, session, startup,
+             firmware_output) = _fly_firmware(scenario, simulation, tick, trace, runtime, board, firmware_command,
+                                              plan, paced, why_not, recorder, progress, progress_interval, warn,
+                                              firmware_lines)
+        interrupted = interrupted or ENDING.interruption
+        if interrupted is not None:
+            failure = f"interrupted by {_interruption(interrupted)}"
+            # An interrupted call may have taken the flight's state with it (its buffers are donated).
+            final = None
+        result = RunResult(scenario, trace, judge.outcomes() if trace.ticks_done else [], compile_seconds,
+                           wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
+                           stats or (session.stats if session is not None else None), failure, startup,
+                           firmware_output=firmware_output,
+                           interrupted=None if interrupted is None else _interruption(interrupted))
+        if result.link_stats is not None:
+            result.not_reproducible = result.link_stats.not_reproducible
         if recorder is not None:
             recorder.close(_footer(result))
-        return result
+    finally:
+        late = ENDING.end()  # came after the footer was written: the run is whole, and hil still stops
+    if interrupted is not None or late is not None:
+        raise interrupted or late
+    return result
 
-    firmware = link = None
-    session = None
-    failure, final, stats, interrupted, firmware_output = None, tick.initial, None, None, ""
+
+def _fly_in_process(program: CompiledBatch, trace: Trace, progress, interval, recorder):
+    """:func:`_fly`, and then the run is ending (:data:`ENDING`). Returns the final state, the
+    loop's wall-clock seconds, None (the in-process firmware cannot fail the run) and the
+    interruption that ended it early, if one did."""
+    started = time.perf_counter()
+    try:
+        final, wall = _fly(program, trace, progress, interval, recorder)
+        return final, wall, None, None
+    except KeyboardInterrupt as error:
+        return None, time.perf_counter() - started, None, error
+    finally:
+        ENDING.begin()
+
+
+def _fly_firmware(scenario, simulation, tick, trace, runtime, board, firmware_command, plan, paced, why_not,
+                  recorder, progress, interval, warn, firmware_lines):
+    """Start the firmware (or open the board's link), say HELLO, fly, and end the run: GOODBYE,
+    the firmware stopped and its last output read, the link closed; all that after the flight
+    runs while the run is ending (:data:`ENDING`). Returns the final state, the loop's wall-clock
+    seconds, why the run failed, the interruption that ended it, the link's statistics, the
+    session, the seconds from the compiled tick to tick 0, and the firmware's last output."""
+    firmware = link = session = None
+    failure = stats = interrupted = goodbye = None
+    final, firmware_output = tick.initial, ""
     setup_started = loop_started = time.perf_counter()
     try:
         if board:
@@ -212,44 +279,30 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
         session.handshake()
         loop_started = time.perf_counter()
         if paced:
-            final, stats = session.fly_realtime(tick, trace, progress, progress_interval)
+            final, stats = session.fly_realtime(tick, trace, progress, interval)
         else:
-            final, stats = session.fly_lockstep(tick, trace, progress, progress_interval,
+            final, stats = session.fly_lockstep(tick, trace, progress, interval,
                                                 why_not.splitlines()[0] if why_not else None)
-        session.goodbye(trace.ticks_done - 1, wire.GOODBYE_NORMAL, "run complete")
+        goodbye = (wire.GOODBYE_NORMAL, "run complete")
     except (SessionError, LinkError, RuntimeError) as error:
         failure = str(error)
-        if session is not None:
-            code = error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR
-            session.goodbye(max(trace.ticks_done - 1, 0), code, failure)
+        goodbye = (error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR, failure)
+        final = session.state if session is not None else None
     except KeyboardInterrupt as error:
         interrupted = error
-        failure = f"interrupted by {_interruption(error)}"
-        if session is not None:
-            session.goodbye(max(trace.ticks_done - 1, 0), wire.GOODBYE_NORMAL, f"hil {failure}")
+        goodbye = (wire.GOODBYE_ERROR, f"hil interrupted by {_interruption(error)}")
     finally:
+        ENDING.begin()
+        wall = time.perf_counter() - loop_started
+        if session is not None and goodbye is not None:
+            session.goodbye(max(trace.ticks_done - 1, 0), *goodbye)
         if firmware is not None:
             firmware.stop()
             firmware_output = firmware.last_output(firmware_lines)
             firmware.close()
         if link is not None:
             link.close()
-    wall = time.perf_counter() - loop_started
-    if failure is not None:
-        # An interrupted call may have taken the session's state with it (its buffers are donated).
-        final = session.state if session is not None and interrupted is None else None
-    result = RunResult(scenario, trace, judge.outcomes() if trace.ticks_done else [], compile_seconds,
-                       wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
-                       stats or (session.stats if session is not None else None), failure,
-                       loop_started - setup_started, firmware_output=firmware_output,
-                       interrupted=None if interrupted is None else _interruption(interrupted))
-    if result.link_stats is not None:
-        result.not_reproducible = result.link_stats.not_reproducible
-    if recorder is not None:
-        recorder.close(_footer(result))
-    if interrupted is not None:
-        raise interrupted
-    return result
+    return final, wall, failure, interrupted, stats, session, loop_started - setup_started, firmware_output
 
 
 def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
@@ -345,8 +398,8 @@ def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
         if recorder is not None:
             recorder.ticks(k, n, state)
         k += n
+        trace.ticks_done = k  # an interrupted run is judged and recorded up to here
         if progress is not None and (now := time.perf_counter()) >= next_report:
-            trace.ticks_done = k
             progress(k - 1, total - 1, now - started)
             next_report = now + interval
     wall = time.perf_counter() - started

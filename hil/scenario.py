@@ -241,9 +241,16 @@ class LinkSettings:
                                                             "its first line (the emulated firmware's `ready`) or "
                                                             "send HELLO")
     silence: float = spec(10.0, unit="s", gt=0, help="the run fails when the firmware has answered nothing for this "
-                                                     "long, whatever `on_timeout` says; in lockstep, the longest "
+                                                     "long (no ACTUATORS for any tick: a late reply ends a "
+                                                     "silence), whatever `on_timeout` says; in lockstep, the longest "
                                                      "hil waits for a reply from a firmware it started that is "
-                                                     "still busy")
+                                                     "still busy; longer than `timeout`")
+
+    def __check__(self, check, path):
+        if self.silence <= self.timeout:
+            check.fail(path + ("silence",), f"{self.silence:g} s is not longer than timeout ({self.timeout:g} s): the "
+                                            f"first late reply would end the run, whatever on_timeout says; give a "
+                                            f"silence longer than the timeout")
 
 
 SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}  # reading size: the wire's SENSORS layout

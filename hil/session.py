@@ -30,6 +30,8 @@ HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
 SPIN_BEFORE_DEADLINE = 0.0004
 NO_THRUST = (0.0,) * MOTORS
 STATUS_KEPT = 20  # STATUS messages kept in memory at each end of a run
+WARNINGS_KEPT = 100  # warnings and worse kept in memory after the first STATUS_KEPT messages
+WARNING = wire.SEVERITIES.index("warning")  # a STATUS this severe or worse is shown without -v
 
 
 class SessionError(RuntimeError):
@@ -66,9 +68,11 @@ class LinkStats:
     lost_replies: int = 0  # ticks whose reply never came
     unexpected: int = 0  # ACTUATORS for a tick that was not asked for
     policy_applied: dict = field(default_factory=dict)
-    # STATUS messages as (tick, severity, text): the first STATUS_KEPT, and the latest STATUS_KEPT
-    # after those; a flood of them is counted, not kept (the flight log has every one).
+    # STATUS messages as (tick, severity, text): the first STATUS_KEPT, the first WARNINGS_KEPT
+    # warnings and worse after those, and the latest STATUS_KEPT of the rest; a flood of them is
+    # counted, not kept (the flight log has every one).
     status_messages: list = field(default_factory=list)
+    status_warnings: list = field(default_factory=list)
     status_latest: collections.deque = field(default_factory=lambda: collections.deque(maxlen=STATUS_KEPT))
     status_counts: dict = field(default_factory=dict)  # severity -> STATUS messages received
     overruns: int = 0  # real time: ticks released more than one period late
@@ -83,6 +87,8 @@ class LinkStats:
         kept = (message.tick, message.severity, message.text)
         if len(self.status_messages) < STATUS_KEPT:
             self.status_messages.append(kept)
+        elif message.severity >= WARNING and len(self.status_warnings) < WARNINGS_KEPT:
+            self.status_warnings.append(kept)
         else:
             self.status_latest.append(kept)
 
@@ -180,9 +186,13 @@ class Session:
         self.stats: LinkStats | None = None  # the loop's statistics, also when it ends early
         self.settings = settings
         self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
-        self._firmware_cpu = 0  # its CPU time (clock ticks) when last looked at, to tell whether it works
-        self._missed = (0.0, -2)  # lockstep: when the SENSORS of the first of the latest missed replies went out,
-        # and the tick of the latest; consecutive ones make a silence
+        # Its CPU time (clock ticks) when last looked at in this silence, to tell whether it works;
+        # None when the silence has just begun.
+        self._firmware_cpu: int | None = None
+        # Lockstep: when the firmware's silence began (the SENSORS of the first reply missed since
+        # the latest ACTUATORS arrived, or that arrival if later); None while it answers.
+        self._silent_since: float | None = None
+        self._heard = 0.0  # lockstep: when the latest ACTUATORS arrived (perf_counter s)
         self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
@@ -221,20 +231,19 @@ class Session:
         activity = self._firmware_activity(tick)
         if activity is None:
             return False
-        busy = activity.running or activity.cpu_ticks > self._firmware_cpu
+        busy = activity.running or self._firmware_cpu is not None and activity.cpu_ticks > self._firmware_cpu
         self._firmware_cpu = activity.cpu_ticks
         return busy
 
     def _hello_deadline(self, started: float) -> float:
         """When to give up waiting for HELLO: ``hello_timeout`` after ``started`` for a board; for a
-        firmware hil started, after it said it is ready (its first line of output), and at the
-        latest ``start_timeout`` after it started."""
+        firmware hil started, ``hello_timeout`` after it said it is ready (its first line of
+        output), and at the latest ``start_timeout`` after it started."""
         if self.firmware is None:
             return started + self.settings.hello_timeout
+        latest = self.firmware.started + self.settings.start_timeout
         ready = self.firmware.ready_since()
-        if ready is None:
-            return self.firmware.started + self.settings.start_timeout
-        return ready + self.settings.hello_timeout
+        return latest if ready is None else min(ready + self.settings.hello_timeout, latest)
 
     def handshake(self) -> wire.Hello:
         """Send HELLO until the firmware's arrives; check that both sides agree.
@@ -261,10 +270,10 @@ class Session:
                 if isinstance(message, wire.Goodbye):
                     raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
             self._check_firmware(0)
-        if self.firmware is not None and self.firmware.ready_since() is None:
-            raise SessionTimeout(f"firmware {self.firmware.name} printed nothing and sent no HELLO on "
-                                 f"{self.link.describe()} within {self.settings.start_timeout:g} s of its start "
-                                 f"(link.start_timeout)")
+        if self.firmware is not None and deadline == self.firmware.started + self.settings.start_timeout:
+            said = "sent" if self.firmware.ready_since() is not None else "printed nothing and sent"
+            raise SessionTimeout(f"firmware {self.firmware.name} {said} no HELLO on {self.link.describe()} within "
+                                 f"{self.settings.start_timeout:g} s of its start (link.start_timeout)")
         raise SessionTimeout(
             f"no HELLO from the firmware on {self.link.describe()} within {self.settings.hello_timeout:g} s "
             f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
@@ -393,6 +402,7 @@ class Session:
             self.recorder.exchanged(k, entries, answered, state)
         if answered:
             command_tick = k + answered - 1
+            self._silent_since = None
         if replied:
             return state, command, command_tick, k + flown_count, None
         tick = k + flown_count - 1
@@ -431,8 +441,10 @@ class Session:
             stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
             if policy == "abort":
                 trace.ticks_done = k + 1
-                raise SessionTimeout(f"no reply for tick {k} within {timeout:g} s from {self.link.describe()}; "
-                                   f"the scenario's policy is to abort")
+                raise SessionTimeout(f"no reply for tick {k} from {self.link.describe()} in the "
+                                     f"{time.perf_counter() - sent:.3g} s since its SENSORS went out (link.timeout "
+                                     f"{timeout:g} s, and longer while the firmware hil started was busy); the "
+                                     f"scenario's policy is to abort")
             if policy == "cut":
                 command, newest = NO_THRUST, None
         if newest is not None:
@@ -443,19 +455,21 @@ class Session:
         """Tick ``k``'s reply missed its timeout: go on waiting while the firmware hil started is
         busy, so that a slow firmware does not make a lockstep run depend on the machine's load.
         Returns the reply, or None when the policy applies; the run fails once the firmware has
-        answered nothing for ``link.silence`` s, busy or not."""
-        first_sent, last_missed = self._missed
-        if last_missed != k - 1:  # the silence starts with this tick
-            first_sent = sent
-        while time.perf_counter() - first_sent < self.settings.silence:
+        sent no ACTUATORS at all (a late one for an older tick ends a silence too, as in real time)
+        for ``link.silence`` s, busy or not."""
+        if self._silent_since is None:  # a silence begins: what the firmware did before is no sign of work
+            self._silent_since = max(sent, self._heard)
+            self._firmware_cpu = None
+        while (now := time.perf_counter()) - self._silent_since < self.settings.silence:
             if not self._firmware_busy(k):
-                self._missed = (first_sent, k)
                 return None, newest
-            wait_until = min(time.perf_counter() + self.settings.timeout, first_sent + self.settings.silence)
+            wait_until = min(now + self.settings.timeout, self._silent_since + self.settings.silence)
             reply, newer = self._await(k, wait_until, max(command_tick, newest.tick if newest else -1), stats)
             newest = newer or newest
             if reply is not None:
                 return reply, newest
+            if self._silent_since is None:  # a late reply came meanwhile: a new silence, from then
+                self._silent_since = self._heard
         trace.ticks_done = k + 1
         raise SessionTimeout(f"no reply from {self._peer_name()} for {self.settings.silence:g} s (link.silence), at "
                              f"tick {k}; the run cannot go on, whatever link.on_timeout says")
@@ -476,6 +490,7 @@ class Session:
                 if message.tick > tick:
                     stats.unexpected += 1
                     continue
+                self._silent_since, self._heard = None, time.perf_counter()
                 stats.actuators_received += 1
                 if message.tick == tick:
                     return message, None
@@ -626,7 +641,8 @@ class Session:
 
 
 def _throttles(values) -> tuple[float, ...]:
-    """A reply's motor values as the command in force: throttles in [0, 1] (NaN stays NaN).
+    """A reply's motor values as the command in force: throttles in [0, 1] (the wire decoder
+    refuses NaN and infinities on receipt, so every value compares).
     In Python: for four values, np.clip costs ten times as much, and the tick's command input
     and the trace row take a tuple as they are."""
     return tuple(0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values)

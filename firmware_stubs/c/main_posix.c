@@ -118,8 +118,9 @@ static void print_help(void)
 {
     printf("usage: %s (--udp HOST:PORT | --port DEVICE [--baud N] | --pty) [options]\n\n"
            "An emulated flight controller speaking hil's native protocol (docs/protocol.md).\n\n"
-           "  --udp HOST:PORT                bind here; serve the first hil whose HELLO agrees and\n"
-           "                                 ignore (and count) every other sender\n"
+           "  --udp HOST:PORT                bind here; serve the sender of the first HELLO from a hil,\n"
+           "                                 ignore (and count) every other sender, and exit (status 1)\n"
+           "                                 if that HELLO does not agree\n"
            "  --port DEVICE                  a serial port (opened raw, 8N1, no flow control)\n"
            "  --baud N                       its baud rate (default 921600)\n"
            "  --pty                          a new pseudo-terminal; prints the device hil opens\n"
