@@ -11,13 +11,14 @@ import sys
 import time
 
 import pytest
-from support import ROOT, SCENARIOS, hil_command, scenario_problems
+from support import ROOT, SCENARIOS, betaflight_missing, hil_command, scenario_problems
 
 from hil import flightlog, runner, scenario, wire
 from hil.firmware_process import FirmwareProcess
 
 FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_firmware.py'} --udp {{udp}}"
 GONE_WITHIN = 60.0  # s: generous, for a loaded machine
+SITL_MISSING = betaflight_missing()
 
 
 def short(seconds, **link):
@@ -52,8 +53,9 @@ def read_pid(path, bound=300.0) -> int:
 
 
 # A firmware in a few lines, for what fake_firmware.py does not do: it sleeps (idle, not
-# computing) for LATE s before replying to tick TICK (every tick with "all"), and sends an info
-# STATUS with each reply up to tick INFO_UNTIL and a warning at tick WARN_AT (-1: none).
+# computing) for LATE s before replying to tick TICK (every tick with "all"), sends an info
+# STATUS with each reply up to tick INFO_UNTIL and a warning at tick WARN_AT (-1: none), and
+# prints the code of the GOODBYE that ends it.
 LATE_FIRMWARE = """
 import socket, sys, time
 from hil import wire
@@ -68,6 +70,7 @@ while True:
     data, peer = sock.recvfrom(2048)
     message = wire.decode(data[:-1])
     if isinstance(message, wire.Goodbye):
+        print(f"goodbye, code {message.code}", flush=True)
         sys.exit(0)
     if isinstance(message, wire.Hello):
         sock.sendto(wire.encode(wire.Hello(0, wire.PROTOCOL_VERSION, "firmware", "quadrotor", 4, 0, ())), peer)
@@ -270,12 +273,28 @@ def test_an_interrupted_run_writes_the_same_footer_as_any_run(tmp_path, runtime)
 
     with pytest.raises(KeyboardInterrupt):
         runner.run(short(2.0), runtime="in-process" if runtime == "in-process" else None,
-                   firmware_command=FAKE if runtime == "custom" else None, log_path=log, progress=interrupt,
-                   progress_interval=0.0)
+                   firmware_command=late_firmware(tmp_path, 0.0, tick=-1) if runtime == "custom" else None,
+                   log_path=log, progress=interrupt, progress_interval=0.0)
     footer = flightlog.read(log).footer
     assert set(footer) == set(flightlog.read(tmp_path / "whole.hillog").footer)
     assert footer["interrupted"] == "SIGINT" and footer["failure"] == "interrupted by SIGINT"
     assert footer["passed"] is False and footer["ticks"] > 0
+    if runtime == "custom":  # the firmware is told the run did not reach its end (docs/protocol.md §4)
+        assert f"goodbye, code {wire.GOODBYE_ERROR}" in footer["firmware_output"]
+
+
+@pytest.mark.skipif(SITL_MISSING is not None, reason=f"{SITL_MISSING}")
+def test_betaflight_s_output_is_reported_once_when_its_boot_stalls(monkeypatch):
+    from hil.bridges import betaflight
+
+    # Betaflight's SITL starts for real; each boot is taken as stalled (a PID loop that never starts).
+    monkeypatch.setattr(betaflight, "BOOT_ATTEMPTS", 1)
+    monkeypatch.setattr(betaflight.BetaflightSession, "_preflight", lambda session: False)
+    result = runner.run(dataclasses.replace(scenario.load(SCENARIOS / "betaflight_hover.yaml"), duration=1.0,
+                                            expect=[]))
+    assert "PID loop did not start in 1 boots" in result.failure
+    assert result.firmware_output.strip()
+    assert all(line not in result.failure for line in result.firmware_output.splitlines() if line.strip())
 
 
 def test_a_firmware_process_group_dies_with_the_process_that_started_it(tmp_path):
