@@ -62,6 +62,7 @@ BOOT_TIMEOUT = 20.0
 READY_POLL = 0.1  # s between MSP status requests while waiting for Betaflight to allow arming
 STALL_TIMEOUT = 1.5  # s of FDM without a motor packet before a boot counts as stalled
 BOOT_ATTEMPTS = 3
+CLI_TIMEOUT = 30.0  # s for the CLI to answer '#': 5 s was too short with two CPU-bound loads on two cores
 # Before tick 0 the vehicle rests and Betaflight waits out its boot grace (5 s of its time) and
 # calibrates the barometer; FDM timestamps advance this many times faster than the wall clock
 # meanwhile. The SITL follows at most 20 ms of its time per packet.
@@ -227,7 +228,7 @@ class BetaflightSitl:
     def _send_cli(self, lines: list[str]) -> None:
         with self.take_connection() as cli:
             cli.settimeout(0.2)
-            reply, deadline = b"", time.monotonic() + 5.0
+            reply, deadline = b"", time.monotonic() + CLI_TIMEOUT
             while b"Entering CLI Mode" not in reply:
                 if time.monotonic() > deadline:
                     raise LinkError(f"Betaflight's CLI on port {CLI_PORT} did not answer '#'")
