@@ -358,8 +358,9 @@ class Session:
             else:
                 state, out = program.advance(state, command)
                 self.state = state  # each call consumes the previous buffer: a failure reports this one
-                trace.row(k)[:] = out
-                sent = self._send_row(k, trace, stats)
+                row = trace.row(k)
+                row[:] = out
+                sent = self._send_row(k, row, stats)
             if sent is not None:  # tick k waits for its reply here
                 command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
                 self._finish_row(trace, k, state, command)
@@ -413,12 +414,12 @@ class Session:
             self.link.ingest(exchange.leftover())
         if entries[-1]["sent_length"]:
             return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
-        return state, command, command_tick, tick, self._send_row(tick, trace, stats)
+        return state, command, command_tick, tick, self._send_row(tick, trace.row(tick), stats)
 
-    def _send_row(self, tick: int, trace: Trace, stats: LinkStats) -> float:
-        """Send tick ``tick``'s SENSORS from its row of the trace; returns when it went out."""
+    def _send_row(self, tick: int, row: np.ndarray, stats: LinkStats) -> float:
+        """Send tick ``tick``'s SENSORS from its ``row`` of the trace; returns when it went out."""
         sent = time.perf_counter()
-        self.send_tick(tick, trace.row(tick))
+        self.send_tick(tick, row)
         stats.sensors_sent += 1
         return sent
 
