@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hil import runner, scenario
+from hil import jaxconfig, runner, scenario
 from hil.timings import Timings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def fly_once(loaded) -> dict:
 
 
 def main() -> None:
+    jaxconfig.configure()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "betaflight.json")

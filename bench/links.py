@@ -37,8 +37,9 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "links.json"))
     args = parser.parse_args()
 
-    from hil import runner, scenario
-    from hil import firmware_process
+    from hil import firmware_process, jaxconfig, runner, scenario
+
+    jaxconfig.configure()
 
     base = scenario.load(ROOT / "scenarios" / "hover.yaml")
     loaded = dataclasses.replace(base, duration=args.seconds, expect=[])

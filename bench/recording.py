@@ -23,7 +23,9 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "recording.json"))
     args = parser.parse_args()
 
-    from hil import flightlog, replay, runner, scenario
+    from hil import flightlog, jaxconfig, replay, runner, scenario
+
+    jaxconfig.configure()
 
     loaded = dataclasses.replace(scenario.load(ROOT / "scenarios" / "hover.yaml"), duration=args.seconds, expect=[])
     results = {}

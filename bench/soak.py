@@ -35,7 +35,9 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
     args = parser.parse_args()
 
-    from hil import runner, scenario
+    from hil import jaxconfig, runner, scenario
+
+    jaxconfig.configure()
 
     base = scenario.load(ROOT / "scenarios" / "hover.yaml")
     loaded = dataclasses.replace(base, duration=args.hours * 3600)

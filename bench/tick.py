@@ -39,7 +39,8 @@ STARTUP_PROBE = """
 import time, sys
 t0 = float(sys.argv[1])
 import numpy as np
-from hil import runner, scenario
+from hil import jaxconfig, runner, scenario
+jaxconfig.configure()
 from hil.sim import Simulation
 s = scenario.load(sys.argv[2])
 program = Simulation(s).compile_batch(runner.IN_PROCESS_BATCH)
@@ -85,7 +86,9 @@ def main():
     import jax
     import jax.numpy as jnp
 
-    from hil import scenario, wire
+    from hil import jaxconfig, scenario, wire
+
+    jaxconfig.configure()
     from hil.pages import SharedInput
     from hil.sim import MOTORS, Simulation
 

@@ -1,3 +1,1 @@
 """Emulated flight controllers that CI flies: pure JAX controllers that see only the sensor packet."""
-
-import hil.jaxconfig  # noqa: F401

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hil import wire
+from hil import jaxconfig, wire
 from hil.bridges.link import LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.bridges.udp import UdpLink
@@ -40,6 +40,7 @@ def parse_arguments(argv):
 
 
 def main(controller, argv=None) -> None:
+    jaxconfig.configure()  # before the controller's step is traced, and before JAX's backend starts
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
         params = controller.params_from_command_line(args.param, args.waypoint, args.land)

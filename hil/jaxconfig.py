@@ -1,4 +1,8 @@
-"""JAX settings that every traced function in hil relies on, applied once at import.
+"""JAX's process-wide settings that every traced function in hil relies on, and hil's cache directory.
+
+Importing hil changes nothing in JAX: a program of your own that imports hil keeps its own
+settings. hil's entry points (``hil`` on the command line, the emulated firmware's process,
+:class:`hil.sim.Simulation`, the tests and the benches) call :func:`configure`, which sets:
 
 - float64 everywhere: the physics is checked against a reference integrator to 1e-6 m.
 - synchronous CPU dispatch: a tick loop makes one small call at a time, and asynchronous
@@ -8,19 +12,48 @@
   cache directory: ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil`` (``~/.cache/hil``).
   Every cached artefact (``jax/``, ``ticks/``, ``firmware/``) lives there, in folders only their
   owner can enter: hil loads and runs what it finds there.
+- threefry lowered as straight-line code on CPU (:func:`_unroll_threefry_on_cpu`).
 """
 
 import os
 from pathlib import Path
 
-# Before the CPU backend starts. XLA's concurrency-optimised scheduler spreads a tick's few
-# dozen tiny kernels over threads, and the hand-offs cost more than the kernels (~30 % of a tick).
+# XLA's concurrency-optimised scheduler spreads a tick's few dozen tiny kernels over threads, and
+# the hand-offs cost more than the kernels (~30 % of a tick).
 _XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", "")] + [f for f in _XLA_FLAGS if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
-).strip()
 
-import jax  # noqa: E402
+_configured = False
+
+
+def configure() -> None:
+    """Apply hil's JAX settings to this process; calls after the first change nothing.
+
+    Call it before anything is traced: arrays made before it are float32. ``XLA_FLAGS`` is read
+    once, when JAX starts its CPU backend (at the first computation, not at ``import jax``):
+    called after that, the scheduler flag has no effect and only speed is lost; every other
+    setting still applies. The settings are process-wide: a program of your own that flies
+    hil in the same process computes in float64 from then on too.
+    """
+    global _configured
+    if _configured:
+        return
+    given = os.environ.get("XLA_FLAGS", "")
+    missing = [flag for flag in _XLA_FLAGS if flag.split("=")[0] not in given]  # a user's own value wins
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([given, *missing]).strip()
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(cache_directory("jax")))
+    except CacheDirectoryError:
+        pass  # no persistent cache then; ``hil run`` refuses such a directory with the reason before compiling
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _unroll_threefry_on_cpu()
+    _configured = True
 
 
 class CacheDirectoryError(RuntimeError):
@@ -60,17 +93,7 @@ def cache_directory(part: str) -> Path:
     return root / part
 
 
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_cpu_enable_async_dispatch", False)
-try:
-    jax.config.update("jax_compilation_cache_dir", str(cache_directory("jax")))
-except CacheDirectoryError:
-    pass  # no persistent cache then; ``hil run`` refuses such a directory with the reason before compiling
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def _unroll_threefry_on_cpu() -> bool:
+def _unroll_threefry_on_cpu() -> None:
     """Lower threefry on CPU as straight-line code instead of a loop.
 
     JAX rolls threefry's 20 rounds into a loop on CPU to save compile time; in a tick loop each
@@ -82,13 +105,9 @@ def _unroll_threefry_on_cpu() -> bool:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32
     except ImportError:
-        return False
+        return
     rule = getattr(threefry2x32, "_threefry2x32_lowering_rule", None)
     primitive = getattr(threefry2x32, "threefry2x32_p", None)
-    if rule is None or primitive is None:
-        return False
-    mlir.register_lowering(primitive, rule, platform="cpu")
-    return True
+    if rule is not None and primitive is not None:
+        mlir.register_lowering(primitive, rule, platform="cpu")
 
-
-THREEFRY_UNROLLED = _unroll_threefry_on_cpu()

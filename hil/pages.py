@@ -9,8 +9,6 @@ import jax.dlpack
 import jax.numpy as jnp
 import numpy as np
 
-import hil.jaxconfig  # noqa: F401  (float64, before the backend starts)
-
 # Float64s per state page: 512 bytes. XLA's CPU runtime runs a program's kernels one after
 # another on the calling thread only while no buffer it touches is larger than that; with a
 # larger one it spreads them over its thread pool, and the hand-offs cost more than the kernels

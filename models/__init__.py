@@ -2,7 +2,8 @@
 
 Every stage is a function ``(params, state, ...) -> state``; parameters and states are frozen
 dataclasses registered as pytrees. Frames: world NED, body FRD, SI units, quaternions
-scalar-first (body to world). Every module here that imports JAX imports :mod:`hil.jaxconfig`
-first (float64 and the compilation cache before any tracing); :mod:`.standard` and :mod:`.gear`
-are free of JAX, for checks on the host (scenario validation) that should not start it.
+scalar-first (body to world). Importing these modules changes none of JAX's settings; the
+physics needs float64, which :func:`hil.jaxconfig.configure` turns on and which hil's entry points
+call before anything is traced. :mod:`.standard` and :mod:`.gear` are free of JAX, for checks on
+the host (scenario validation) that should not start it.
 """

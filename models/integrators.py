@@ -1,6 +1,5 @@
 """Fixed-step integration of pytree states."""
 
-import hil.jaxconfig  # noqa: F401  (float64 and the compilation cache before any tracing)
 from jax.flatten_util import ravel_pytree
 
 

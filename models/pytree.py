@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import hil.jaxconfig  # noqa: F401  (float64 and the compilation cache before any tracing)
 import jax
 
 

@@ -1,6 +1,5 @@
 """Unit quaternions, scalar first ``[w, x, y, z]``, rotating body (FRD) vectors into the world (NED)."""
 
-import hil.jaxconfig  # noqa: F401  (float64 and the compilation cache before any tracing)
 import jax.numpy as jnp
 import numpy as np
 

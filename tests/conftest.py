@@ -1,6 +1,13 @@
+"""Every test runs with the JAX settings hil's entry points apply, set before any test imports a
+model or traces anything (XLA_FLAGS is read when JAX's backend starts)."""
+
 import pytest
 import yaml
 from support import SCENARIOS
+
+from hil import jaxconfig
+
+jaxconfig.configure()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pytest
 import yaml
 from support import SCENARIOS, scenario_problems
 
-import hil.jaxconfig  # noqa: F401
 from hil import scenario
 from hil.models import gear, quadrotor, quaternion
 from hil.models.environment import GRAVITY, SEA_LEVEL_DENSITY

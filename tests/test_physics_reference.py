@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import hil.jaxconfig  # noqa: F401
 from hil.models import quadrotor, quaternion, rigid_body
 from hil.models.environment import GRAVITY, SEA_LEVEL_DENSITY
 from hil.models.integrators import rk4

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import yaml
 
-import hil.jaxconfig  # noqa: F401
-
 from hil import scenario
 from hil.models import environment, sensors
 from hil.models.environment import Atmosphere
