@@ -38,9 +38,14 @@ class _Group(click.Group):
             ctx.exit(getattr(error, "exit_code", 130))
 
 
+# The commands that trace JAX programs; the others stay quick to start, without JAX.
+TRACING_COMMANDS = ("run", "replay")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="hil")
-def main():
+@click.pass_context
+def main(ctx):
     """Fly flight software against a compiled JAX physics model.
 
     \b
@@ -50,12 +55,20 @@ def main():
 
     Exit codes: 0 every expectation held, 1 a check failed, 2 bad usage or bad input.
     """
+    if ctx.invoked_subcommand in TRACING_COMMANDS:
+        from hil import jaxconfig
+
+        jaxconfig.configure()
 
 
 @main.command()
 @click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Override the scenario's seed (all noise derives from it).")
 @click.option("--duration", type=float, help="Override the run length in seconds (at most 86400, and 2^32 - 1 ticks).")
+@click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
+              help="Change a key of the scenario before flying it (repeatable): KEY is dotted, list items by index "
+                   "(vehicle.mass=1.6, firmware.gains.rate=[40,40,20], faults.0.start=2); VALUE is YAML. The log "
+                   "records the scenario as flown, so replay flies it again.")
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
               help="Override the scenario's firmware.runs: the C or Python emulated firmware as its own process "
                    "over UDP, or in-process inside the compiled tick (fastest).")
@@ -81,8 +94,8 @@ def main():
               help="Also write a machine-readable JSON summary of the run.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, udp, bind, realtime, out_path, junit_path,
-        json_path, verbose, quiet):
+def run(scenario_path, seed, duration, changes, runtime, firmware_command, port, baud, udp, bind, realtime, out_path,
+        junit_path, json_path, verbose, quiet):
     """Fly SCENARIO and check its expectations.
 
     With no link options the scenario's emulated firmware is started as its own process and
@@ -95,6 +108,7 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
       hil run scenarios/hover.yaml
       hil run scenarios/hover.yaml --firmware in-process
       hil run scenarios/wind_gust.yaml --seed 7 --duration 30 -v
+      hil run scenarios/hover.yaml --set vehicle.mass=1.6 --set firmware.gains.rate=[40,40,20]
       hil run scenarios/hover.yaml --port /dev/ttyACM0 --baud 921600
       hil run scenarios/hover.yaml --udp 192.168.1.50:9000 --bind 0.0.0.0:0
       hil run scenarios/betaflight_hover.yaml      (Betaflight's SITL, in real time)
@@ -103,7 +117,8 @@ def run(scenario_path, seed, duration, runtime, firmware_command, port, baud, ud
 
     if port and udp:
         raise click.UsageError("give --port or --udp, not both")
-    loaded = runner.with_overrides(scenario.load(scenario_path), seed=seed, duration=duration)
+    loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
+    loaded = runner.with_overrides(loaded, seed=seed, duration=duration)
     board = runner.Board(udp=udp, port=port, baud=baud, bind=bind) if (port or udp) else None
     if board and (runtime or firmware_command):
         raise click.UsageError("--firmware and --firmware-cmd start a firmware; they cannot be combined with --port or --udp")
@@ -415,8 +430,8 @@ def _report_damage(reader) -> int:
 @main.command("replay")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
-              help="Change the logged scenario before replaying (e.g. vehicle.mass=1.6): a what-if, or a check that "
-                   "replay notices.")
+              help="Change the logged scenario before replaying, as hil run --set does (e.g. vehicle.mass=1.6): a "
+                   "what-if, or a check that replay notices.")
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
               help="Re-fly the logged scenario (same seed, same faults) against this emulated firmware and report "
                    "where and how far the flight departs from the logged one.")
@@ -440,16 +455,14 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
     differs, the first tick it strays beyond --tolerance, and the largest differences. Exit 0 when
     the re-flight stays within the tolerance and its expectations hold, 1 otherwise.
     """
-    from hil import replay
+    from hil import replay, scenario
 
     if firmware_command is not None:
         _check_firmware_command(firmware_command)
     if out_path is not None:
         _check_output("--out", out_path, path, makes_folders=True)
     reader = _open_log(path)
-    flown = replay.scenario_of(reader)
-    if changes:
-        flown = _changed(reader, flown, changes)
+    flown = scenario.with_changes(replay.scenario_of(reader), changes, option="--set")
     if runtime or firmware_command:
         _refly(reader, flown, runtime, firmware_command, tolerance, out_path)
     result = replay.replay(reader, flown)
@@ -501,34 +514,6 @@ def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
     passed = (comparison.within_tolerance and result.passed and comparison.ticks == comparing.logged_ticks
               and not damaged)
     sys.exit(EXIT_PASSED if passed else EXIT_FAILED)
-
-
-def _changed(log, flown, changes):
-    """The logged scenario with ``KEY=VALUE`` changes applied to its text, validated as a file would be.
-    Each VALUE is YAML read as a scenario file is, with its limits."""
-    import dataclasses
-
-    import yaml
-
-    from hil import scenario, yamlsource
-
-    data = yamlsource.load(log.header["scenario_text"])[0]
-    for change in changes:
-        key, separator, value = change.partition("=")
-        *parents, last = key.split(".")
-        if not separator or not all(key.split(".")):
-            raise click.UsageError(f"--set {change!r}: expected KEY=VALUE, e.g. vehicle.mass=1.6")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise click.UsageError(f"--set {change!r}: {part} is not a section")
-        try:
-            node[last] = yamlsource.load(value)[0]
-        except yamlsource.YamlSourceError as error:
-            raise click.UsageError(f"--set {change!r}: the value is not YAML hil reads: {error.message}") from None
-    changed = scenario.parse_text(yaml.safe_dump(data, sort_keys=False), f"{log.path} with --set")
-    return dataclasses.replace(changed, seed=flown.seed, duration=flown.duration)
 
 
 @main.command("export")

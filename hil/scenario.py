@@ -6,8 +6,11 @@ Everything is validated here, on the host, before anything is traced. See docs/s
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from hil import schema, yamlsource
 from hil.models import gear
@@ -638,6 +641,117 @@ def load(path) -> Scenario:
                                      f"not UTF-8 text: byte {data[error.start]:#04x} at offset {error.start}")]) from None
     return parse_text(text, str(path))
 
+
+
+def with_changes(scenario: Scenario, changes, option: str = "with_changes") -> Scenario:
+    """``scenario`` with some of its keys changed, validated as its file would be.
+
+    ``changes`` is a mapping of dotted keys to values, ``{"vehicle.mass": 1.6,
+    "firmware.gains.rate": [40, 40, 20]}``, or ``"KEY=VALUE"`` strings whose VALUE is YAML read
+    with a scenario file's limits (``hil run --set``). A key names sections by name and list
+    items by index (``faults.0.start``); a key the file leaves out is added, with any section
+    above it. The result's ``source``, the text a flight log records and replay flies again, is
+    the changed scenario. Raises :class:`ScenarioError` naming each change refused, after
+    ``option`` (``--set`` on the command line), and the key.
+    """
+    entries = list(changes.items()) if isinstance(changes, Mapping) else list(changes)
+    if not entries:
+        return scenario  # its text as written, comments and all
+    data = _as_written(scenario, option)
+    problems, edited = [], []
+    for entry in entries:
+        if isinstance(entry, str):
+            label = f"{option} {entry!r}"
+            key, separator, text = entry.partition("=")
+            parts = key.split(".")
+            if not separator or not all(parts):
+                problems.append(Located(label, 0, "(key)", "expected KEY=VALUE, e.g. vehicle.mass=1.6"))
+                continue
+            try:
+                value, _, duplicates = yamlsource.load(text)
+            except yamlsource.YamlSourceError as error:
+                problems.append(Located(label, 0, key, f"the value is not YAML hil reads: {error.message}"))
+                continue
+            if duplicates:
+                problems.append(Located(label, 0, key, f"the value is not YAML hil reads: "
+                                                       f"{schema.format_path(duplicates[0].path)}: duplicate key"))
+                continue
+        else:
+            key, value = entry
+            label = f"{option} {key}={value!r}"
+            parts = str(key).split(".")
+            if not all(parts):
+                problems.append(Located(label, 0, "(key)", "expected a dotted key, e.g. vehicle.mass"))
+                continue
+            value = _plain(value)
+        path, refusal = _put(data, parts, value)
+        if refusal:
+            problems.append(Located(label, 0, key, refusal))
+        else:
+            edited.append((path, label))
+    if not problems:
+        check = Check()
+        schema.parse(Scenario, data, check)
+        everything = " ".join([option, ", ".join(label[len(option) + 1:] for _, label in edited)]).strip()
+        for problem in check.problems:
+            label = next((label for path, label in edited if problem.path[:len(path)] == path), everything)
+            problems.append(Located(label, 0, schema.format_path(problem.path), problem.message))
+    if problems:
+        raise ScenarioError(problems)
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return parse_text(text, f"{scenario.name} changed by {option}")
+
+
+def _as_written(scenario: Scenario, option: str) -> dict:
+    """The plain data ``scenario`` was read from, with the seed and duration it flies (which
+    ``--seed``, ``--duration`` and replay set outside its text)."""
+    data = (yamlsource.load(scenario.source)[0] if scenario.source else None) or {}
+    data.update(seed=scenario.seed, duration=scenario.duration)
+    if schema.parse(Scenario, data, Check()) != scenario:
+        raise ScenarioError([Located(option, 0, "(scenario)", "this scenario differs from the text it was read "
+                                     "from (changed with dataclasses.replace?): change it with with_changes alone")])
+    return data
+
+
+def _put(data: dict, parts: list[str], value) -> tuple[tuple, str | None]:
+    """Set ``value`` at the key ``parts`` in ``data``, adding missing sections; returns the key as a
+    schema path, and why it cannot be set (None when it was)."""
+    node, path = data, ()
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return path, (f"{schema.format_path(path)} is a list of {len(node)}: give an index from 0 to "
+                              f"{len(node) - 1}" if node else f"{schema.format_path(path)} is an empty list")
+            part = int(part)
+        elif not isinstance(node, dict):
+            return path, f"{schema.format_path(path)} is not a section"
+        path += (part,)
+        if depth == len(parts) - 1:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}  # a section the file leaves out, or null
+            node = node[part]
+    return path, None
+
+
+def _plain(value):
+    """A value given from Python as the plain data YAML holds: tuples as lists, NumPy and JAX
+    arrays and scalars as lists and numbers."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    return value
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what :mod:`hil.yamlsource` reads back the same: it quotes a string that hil's reader
+    would take for another type (``"1e-5"``, a number to YAML 1.2 and to hil, not to PyYAML)."""
+
+    yaml_implicit_resolvers = yamlsource._Loader.yaml_implicit_resolvers
 
 REFERENCE_MARKER = "<!-- Everything below is generated from hil/scenario.py: python -m hil.scenario docs/scenarios.md -->"
 
