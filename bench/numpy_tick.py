@@ -22,7 +22,7 @@ def rotation(q):
 
 class NumpyTick:
     def __init__(self, simulation: Simulation, seed=0):
-        p = simulation.params
+        p = simulation.params.vehicle
         self.mass, self.inertia, self.inverse_inertia = p.body.mass, p.body.inertia, p.body.inverse_inertia
         self.positions = np.asarray(p.motor_positions())
         self.kf, self.km, self.max_speed, self.tau = p.thrust_coefficient, p.torque_coefficient, p.max_rotor_speed, \
@@ -30,8 +30,8 @@ class NumpyTick:
         self.drag_linear, self.drag_quadratic, self.angular_drag = p.drag_linear, p.drag_quadratic, p.angular_drag
         self.gear = p.gear
         self.dt = simulation.dt
-        self.home = simulation.home_altitude
-        self.wind_params = simulation.wind_params
+        self.home = simulation.params.home_altitude
+        self.wind_params = simulation.params.wind
         self.rng = np.random.default_rng(seed)
         state = simulation.initial_state()
         body = state.vehicle.body

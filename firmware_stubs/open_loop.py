@@ -1,6 +1,7 @@
 """A firmware that holds constant motor throttles: open-loop physics checks and motor tests."""
 
 import jax.numpy as jnp
+import numpy as np
 
 from hil.models.pytree import pytree
 
@@ -19,7 +20,7 @@ def step(params: OpenLoopParams, state, readings, fresh, time):
 
 
 def params_from_scenario(scenario) -> OpenLoopParams:
-    return OpenLoopParams(throttle=jnp.asarray(scenario.firmware.throttle))
+    return OpenLoopParams(throttle=np.asarray(scenario.firmware.throttle, dtype=np.float64))
 
 
 SENSOR_NEEDS = ()

@@ -144,14 +144,28 @@ class Gps:
 
 
 @dataclass(frozen=True)
+class Rangefinder:
+    rate_hz: float = spec(50.0, unit="Hz", gt=0)
+    noise: float = spec(0.02, unit="m", ge=0)
+    min_range: float = spec(0.05, unit="m", ge=0, help="closer than this, no valid return")
+    max_range: float = spec(12.0, unit="m", gt=0)
+    tilt_limit_deg: float = spec(30.0, unit="deg", ge=0, lt=90, help="beyond this tilt, no valid return")
+
+    def __check__(self, check, path):
+        if self.min_range >= self.max_range:
+            check.fail(path + ("min_range",), f"{self.min_range} m is not below max_range ({self.max_range} m)")
+
+
+@dataclass(frozen=True)
 class Sensors:
     imu: Imu | None = spec(None)
     baro: Baro | None = spec(None)
     mag: Mag | None = spec(None)
     gps: Gps | None = spec(None)
+    rangefinder: Rangefinder | None = spec(None, help="downward distance to the ground: [distance m, valid 1/0]")
 
     def present(self) -> dict:
-        return {name: getattr(self, name) for name in ("imu", "baro", "mag", "gps") if getattr(self, name) is not None}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -256,7 +270,7 @@ class LinkSettings:
                                             f"silence longer than the timeout")
 
 
-SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}  # reading size: the wire's SENSORS layout
+SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6, "rangefinder": 2}  # reading size: the wire's SENSORS layout
 
 
 @dataclass(frozen=True)
@@ -267,7 +281,7 @@ class MotorFault:
 
 @dataclass(frozen=True)
 class SensorFault:
-    name: Literal["imu", "baro", "mag", "gps"]
+    name: Literal["imu", "baro", "mag", "gps", "rangefinder"]
     mode: Literal["dropout", "stuck", "bias", "noise"] = spec(
         help="dropout: no readings arrive; stuck: readings arrive but repeat the last good value; bias: `offset` "
              "is added to every reading; noise: white noise of standard deviation `std` is added")

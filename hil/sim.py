@@ -1,347 +1,150 @@
-"""The compiled tick: wind, physics substeps, the sensors due at the tick, and (in-process) the firmware.
+"""The compiled programs of the tick: one tick per call, many per call, and many with the lockstep
+exchange inside; each takes the tick's parameters as an argument.
 
-:meth:`Simulation.advance` is one tick. It integrates tick k -> k + 1 with the command in force,
-then samples the sensors due at k + 1; in-process, the firmware's own last command is used and
-the firmware answers the new readings inside the same call. The initial state has tick -1,
-which ``advance`` turns into tick 0 without moving the vehicle, so one compiled body serves the
-whole run. It is compiled as one call per tick (:meth:`Simulation.compile`: real time, and
-lockstep without the compiled exchange), as a loop of many ticks per call
+:class:`Simulation` turns a scenario into its structure and parameters (:mod:`hil.tick.params`)
+and compiles :meth:`hil.tick.Tick.step` as one call per tick (:meth:`Simulation.compile`: real
+time, and lockstep without the compiled exchange), as a loop of many ticks per call
 (:meth:`Simulation.compile_batch`: in-process runs and replay), or as a loop with the lockstep
-exchange inside (:meth:`Simulation.compile_exchange_loop`).
+exchange inside (:meth:`Simulation.compile_exchange_loop`). A program is keyed on the structure
+alone: the traced-tick cache (:mod:`hil.tick_cache`) keeps it across processes and
+:data:`PROGRAMS` within one, so a new seed or a changed mass or gain flies at once.
 
-``advance`` returns the new state (kept on the device) and one flat float64 vector for the host
-whose layout is :attr:`Simulation.layout`. Randomness for tick k and consumer s is
-``fold_in(fold_in(key(seed), k), s)`` with the fixed stream ids of :data:`STREAMS`; each stream
-yields a block of standard-normal draws for its consumer (:func:`tick_noise`).
+A program's state and parameters travel as a few float64 pages (:class:`hil.pages.StatePages`);
+the parameters are put on the device once per run. Each tick returns the new state (kept on the
+device) and one flat float64 row for the host whose layout is :attr:`Simulation.layout`.
 """
 
+import collections
+import hashlib
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-import hil.jaxconfig  # noqa: F401
-from hil import tick_cache
+from hil import jaxconfig, tick_cache
 from hil.bridges import compiled_exchange
-from hil.faults import FAULT_STREAM_BASE, VehicleFaults
-from hil.firmware_stubs import open_loop, quad_pid
-from hil.models import environment, quadrotor, quaternion, sensors
-from hil.models import gear as gear_layout
-from hil.models.pytree import pytree, replace
-from hil.models.quadrotor import LandingGear, QuadrotorParams, QuadrotorState
-from hil.models.rigid_body import RigidBodyParams, RigidBodyState
-from hil.models.small import matvec_t
 from hil.pages import SharedInput, StatePages
 from hil.scenario import Scenario
+from hil.tick import MOTORS, SimState, Tick
+from hil.tick import params as tick_params
+from hil.tick.params import TickParams
+from hil.tick.sampling import KINDS
 
-# Fixed per-consumer stream ids: adding a consumer never shifts another's noise. The scenario's
-# fault i draws from stream FAULT_STREAM_BASE + i (``fault.i``).
-STREAMS = {"wind": 1, "imu": 16, "baro": 17, "mag": 18, "gps": 19}
-
-
-def stream_id(name: str) -> int:
-    if name.startswith("fault."):
-        return FAULT_STREAM_BASE + int(name.removeprefix("fault."))
-    return STREAMS[name]
-SENSOR_ORDER = ("imu", "baro", "mag", "gps")
-READING_SIZE = {"imu": 6, "baro": 2, "mag": 3, "gps": 6}
-FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop}
-MOTORS = 4
-UNROLLED_SUBSTEPS = 4
-
-
-def tick_noise(key, tick, streams: tuple[str, ...]) -> dict:
-    """Standard-normal draws for each consumer at ``tick``, from its own stream.
-
-    All streams are derived in one vectorised call: XLA on CPU runs threefry as a loop, and one
-    loop per consumer per tick would cost more than the physics.
-    """
-    ids = jnp.array([stream_id(name) for name in streams], dtype=jnp.uint32)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.fold_in(key, tick), ids)
-    draws = jax.vmap(lambda k: jax.random.normal(k, (sensors.NORMALS_PER_STREAM,)))(keys)
-    return {name: draws[i] for i, name in enumerate(streams)}
-
-
-@pytree
-class Channel:
-    """One sensor's persistent state: its model's state, the last delivered reading, one in flight."""
-
-    model: Any
-    reading: jnp.ndarray
-    pending: jnp.ndarray  # a reading in flight; empty for a sensor without latency (a smaller state)
-
-
-@pytree
-class SimState:
-    tick: jnp.ndarray  # int64 scalar: sim time is tick / rate, never accumulated
-    vehicle: QuadrotorState
-    wind: environment.WindState
-    channels: dict
-    firmware: Any  # the in-process firmware's state, or None
-    command: jnp.ndarray  # (4,) throttle in force
-    # (3,) m/s^2 NED, mean over the last tick (what an IMU's delta-velocity gives); at tick 0, the initial state's
-    acceleration: jnp.ndarray
-
-
-@dataclass(frozen=True)
-class SensorSetup:
-    name: str
-    sample: Callable
-    params: Any
-    init: Any
-    decimation: int  # ticks between samples
-    latency: int  # ticks from measurement to delivery, at most one decimation
-
-
-def _sensor_setups(scenario: Scenario) -> list[SensorSetup]:
-    present = scenario.sensors.present()
-    setups = []
-    for name in SENSOR_ORDER:
-        if name not in present:
-            continue
-        config = present[name]
-        decimation = scenario.decimation(config.rate_hz)
-        if name == "imu":
-            params = sensors.ImuParams(
-                period=1.0 / config.rate_hz, gyro_noise_density=config.gyro_noise_density,
-                gyro_bias_random_walk=config.gyro_bias_random_walk, gyro_range=config.gyro_range,
-                accel_noise_density=config.accel_noise_density, accel_bias_random_walk=config.accel_bias_random_walk,
-                accel_range=config.accel_range)
-            setups.append(SensorSetup(name, sensors.imu_sample, params, sensors.imu_init(params), decimation, 0))
-        elif name == "baro":
-            setups.append(SensorSetup(name, sensors.baro_sample, sensors.BaroParams(config.noise), (), decimation, 0))
-        elif name == "mag":
-            params = sensors.MagParams(np.array(scenario.environment.magnetic_field), config.noise)
-            setups.append(SensorSetup(name, sensors.mag_sample, params, (), decimation, 0))
-        elif name == "gps":
-            params = sensors.GpsParams(np.array(config.position_noise), np.array(config.velocity_noise))
-            latency = round(config.latency * scenario.physics.rate_hz)
-            setups.append(SensorSetup(name, sensors.gps_sample, params, (), decimation, latency))
-    return setups
-
-
-def vehicle_params(scenario: Scenario) -> QuadrotorParams:
-    v = scenario.vehicle
-    gear = None
-    if scenario.environment.ground:
-        g = v.landing_gear
-        gear = LandingGear(gear_layout.feet(g.foot_spread, g.foot_depth), g.stiffness, g.damping, g.friction,
-                           gear_layout.SLIP_SPEED)
-    return QuadrotorParams(
-        body=RigidBodyParams.of(v.mass, np.diag(v.inertia)), arm_length=v.arm_length,
-        thrust_coefficient=v.thrust_coefficient, torque_coefficient=v.torque_coefficient,
-        max_rotor_speed=v.max_rotor_speed, motor_time_constant=v.motor_time_constant,
-        drag_linear=np.array(v.drag_linear), drag_quadratic=np.array(v.drag_quadratic),
-        angular_drag=v.angular_drag, gear=gear)
+READING_SIZE = {name: kind.size for name, kind in KINDS.items()}
+PROGRAMS_KEPT = 16  # compiled programs a process keeps, most recently used first
 
 
 def rest_height(scenario: Scenario) -> float:
     """Down coordinate of the centre of mass resting on its feet: touching, plus the static sag."""
-    v = scenario.vehicle
-    return -v.landing_gear.foot_depth + v.mass * environment.GRAVITY / (4 * v.landing_gear.stiffness)
+    gear = scenario.vehicle.landing_gear
+    return tick_params.resting_height(scenario.vehicle.mass, gear.foot_depth, gear.stiffness)
 
 
 class Simulation:
-    """Host-side builder of the tick for one scenario; its methods are the pure functions that get compiled."""
+    """A scenario's tick: its structure, its parameters, and the programs compiled for its structure."""
 
     def __init__(self, scenario: Scenario, in_process_firmware: bool = True):
+        jaxconfig.configure()
         self.scenario = scenario
-        self.rate = scenario.physics.rate_hz
-        self.dt = 1.0 / self.rate
-        self.substeps = scenario.physics.substeps
-        self.params = vehicle_params(scenario)
-        wind = scenario.environment.wind
-        self.wind_params = environment.WindParams(
-            steady=np.array(wind.steady), turbulence_intensity=np.array(wind.turbulence.intensity),
-            turbulence_time_constant=wind.turbulence.time_constant,
-            gust_start=np.array([g.start for g in wind.gusts]).reshape(-1),
-            gust_duration=np.array([g.duration for g in wind.gusts]).reshape(-1),
-            gust_peak=np.array([g.peak for g in wind.gusts]).reshape(-1, 3))
-        self.home_altitude = scenario.environment.home_altitude
-        self.sensors = _sensor_setups(scenario)
-        self.faults = VehicleFaults(scenario)
+        self.structure, self.params = tick_params.build(scenario, in_process_firmware)
+        self.tick = Tick(self.structure)
+        self.rate = self.structure.rate
+        self.dt = self.structure.dt
         self.in_process = in_process_firmware
-        self.firmware = FIRMWARES[scenario.firmware.name] if in_process_firmware else None
-        self.firmware_params = self.firmware.params_from_scenario(scenario) if self.firmware else None
-        self.layout = self._layout()
-        self.width = sum(size for _, size in self.layout.values()) if self.layout else 0
-
-    # ---- state -------------------------------------------------------------------------------
+        self.sensors = self.structure.sensors
+        self.layout = self.tick.layout
+        self.width = self.tick.width
 
     def initial_state(self) -> SimState:
-        init = self.scenario.initial
-        position = np.array(init.position if init.position is not None else (0.0, 0.0, rest_height(self.scenario)))
-        attitude = quaternion.from_euler(*np.radians(init.attitude_deg))
-        body = RigidBodyState(position, np.array(init.velocity), attitude, np.array(init.angular_rate))
-        vehicle = QuadrotorState(body, np.full(MOTORS, init.rotor_speed))
-        channels = {s.name: Channel(s.init, np.zeros(READING_SIZE[s.name]),
-                                    np.zeros(READING_SIZE[s.name] if s.latency else 0)) for s in self.sensors}
-        firmware = self.firmware.init(self.firmware_params) if self.firmware else None
-        return SimState(np.array(-1, dtype=np.int64), vehicle, environment.wind_init(self.wind_params),
-                        channels, firmware, np.zeros(MOTORS), np.zeros(3))
+        return self.tick.init(self.params)
 
-    # ---- stages ------------------------------------------------------------------------------
+    def with_params(self, params: TickParams) -> "Simulation":
+        """The same structure with other parameters (of the same shapes): flies the same programs."""
+        other = object.__new__(Simulation)
+        other.__dict__.update(self.__dict__, params=params)
+        return other
 
-    def air(self, vehicle: QuadrotorState, wind: environment.WindState, tick):
-        atmosphere = environment.isa(self.home_altitude - vehicle.body.position[2])
-        velocity = environment.wind_velocity(self.wind_params, wind, tick / self.rate)
-        return atmosphere, quadrotor.Air(atmosphere.density, velocity)
+    def program_name(self, kind: str) -> str:
+        """The name a program of this structure is cached under: the structure, the shapes of the
+        parameters, hil's source and JAX's version and settings; never a parameter's value."""
+        leaves, treedef = jax.tree_util.tree_flatten(self.params)
+        shapes = [(np.shape(leaf), np.asarray(leaf).dtype.str) for leaf in leaves]
+        digest = hashlib.sha256(repr((self.structure, str(treedef), shapes, kind)).encode())
+        return tick_cache.key(digest.hexdigest())
 
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return ("wind",) + tuple(s.name for s in self.sensors) + self.faults.streams
-
-    def physics(self, state: SimState, command, noise) -> SimState:
-        """Integrate one tick with ``command`` and the air at the tick's start held constant.
-
-        From tick -1 (the initial state) the step has zero length: tick 0 is the initial state.
-        """
-        _, air = self.air(state.vehicle, state.wind, state.tick)
-        dt = jnp.where(state.tick >= 0, self.dt, 0.0)
-        substep = dt / self.substeps
-        # A motor fault limits the rotor speed the motor reaches, whatever the firmware asks for.
-        reachable = command * self.faults.motor_speed_scale(state.tick) if self.faults.motors else command
-
-        def one(vehicle):
-            return quadrotor.step(self.params, vehicle, reachable, air, substep)
-
-        vehicle = state.vehicle
-        if self.substeps <= UNROLLED_SUBSTEPS:  # a loop of one XLA op per iteration costs more than it saves
-            for _ in range(self.substeps):
-                vehicle = one(vehicle)
-        else:
-            vehicle = jax.lax.fori_loop(0, self.substeps, lambda _, v: one(v), vehicle)
-        wind = environment.wind_step(self.wind_params, state.wind, dt, noise["wind"])
-        # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
-        acceleration = jax.lax.cond(
-            state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / self.dt,
-            lambda: quadrotor.derivative(self.params, state.vehicle, reachable, air).body.velocity)
-        return SimState(state.tick + 1, vehicle, wind, state.channels, state.firmware, command, acceleration)
-
-    def sample(self, state: SimState, noise):
-        """Sample the sensors due at ``state.tick``; returns the state and a freshness flag per sensor."""
-        atmosphere, air = self.air(state.vehicle, state.wind, state.tick)
-        body = state.vehicle.body
-        rotation = quaternion.to_matrix(body.attitude)
-        specific_force = matvec_t(rotation, state.acceleration - jnp.array([0.0, 0.0, environment.GRAVITY]))
-        truth = sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate, specific_force, atmosphere)
-        channels, fresh = {}, {}
-        for setup in self.sensors:
-            channel = state.channels[setup.name]
-            measure = state.tick % setup.decimation == 0
-            model, measurement = setup.sample(setup.params, channel.model, truth, noise[setup.name])
-            model = jax.tree_util.tree_map(lambda new, old: jnp.where(measure, new, old), model, channel.model)
-            if setup.latency == 0:
-                deliver, delivered, pending = measure, measurement, channel.pending
-            else:
-                deliver = (state.tick >= setup.latency) & ((state.tick - setup.latency) % setup.decimation == 0)
-                delivered, pending = channel.pending, jnp.where(measure, measurement, channel.pending)
-            if setup.name in self.faults.sensors:
-                delivered, deliver = self.faults.on_reading(setup.name, state.tick, delivered, channel.reading,
-                                                            deliver, noise)
-            channels[setup.name] = Channel(model, jnp.where(deliver, delivered, channel.reading), pending)
-            fresh[setup.name] = deliver
-        return replace(state, channels=channels), fresh
-
-    def fly_firmware(self, state: SimState, fresh) -> SimState:
-        readings = {name: channel.reading for name, channel in state.channels.items()}
-        firmware, command = self.firmware.step(self.firmware_params, state.firmware, readings, fresh, state.tick / self.rate)
-        return replace(state, firmware=firmware, command=command)
-
-    # ---- what the host sees ------------------------------------------------------------------
-
-    def _layout(self) -> dict[str, tuple[int, int]]:
-        sizes = [("position", 3), ("velocity", 3), ("attitude", 4), ("angular_rate", 3), ("rotor_speed", 4),
-                 ("wind", 3), ("command", MOTORS)]
-        sizes += [(f"reading.{s.name}", READING_SIZE[s.name]) for s in self.sensors]
-        sizes += [("fresh", len(self.sensors))]
-        layout, offset = {}, 0
-        for name, size in sizes:
-            layout[name] = (offset, size)
-            offset += size
-        return layout
-
-    def observe(self, state: SimState, fresh):
-        body = state.vehicle.body
-        _, air = self.air(state.vehicle, state.wind, state.tick)
-        parts = [body.position, body.velocity, body.attitude, body.angular_rate, state.vehicle.rotor_speed,
-                 air.wind, state.command]
-        parts += [state.channels[s.name].reading for s in self.sensors]
-        parts += [jnp.stack([fresh[s.name] for s in self.sensors]).astype(jnp.float64)] if self.sensors else [jnp.zeros(0)]
-        return jnp.concatenate(parts)
-
-    # ---- the two entry points ----------------------------------------------------------------
-
-    def advance(self, state: SimState, command=None):
-        noise = tick_noise(jax.random.key(self.scenario.seed), state.tick + 1, self.streams)
-        state = self.physics(state, state.command if command is None else command, noise)
-        state, fresh = self.sample(state, noise)
-        if self.firmware:
-            state = self.fly_firmware(state, fresh)
-        return state, self.observe(state, fresh)
+    def compiled(self, kind: str) -> bool:
+        """Whether a program of this kind for this structure is ready or cached (else it compiles)."""
+        name = self.program_name(kind)
+        return name in PROGRAMS or tick_cache.has(name)
 
     def compile(self) -> "CompiledTick":
-        """Lower and compile the tick for this scenario's shapes, before tick 0."""
-        pages, initial = self._pages()
+        """Lower and compile the tick for this structure, before tick 0."""
+        pages, initial, param_pages = self._pages()
 
-        def advance(state, *command):
-            new, out = self.advance(pages.unpack(state), *command)
+        def advance(state, params, *command):
+            new, out = self.tick.step(param_pages.unpack(params), pages.unpack(state), *command)
             return pages.pack(new), out
 
         command = () if self.in_process else (np.zeros(MOTORS),)
-        compiled = _compiled(advance, (initial, *command), tick_cache.key(self.scenario, self.in_process))
-        return CompiledTick(compiled, pages, initial, None if self.in_process else SharedInput(MOTORS))
+        params = param_pages.pack(self.params)
+        compiled = _compiled(advance, (initial, params, *command), self.program_name("tick"))
+        return CompiledTick(compiled, pages, initial, _on_device(params),
+                            None if self.in_process else SharedInput(MOTORS))
 
     def compile_batch(self, batch: int) -> "CompiledBatch":
         """Up to ``batch`` ticks per call: in link mode each with its own command (replay), or
         in-process, the firmware answering inside the tick (an in-process run).
 
-        The compiled function takes (state, commands (batch, MOTORS), n) in link mode and (state, n)
-        in-process, and returns the state after n ticks and their rows (the rest zero). The number
-        of ticks is an argument, so the loop cannot be unrolled or specialised, and XLA compiles one
-        tick as the loop's body, which computes what the single compiled tick computes, bit for bit
-        (replay checks every row).
+        The compiled function takes (state, params, commands (batch, MOTORS), n) in link mode and
+        (state, params, n) in-process, and returns the state after n ticks and their rows (the rest
+        zero). The number of ticks is an argument, so the loop cannot be unrolled or specialised,
+        and XLA compiles one tick as the loop's body, which computes what the single compiled tick
+        computes, bit for bit (replay checks every row).
         """
-        pages, initial = self._pages()
+        pages, initial, param_pages = self._pages()
 
-        def advance_many(state, *commands_and_n):
+        def advance_many(state, params, *commands_and_n):
             *commands, n = commands_and_n
+            unpacked = param_pages.unpack(params)
 
             def one(index, carry):
                 state, rows = carry
-                new, out = self.advance(pages.unpack(state), *(c[index] for c in commands))
+                new, out = self.tick.step(unpacked, pages.unpack(state), *(c[index] for c in commands))
                 return pages.pack(new), jax.lax.dynamic_update_slice(rows, out[None, :], (index, jnp.zeros_like(index)))
 
             return jax.lax.fori_loop(0, n, one, (state, jnp.zeros((batch, self.width))))
 
         commands = () if self.in_process else (np.zeros((batch, MOTORS)),)
-        name = tick_cache.key(self.scenario, self.in_process) + f"-batch{batch}"
-        return CompiledBatch(_compiled(advance_many, (initial, *commands, np.int32(0)), name), pages, initial, batch)
+        params = param_pages.pack(self.params)
+        program = _compiled(advance_many, (initial, params, *commands, np.int32(0)),
+                            self.program_name(f"batch{batch}"))
+        return CompiledBatch(program, pages, initial, _on_device(params), batch)
 
     def compile_exchange_loop(self, batch: int) -> "CompiledExchangeLoop":
         """Up to ``batch`` link-mode ticks per call, each exchanging its SENSORS and ACTUATORS with
         the firmware inside the compiled loop (:mod:`hil.bridges.compiled_exchange`).
 
-        The compiled function takes (state, command in force, n, the exchange's address) and
-        returns the state after the last tick flown, the command in force after it, how many ticks
-        it flew and why it stopped. The ticks' rows go to the exchange, not through XLA: a buffer
-        over 512 bytes would put the loop on XLA's thread pool. The tick is the loop's body, which
-        computes what the single compiled tick computes, bit for bit.
+        The compiled function takes (state, params, command in force, n, the exchange's address)
+        and returns the state after the last tick flown, the command in force after it, how many
+        ticks it flew and why it stopped. The ticks' rows go to the exchange, not through XLA: a
+        buffer over 512 bytes would put the loop on XLA's thread pool. The tick is the loop's body,
+        which computes what the single compiled tick computes, bit for bit.
         """
-        pages, initial = self._pages()
+        pages, initial, param_pages = self._pages()
 
-        def fly(state, command, n, context):
+        def fly(state, params, command, n, context):
+            unpacked = param_pages.unpack(params)
+
             def going(carry):
                 flown, _, _, stop = carry
                 return (flown < n) & (stop == compiled_exchange.REPLIED)
 
             def one(carry):
                 flown, state, command, _ = carry
-                new, out = self.advance(pages.unpack(state), command)
+                new, out = self.tick.step(unpacked, pages.unpack(state), command)
                 reply, stop = compiled_exchange.exchange(out, new.tick, context, MOTORS)
                 replied = (stop == compiled_exchange.REPLIED) | (stop == compiled_exchange.PAUSED)
                 command = jnp.where(replied, reply, command)
@@ -352,21 +155,35 @@ class Simulation:
             return state, command, flown, stop
 
         compiled_exchange.load()
-        arguments = (initial, np.zeros(MOTORS), np.int32(0), np.uint64(0))
-        name = tick_cache.key(self.scenario, False) + f"-exchange{batch}"
-        return CompiledExchangeLoop(_compiled(fly, arguments, name, compiled_exchange.TARGET), pages, initial, batch)
+        params = param_pages.pack(self.params)
+        arguments = (initial, params, np.zeros(MOTORS), np.int32(0), np.uint64(0))
+        program = _compiled(fly, arguments, self.program_name(f"exchange{batch}"), compiled_exchange.TARGET)
+        return CompiledExchangeLoop(program, pages, initial, _on_device(params), batch)
 
-    def _pages(self) -> tuple[StatePages, tuple]:
-        """How the state is paged, and the initial state's pages on the host (a compiled call
-        copies host pages on the way in, so they serve as every run's first state)."""
+    def _pages(self) -> tuple[StatePages, tuple, StatePages]:
+        """How the state is paged, the initial state's pages on the host (a compiled call copies
+        host pages on the way in, so they serve as every run's first state), and how the
+        parameters are paged."""
         state = self.initial_state()
         pages = StatePages.of(state)
-        return pages, pages.pack(state)
+        return pages, pages.pack(state), StatePages.of(self.params)
+
+
+def _on_device(pages: tuple) -> tuple:
+    """The parameter pages, copied to the device once: every call of the run reads them there."""
+    return tuple(jax.device_put(page) for page in pages)
+
+
+PROGRAMS: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
 
 
 def _compiled(function, arguments, name: str, custom_call: str | None = None):
     """``function`` traced, exported (through the traced-tick cache) and compiled for ``arguments``;
-    ``custom_call``: the one FFI target it may call."""
+    ``custom_call``: the one FFI target it may call. A program this process has compiled before
+    is taken from :data:`PROGRAMS`."""
+    if name in PROGRAMS:
+        PROGRAMS.move_to_end(name)
+        return PROGRAMS[name]
     exported = tick_cache.load(name)
     if exported is None:
         checks = [export.DisabledSafetyCheck.custom_call(custom_call)] if custom_call else []
@@ -374,7 +191,10 @@ def _compiled(function, arguments, name: str, custom_call: str | None = None):
         tick_cache.store(name, exported)
     # The state's buffers are donated: XLA writes the new state over the old one instead of
     # allocating, which takes a third off the time of a call.
-    return jax.jit(exported.call, donate_argnums=0).lower(*arguments).compile()
+    program = PROGRAMS[name] = jax.jit(exported.call, donate_argnums=0).lower(*arguments).compile()
+    while len(PROGRAMS) > PROGRAMS_KEPT:
+        PROGRAMS.popitem(last=False)
+    return program
 
 
 @dataclass(frozen=True)
@@ -382,6 +202,7 @@ class _PagedProgram:
     call: Any
     pages: StatePages
     initial: tuple
+    params: tuple  # the run's parameter pages, on the device
 
     def unravel(self, state):
         """The :class:`SimState` of a state the program returned, on the host."""
@@ -403,9 +224,9 @@ class CompiledTick(_PagedProgram):
 
     def advance(self, state, command=None):
         if self.command_input is None:
-            state, row = self.call(state)
+            state, row = self.call(state, self.params)
         else:
-            state, row = self.call(state, self.command_input.write(command))
+            state, row = self.call(state, self.params, self.command_input.write(command))
         return state, np.asarray(row)
 
 
@@ -419,7 +240,8 @@ class CompiledExchangeLoop(_PagedProgram):
         """Fly up to ``n`` ticks from ``state`` with ``command`` in force; ``address``: the
         :class:`hil.bridges.compiled_exchange.Exchange`'s, which receives their rows. Returns
         (state, command in force as a tuple, ticks flown, why it stopped)."""
-        state, command, flown, stop = self.call(state, np.asarray(command, np.float64), np.int32(n), address)
+        state, command, flown, stop = self.call(state, self.params, np.asarray(command, np.float64), np.int32(n),
+                                                address)
         return state, tuple(np.asarray(command).tolist()), int(flown), int(stop)
 
 
@@ -431,4 +253,4 @@ class CompiledBatch(_PagedProgram):
 
     def advance_many(self, state, *commands_and_n):
         """``(state, [commands,] n) -> (state, rows)``: n ticks from ``state``, which the call consumes."""
-        return self.call(state, *commands_and_n)
+        return self.call(state, self.params, *commands_and_n)

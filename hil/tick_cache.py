@@ -2,8 +2,8 @@
 
 JAX's persistent compilation cache skips XLA compilation, but tracing and lowering the tick
 still cost about 0.7 s per start. Here the lowered tick is kept as a serialised ``jax.export``
-module, keyed by everything that shapes it: the parts of the scenario it reads, whether the firmware runs in-process,
-the source of hil itself, and the JAX version and flags. Any failure to read an entry falls
+module, keyed by everything that shapes it: the tick's structure and the shapes of its parameters
+(never their values: :mod:`hil.tick.params`), the source of hil itself, and the JAX version and flags. Any failure to read an entry falls
 back to tracing, so a stale or damaged cache costs time, never correctness.
 """
 
@@ -22,30 +22,32 @@ def _source_digest() -> bytes:
     import hil.bridges
     import hil.firmware_stubs
     import hil.models
+    import hil.tick
     digest = hashlib.sha256()
-    for package in (hil, hil.models, hil.bridges, hil.firmware_stubs):
+    for package in (hil, hil.models, hil.bridges, hil.firmware_stubs, hil.tick):
         for path in sorted(Path(package.__file__).parent.glob("*.py")):
             digest.update(path.name.encode() + path.read_bytes())
     return digest.digest()
 
 
-def key(scenario, in_process: bool) -> str:
-    """Only what the traced tick depends on: not the expectations, the run's length (unless a fault
-    lasts to its end), the link settings, the pilot, or a firmware that flies outside the tick."""
-    shaping = [scenario.seed, scenario.physics, scenario.vehicle, scenario.initial, scenario.environment,
-               scenario.sensors, scenario.faults]
-    if scenario.faults:
-        shaping.append(scenario.ticks)
-    if in_process:
-        shaping.append(scenario.firmware)
+def key(program: str) -> str:
+    """The cache name of ``program`` (a digest of what shapes it), with hil's source and JAX's
+    version, flags and backend, which shape every program."""
     digest = hashlib.sha256(_source_digest())
-    digest.update(repr(shaping).encode())
-    digest.update(f"{in_process} {jax.__version__} {os.environ.get('XLA_FLAGS', '')} {jax.default_backend()}".encode())
+    digest.update(program.encode())
+    digest.update(f"{jax.__version__} {os.environ.get('XLA_FLAGS', '')} {jax.default_backend()}".encode())
     return digest.hexdigest()
 
 
 def _path(name: str) -> Path:
     return cache_directory("ticks") / f"{name}.jaxexport"
+
+
+def has(name: str) -> bool:
+    try:
+        return _path(name).is_file()
+    except (OSError, CacheDirectoryError):
+        return False
 
 
 def load(name: str):

@@ -153,6 +153,6 @@ def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt) 
 
 def ground_clearance(gear: LandingGear, body: RigidBodyState, dt):
     """How far (m) the lowest foot stays above the ground over ``dt`` in the worst case, with a margin."""
-    reach = max(float(np.linalg.norm(foot)) for foot in np.asarray(gear.feet))
+    reach = jnp.sqrt(jnp.max(sum_rows(gear.feet.T**2)))
     speed = norm(body.velocity) + norm(body.angular_rate) * reach
     return -(body.position[2] + reach) - speed * dt - CONTACT_MARGIN

@@ -7,6 +7,9 @@ the sensor is due (its own rate); ``state`` holds what persists between samples 
 Readings are flat float64 vectors whose layout the wire protocol documents.
 """
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -16,6 +19,19 @@ from hil.models.pytree import pytree
 from hil.models.small import matvec_t
 
 NORMALS_PER_STREAM = 12
+
+
+@dataclass(frozen=True)
+class SensorKind:
+    """What the tick needs to know of a kind of sensor (registered in :data:`hil.tick.sampling.KINDS`)."""
+
+    name: str  # also its section under the scenario's ``sensors``
+    size: int  # floats in a reading
+    stream: int  # PRNG stream id: fixed forever, so adding a sensor never shifts another's noise
+    params: Callable[[Any, Any], Any]  # (its scenario section, the scenario) -> model parameters, NumPy
+    sample: Callable  # (params, state, truth, normals) -> (state, reading)
+    init: Callable[[Any], Any] = lambda params: ()  # params -> the state kept between samples
+    latency: Callable[[Any], float] = lambda config: 0.0  # s from measurement to delivery
 
 
 @pytree

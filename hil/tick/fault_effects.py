@@ -1,0 +1,89 @@
+"""Motor and sensor faults inside the tick, as pure functions of their parameters and the tick.
+
+A fault is active over whole ticks ``[first, end)``. Which motor or sensor a fault acts on and
+its mode are structure (static fields); when it acts and how much are parameters. Noise a fault
+adds comes from its own PRNG stream, ``fault.i`` for the scenario's fault i
+(:data:`hil.faults.FAULT_STREAM_BASE` + i), as link faults' draws do.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from hil.faults import stream_name, window_ticks
+from hil.models.pytree import pytree, static
+from hil.scenario import Scenario
+
+
+@pytree
+class MotorFault:
+    first: jnp.ndarray  # tick
+    end: jnp.ndarray  # tick, exclusive
+    efficiency: jnp.ndarray  # fraction of thrust left
+    motor: int = static(0)
+
+
+@pytree
+class SensorFault:
+    first: jnp.ndarray
+    end: jnp.ndarray
+    value: jnp.ndarray  # bias: the offset; noise: the standard deviations; stuck, dropout: empty
+    mode: str = static("")
+    stream: str = static("")  # noise: the stream its draws come from
+
+
+@pytree
+class FaultParams:
+    motors: tuple  # of MotorFault
+    sensors: dict  # sensor name -> tuple of SensorFault, in the scenario's order
+
+
+def params(scenario: Scenario) -> FaultParams:
+    motors, sensors = [], {}
+    for index, fault in enumerate(scenario.faults):
+        first, end = (np.int64(t) for t in window_ticks(fault, scenario))
+        if fault.motor:
+            motors.append(MotorFault(first, end, np.float64(fault.motor.efficiency), fault.motor.index))
+        sensor = fault.sensor_fault()
+        if sensor is not None:
+            value = sensor.offset if sensor.mode == "bias" else sensor.std if sensor.mode == "noise" else ()
+            sensors.setdefault(sensor.name, []).append(
+                SensorFault(first, end, np.array(value, dtype=np.float64), sensor.mode, stream_name(index)))
+    return FaultParams(tuple(motors), {name: tuple(effects) for name, effects in sensors.items()})
+
+
+def streams(faults: FaultParams) -> tuple[str, ...]:
+    return tuple(e.stream for effects in faults.sensors.values() for e in effects if e.mode == "noise")
+
+
+def _active(fault, tick):
+    return (tick >= fault.first) & (tick < fault.end)
+
+
+def motor_speed_scale(faults: FaultParams, tick):
+    """Per motor, the factor on the rotor speed it can reach: thrust goes with its square."""
+    scale = jnp.ones(4)
+    for fault in faults.motors:
+        scale = scale.at[fault.motor].multiply(jnp.where(_active(fault, tick), jnp.sqrt(fault.efficiency), 1.0))
+    return scale
+
+
+def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, noise):
+    """The reading and freshness a sensor delivers at ``tick`` under its faults.
+
+    Offsets and noise change the new value; a stuck sensor repeats the previous reading as
+    if new; a dropout delivers nothing, so the firmware keeps what it had.
+    """
+    effects = faults.sensors.get(name, ())
+    for effect in effects:
+        active = _active(effect, tick)
+        if effect.mode == "bias":
+            new = jnp.where(active, new + effect.value, new)
+        elif effect.mode == "noise":
+            new = jnp.where(active, new + effect.value * noise[effect.stream][:new.shape[0]], new)
+    for effect in effects:
+        active = _active(effect, tick)
+        if effect.mode in ("stuck", "dropout"):
+            new = jnp.where(active, previous, new)
+        if effect.mode == "dropout":
+            delivered = delivered & ~active
+    return new, delivered

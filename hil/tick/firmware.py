@@ -1,0 +1,29 @@
+"""The emulated firmware flown inside the tick (an in-process run): its registry and its stage.
+
+A firmware module has ``params_from_scenario(scenario)``, ``init(params) -> state`` and
+``step(params, state, readings, fresh, time) -> (state, throttles)``; its parameters are part of
+the tick's parameters, so its gains change without compiling.
+"""
+
+from types import ModuleType
+
+from hil.firmware_stubs import open_loop, quad_pid
+from hil.models.pytree import replace
+
+FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop}
+
+
+def params(scenario):
+    return FIRMWARES[scenario.firmware.name].params_from_scenario(scenario)
+
+
+def init(structure, params):
+    return FIRMWARES[structure.firmware].init(params.firmware) if structure.firmware else None
+
+
+def fly(structure, params, state, fresh):
+    """The firmware answers the readings just sampled; its command flies the next tick."""
+    readings = {name: channel.reading for name, channel in state.channels.items()}
+    firmware, command = FIRMWARES[structure.firmware].step(params.firmware, state.firmware, readings, fresh,
+                                                           state.tick / structure.rate)
+    return replace(state, firmware=firmware, command=command)

@@ -1,0 +1,40 @@
+"""The physics stage: one tick of rigid-body substeps with the command in force and the air held."""
+
+import jax
+import jax.numpy as jnp
+
+from hil.models import environment, quadrotor
+from hil.models.pytree import replace
+from hil.tick import fault_effects
+from hil.tick.air import air
+
+UNROLLED_SUBSTEPS = 4  # up to this many, substeps are written out: a loop of one XLA op per iteration costs more
+
+
+def physics(structure, params, state, command, noise):
+    """Integrate one tick with ``command`` and the air at the tick's start held constant.
+
+    From tick -1 (the initial state) the step has zero length: tick 0 is the initial state.
+    """
+    _, held = air(params, state.vehicle, state.wind, state.tick / structure.rate)
+    dt = jnp.where(state.tick >= 0, structure.dt, 0.0)
+    substep = dt / structure.substeps
+    # A motor fault limits the rotor speed the motor reaches, whatever the firmware asks for.
+    faults = params.faults
+    reachable = command * fault_effects.motor_speed_scale(faults, state.tick) if faults.motors else command
+
+    def one(vehicle):
+        return quadrotor.step(params.vehicle, vehicle, reachable, held, substep)
+
+    vehicle = state.vehicle
+    if structure.substeps <= UNROLLED_SUBSTEPS:
+        for _ in range(structure.substeps):
+            vehicle = one(vehicle)
+    else:
+        vehicle = jax.lax.fori_loop(0, structure.substeps, lambda _, v: one(v), vehicle)
+    wind = environment.wind_step(params.wind, state.wind, dt, noise["wind"])
+    # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
+    acceleration = jax.lax.cond(
+        state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / structure.dt,
+        lambda: quadrotor.derivative(params.vehicle, state.vehicle, reachable, held).body.velocity)
+    return replace(state, tick=state.tick + 1, vehicle=vehicle, wind=wind, command=command, acceleration=acceleration)
