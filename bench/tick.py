@@ -14,7 +14,9 @@ Figures (median and p99 of one call, NumPy in and out as a link needs them):
   frames): what a tick costs once the call's floor is paid per batch, not per tick;
 - the NumPy tick (bench/numpy_tick.py), measured in the same run, and the ratio;
 - start-up from process start to tick 0, with a cold and with a warm compilation cache, as an
-  in-process ``hil run`` starts: the loop of ticks compiled (or loaded), and its first call.
+  in-process ``hil run`` starts: the loop of ticks compiled (or loaded), and its first call;
+  and, with the cache warm, for a seed never flown before against the seed flown: the program is
+  keyed on the scenario's structure, not its numbers, so the two should be alike (their ratio).
 Machines here are shared and noisy, so the ratio in the same run is the figure to compare.
 """
 
@@ -42,7 +44,7 @@ import numpy as np
 from hil import jaxconfig, runner, scenario
 jaxconfig.configure()
 from hil.sim import Simulation
-s = scenario.load(sys.argv[2])
+s = runner.with_overrides(scenario.load(sys.argv[2]), seed=int(sys.argv[3]) if len(sys.argv) > 3 else None)
 program = Simulation(s).compile_batch(runner.IN_PROCESS_BATCH)
 state, rows = program.advance_many(program.initial, np.int32(1))
 print(time.time() - t0)
@@ -67,9 +69,10 @@ def latency(call, calls, between=None):
             "min_us": float(samples.min() * 1e6)}
 
 
-def startup(scenario_path, cache_dir):
+def startup(scenario_path, cache_dir, seed: int | None = None):
     env = dict(os.environ, HIL_CACHE_DIR=str(cache_dir))
-    result = subprocess.run([sys.executable, "-c", STARTUP_PROBE, repr(time.time()), str(scenario_path)],
+    seed_argument = [] if seed is None else [str(seed)]
+    result = subprocess.run([sys.executable, "-c", STARTUP_PROBE, repr(time.time()), str(scenario_path), *seed_argument],
                             capture_output=True, text=True, env=env, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -98,8 +101,8 @@ def main():
     in_process_tick = Simulation(loaded).compile()
     empty_tick = dataclasses.replace(
         link_tick, command_input=SharedInput(MOTORS),
-        call=jax.jit(lambda state, command: (state, jnp.zeros(link.width) + command[0]), donate_argnums=0)
-        .lower(link_tick.initial, np.zeros(MOTORS)).compile())
+        call=jax.jit(lambda state, params, command: (state, jnp.zeros(link.width) + command[0]), donate_argnums=0)
+        .lower(link_tick.initial, link_tick.params, np.zeros(MOTORS)).compile())
     command = np.full(4, 0.6)
     box = {"link": link_tick.initial, "in_process": in_process_tick.initial, "empty": empty_tick.initial}
 
@@ -148,6 +151,13 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         figures["startup_cold_s"] = startup(args.scenario, cache)
         figures["startup_warm_s"] = min(startup(args.scenario, cache) for _ in range(3))
+        # Interleaved, so that a slow spell of the machine falls on both.
+        cached, new = [], []
+        for attempt in range(3):
+            cached.append(startup(args.scenario, cache, loaded.seed))
+            new.append(startup(args.scenario, cache, 10_000_000 + int(time.time() * 1000) % 10**9 + attempt))
+        figures["startup_cached_seed_s"], figures["startup_new_seed_s"] = min(cached), min(new)
+        figures["startup_new_over_cached_seed"] = min(new) / min(cached)
     figures["machine"] = {"python": platform.python_version(), "jax": jax.__version__, "cpus": os.cpu_count(),
                           "platform": platform.platform(), "device": str(jax.devices()[0])}
     figures["scenario"] = Path(args.scenario).name
@@ -162,6 +172,8 @@ def main():
     print(f"NumPy / compiled link tick (median): {figures['numpy_over_link_median']:.2f}x, "
           f"in a compiled loop {figures['numpy_over_link_in_loop_median']:.0f}x")
     print(f"start-up to tick 0: cold {figures['startup_cold_s']:.2f} s, warm {figures['startup_warm_s']:.2f} s")
+    print(f"start-up to tick 0, warm: seed never flown {figures['startup_new_seed_s']:.2f} s, seed flown "
+          f"{figures['startup_cached_seed_s']:.2f} s ({figures['startup_new_over_cached_seed']:.2f}x)")
     print(f"written to {args.out}")
 
 

@@ -1,0 +1,154 @@
+"""The tick as a pure function of its parameters: new numbers fly without compiling, and
+``jax.grad`` and ``jax.vmap`` go through it."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hil import flightlog, replay, runner, scenario
+from hil.expectations import Judge
+from hil.sim import Simulation
+from hil.tick import Tick
+from hil.tick.params import build, key_data
+from hil.trace import Trace
+from support import SCENARIOS
+
+BASE_CHANGES = {
+    "duration": 2.5, "expect": [{"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 20}}],
+    "environment.wind.turbulence.intensity": [0.3, 0.3, 0.1],
+    "faults": [{"start": 1.2, "duration": 0.4, "sensor": {"name": "baro", "mode": "noise", "std": [20.0, 0.0]}}],
+}
+# Each changes one number the issue names; none changes a shape.
+VARIANTS = {
+    "seed 2": {"seed": 2}, "seed 3": {"seed": 3}, "mass": {"vehicle.mass": 1.6},
+    "thrust coefficient": {"vehicle.thrust_coefficient": 9.0e-6}, "wind": {"environment.wind.steady": [1.0, -0.5, 0.0]},
+    "sensor noise": {"sensors.baro.noise": 6.0}, "fault start": {"faults.0.start": 1.5},
+    "controller gain": {"firmware.gains.rate": [40.0, 40.0, 12.0]},
+}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {**BASE_CHANGES, "seed": 1})
+
+
+def test_seeds_and_changed_numbers_fly_one_compiled_program_and_replay_bit_identically(base, tmp_path):
+    flown = {"seed 1": (base, runner.run(base, log_path=tmp_path / "base.hillog"))}
+    compilations = {}
+    for name, changes in VARIANTS.items():
+        changed = scenario.with_changes(base, changes)
+        before = runner.compilations()
+        flown[name] = (changed, runner.run(changed, log_path=tmp_path / f"{name.replace(' ', '_')}.hillog"))
+        compilations[name] = runner.compilations() - before
+    assert compilations == dict.fromkeys(VARIANTS, 0)
+    rows = {name: result.trace.rows[:result.trace.ticks_done] for name, (_, result) in flown.items()}
+    for name in VARIANTS:  # the new number reached the compiled tick
+        assert not np.array_equal(rows[name], rows["seed 1"]), name
+    replays = {}
+    for name in flown:
+        before = runner.compilations()
+        result = replay.replay(flightlog.read(tmp_path / f"{name.replace(' ', '_') if name != 'seed 1' else 'base'}.hillog"))
+        replays[name] = (result.identical, result.ticks, runner.compilations() - before)
+    first = next(iter(replays))
+    assert replays[first][:2] == (True, base.ticks + 1)
+    assert all(identical and ticks == base.ticks + 1 and (name == first or compiled == 0)
+               for name, (identical, ticks, compiled) in replays.items()), replays
+
+
+def test_the_program_is_named_by_structure_not_by_numbers(base):
+    name = Simulation(base).program_name("batch256")
+    for changes in VARIANTS.values():
+        assert Simulation(scenario.with_changes(base, changes)).program_name("batch256") == name
+    gust = {"environment.wind.gusts": [{"start": 1.0, "duration": 0.5, "peak": [2.0, 0.0, 0.0]}]}
+    for changes in (gust, {"sensors.rangefinder": {"rate_hz": 50.0}}, {"physics.substeps": 2}, {"faults": []}):
+        assert Simulation(scenario.with_changes(base, changes)).program_name("batch256") != name, changes
+    assert Simulation(base, in_process_firmware=False).program_name("batch256") != name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**32 - 1, 2**32, 2**63 - 1])
+def test_the_key_data_is_jaxs_own(seed):
+    assert np.array_equal(key_data(seed), np.asarray(jax.random.key_data(jax.random.key(seed))))
+
+
+# ---- gradients -------------------------------------------------------------------------------------
+
+def _open_loop(duration: float):
+    """A free-flying vehicle at 10 m with its rotors at speed and a constant throttle."""
+    loaded = scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {
+        "duration": duration, "expect": [], "environment.ground": False, "initial.position": [0.0, 0.0, -10.0],
+        "initial.rotor_speed": 650.0})
+    structure, params = build(loaded, in_process_firmware=False)
+    return loaded, Tick(structure), params
+
+
+def test_the_gradient_of_altitude_by_mass_and_thrust_coefficient_matches_finite_differences():
+    loaded, tick, params = _open_loop(1.0)
+    throttle = jnp.full(4, 0.62)
+
+    def altitude(mass, thrust_coefficient):
+        vehicle = params.vehicle
+        changed = dataclasses.replace(params, vehicle=dataclasses.replace(
+            vehicle, body=dataclasses.replace(vehicle.body, mass=mass), thrust_coefficient=thrust_coefficient))
+        state = tick.init(changed)
+        state, _ = jax.lax.scan(lambda s, _: (tick.step(changed, s, throttle)[0], None), state, None,
+                                length=loaded.ticks + 1)
+        return -state.vehicle.body.position[2]
+
+    mass, kt = float(params.vehicle.body.mass), float(params.vehicle.thrust_coefficient)
+    gradient = jax.jit(jax.grad(altitude, argnums=(0, 1)))(mass, kt)
+    value = jax.jit(altitude)
+    for index, (x, step) in enumerate(((mass, 1e-4 * mass), (kt, 1e-4 * kt))):
+        args = [mass, kt]
+        args[index] = x + step
+        up = float(value(*args))
+        args[index] = x - step
+        down = float(value(*args))
+        central = (up - down) / (2 * step)
+        assert abs(float(gradient[index]) - central) <= 1e-6 * abs(central), (index, gradient[index], central)
+    assert float(gradient[0]) < 0 < float(gradient[1])  # heavier sinks, more thrust climbs
+
+
+# ---- batches ---------------------------------------------------------------------------------------
+
+def test_a_vmapped_batch_of_64_members_flies_each_as_it_flies_alone(base):
+    members = 64
+    masses = np.linspace(1.3, 1.9, members)
+    scenarios = [scenario.with_changes(base, {"seed": 100 + i, "vehicle.mass": float(masses[i])}) for i in range(members)]
+    structure, _ = build(scenarios[0], in_process_firmware=True)
+    built = [build(s, in_process_firmware=True) for s in scenarios]
+    assert all(s == structure for s, _ in built)
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *(p for _, p in built))
+    tick = Tick(structure)
+    ticks = scenarios[0].ticks + 1
+
+    def fly(params):
+        _, rows = jax.lax.scan(lambda s, _: tick.step(params, s), tick.init(params), None, length=ticks)
+        return rows
+
+    batch = np.asarray(jax.jit(jax.vmap(fly))(stacked))
+    # A bound in the middle of the members' highest points: about half of them pass, so a member
+    # flown differently in the batch would change its verdict.
+    offset = tick.layout["position"][0] + 2
+    bound = float(np.median(-batch[:, :, offset].min(axis=1)))
+    expect = [{"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 20}},
+              {"name": "stays low", "never_above": {"quantity": "altitude", "bound": bound}}]
+    largest, identical, verdicts = 0.0, 0, []
+    for member, flown in enumerate(scenarios):
+        flown = scenario.with_changes(flown, {"expect": expect})
+        alone = runner.run(flown, runtime="in-process")
+        rows = alone.trace.rows[:ticks]
+        largest = max(largest, float(np.max(np.abs(batch[member] - rows))))
+        identical += np.array_equal(batch[member], rows)
+        trace = Trace.for_run(ticks, tick.layout, structure.rate)
+        judge = Judge(flown, trace)
+        trace.span(0, ticks)[:] = batch[member]
+        trace.ticks_done = ticks
+        batched = [o.passed for o in judge.outcomes()]
+        assert batched == [o.passed for o in alone.outcomes], member
+        verdicts.append(batched[1])
+    assert largest <= 1e-9, largest
+    assert 0 < sum(verdicts) < members  # the expectations tell the members apart: the comparison can fail
+    print(f"64 members: largest difference to the member flown alone {largest:.3g}; {identical} of 64 bit-identical")
