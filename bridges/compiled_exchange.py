@@ -5,8 +5,9 @@ receiving and decoding a frame in Python as much again: a tick-per-call lockstep
 near 8,000 ticks/s. Here the exchange is an XLA FFI call (``lockstep_exchange.cc``, built with
 the system compilers and cached like the C firmware) inside a ``while_loop`` whose body is the
 tick: advance, encode the SENSORS from the row with hil_proto (the C side of the protocol),
-send, wait for the ACTUATORS of that tick, write the row into the run's trace, and go on with
-the reply's command.
+send, wait for the ACTUATORS of that tick, write the row into the run's trace as the physics gave
+it, and go on with the reply's command (which the run's record, :mod:`hil.record`, puts into the
+row from the next tick's).
 
 Only that common case runs in the loop. Anything else (another message, a foreign sender, a
 duplicate, a bad frame, no reply in time) stops the loop at that tick, with nothing read over
@@ -60,7 +61,7 @@ class Context(ctypes.Structure):
                 ("sensor_count", ctypes.c_uint32),
                 ("fresh_offset", ctypes.c_uint32), ("reading_offset", ctypes.c_uint32 * MAX_SENSORS),
                 ("reading_size", ctypes.c_uint32 * MAX_SENSORS), ("row_width", ctypes.c_uint32),
-                ("command_offset", ctypes.c_uint32), ("rows", ctypes.c_void_p), ("actuators", ctypes.c_uint32),
+                ("rows", ctypes.c_void_p), ("actuators", ctypes.c_uint32),
                 ("seq", ctypes.c_uint32), ("last_seq", ctypes.c_uint32), ("has_last_seq", ctypes.c_int32),
                 ("journal", ctypes.c_void_p), ("capacity", ctypes.c_uint32), ("entries", ctypes.c_uint32),
                 ("error", ctypes.c_int32), ("leftover_length", ctypes.c_uint32), ("leftover", ctypes.c_uint8 * LEFTOVER)]
@@ -131,7 +132,6 @@ class Exchange:
         for index, sensor in enumerate(simulation.sensors):
             context.reading_offset[index], context.reading_size[index] = layout[f"reading.{sensor.name}"]
         context.row_width = simulation.width
-        context.command_offset = layout["command"][0]
         context.actuators = actuators
         self.journal = np.zeros(capacity, JOURNAL_ENTRY)
         context.journal = self.journal.ctypes.data

@@ -16,11 +16,12 @@
  *   - a SENSORS that could not be encoded, or no descriptor to send on: hil sends it itself;
  *   - a send that failed: hil reports the error, as when its own send fails.
  *
- * Every tick's row (with its reply's command) goes straight into the run's trace, and every frame
- * sent and reply accepted into a journal, with its CLOCK_MONOTONIC time (Python's
- * perf_counter_ns), for the session to count and record. The loop carries no rows itself: XLA
- * runs a program on its thread pool once any buffer exceeds 512 bytes, and that pool would
- * compete with the firmware for the CPU.
+ * Every tick's row goes straight into the run's trace as the physics gave it (the command column
+ * holds the command flown into the tick: hil's record of the run puts each reply's command into
+ * its tick's row from the next row, hil/record.py), and every frame sent and reply accepted into
+ * a journal, with its CLOCK_MONOTONIC time (Python's perf_counter_ns), for the session to count
+ * and record. The loop carries no rows itself: XLA runs a program on its thread pool once any
+ * buffer exceeds 512 bytes, and that pool would compete with the firmware for the CPU.
  */
 #include <cerrno>
 #include <cstdint>
@@ -87,7 +88,6 @@ typedef struct hil_exchange_context {
     uint32_t reading_offset[HIL_MAX_SENSORS];
     uint32_t reading_size[HIL_MAX_SENSORS];
     uint32_t row_width;        /* values in a trace row */
-    uint32_t command_offset;   /* where the command lies in a row */
     double *rows;              /* the trace from the loop's first tick on: each call writes its tick's row */
     uint32_t actuators;        /* values an ACTUATORS must carry */
     uint32_t seq;              /* the next SENSORS's seq; advanced here */
@@ -268,8 +268,7 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
     c->leftover_length = 0;
 
     const double *values = row.typed_data();
-    double *recorded = c->rows + (size_t)(c->entries - 1) * c->row_width;  // its row of the trace
-    memcpy(recorded, values, sizeof(double) * c->row_width);
+    memcpy(c->rows + (size_t)(c->entries - 1) * c->row_width, values, sizeof(double) * c->row_width);
     double fresh_values[HIL_MAX_VALUES];
     size_t count = 0;
     uint32_t fresh = 0;
@@ -317,7 +316,6 @@ ffi::Error Exchange(ffi::Buffer<ffi::F64> row, ffi::Buffer<ffi::S64> tick, ffi::
         for (uint32_t i = 0; i < c->actuators; i++) {
             double v = msg.u.actuators.values[i];
             out[i] = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;  // finite: hil_proto.c refuses NaN on receipt
-            recorded[c->command_offset + i] = out[i];
         }
         result = entry->received_ns >= c->pause_ns ? kPaused : kReplied;
         break;

@@ -15,6 +15,7 @@ import numpy as np
 
 from hil import flightlog
 from hil.flightlog import Chunk
+from hil.record import commands_flown_into
 from hil import scenario as scenario_module
 from hil.trace import column, quantity
 
@@ -85,8 +86,8 @@ def replay(log, flown=None) -> ReplayResult:
     compare = np.ones(simulation.width, dtype=bool)
     compare[offset:offset + size] = False
     resume = _Resume(simulation, batch, reader.header["runtime"] == "in-process")
-    # The state after tick ``next - 1`` (None: unknown since a gap) and the command flown from it:
-    # row k's command is what the physics flew from tick k to k + 1; tick 0 is reached from rest.
+    # The state after tick ``next - 1`` (None: unknown since a gap) and the command flown from it,
+    # which its row holds (hil.record); tick 0 is reached from rest.
     state, command, next_tick = batch.initial, np.zeros(size), 0
     compared, unchecked = 0, []
     started = time.perf_counter()
@@ -100,8 +101,7 @@ def replay(log, flown=None) -> ReplayResult:
                 unchecked.append((chunk.first, chunk.first + count - 1))
         else:
             commands = np.zeros((batch.batch, size))
-            commands[0] = command
-            commands[1:count] = chunk.rows[:-1, offset:offset + size]
+            commands_flown_into(chunk.rows, command, layout, commands)
             state, rows = batch.advance_many(state, commands, np.int32(count))
             replayed = np.asarray(rows)[:count]
             differs = (replayed != chunk.rows) & compare

@@ -24,6 +24,7 @@ from hil.bridges.udp import UdpLink
 from hil.expectations import Judge, Outcome
 from hil.faults import LinkFaultPlan
 from hil.scenario import Scenario
+from hil.record import TickRecord
 from hil.session import LinkStats, Session, SessionError
 from hil.sim import READING_SIZE, CompiledBatch, Simulation
 from hil.trace import Reader, Trace
@@ -156,6 +157,132 @@ def with_overrides(scenario: Scenario, seed: int | None = None, duration: float 
     return changed
 
 
+# ---- the drivers: which loop flies which mode ----------------------------------------------------
+
+def _fly(program: CompiledBatch, record: TickRecord, progress, interval) -> float:
+    """The in-process loop: the firmware answers inside the compiled tick, up to a batch of ticks
+    per call. Returns the loop's wall-clock seconds."""
+    total = record.trace.last + 1
+    started = time.perf_counter()
+    state = program.initial
+    next_report = started + interval
+    k = 0
+    while k < total:
+        n = record.room(k, min(program.batch, total - k))
+        state, flown = program.advance_many(state, np.int32(n))
+        record.batch(k, np.asarray(flown)[:n], state)  # an interrupted run is judged and recorded up to here
+        k += n
+        if progress is not None and (now := time.perf_counter()) >= next_report:
+            progress(k - 1, total - 1, now - started)
+            next_report = now + interval
+    wall = time.perf_counter() - started
+    if progress is not None:
+        progress(total - 1, total - 1, wall)
+    return wall
+
+
+@dataclass
+class _Peer:
+    """The far end of a run's link, filled in as it is opened, so that whatever was opened is closed."""
+
+    firmware: object = None  # the FirmwareProcess or Betaflight SITL hil started, stopped at the end
+    link: Link | None = None
+    session: Session | None = None
+
+
+def _open_firmware(peer: _Peer, scenario: Scenario, simulation: Simulation, flight: "Flight",
+                   board: Board | None, firmware_command: str | None, recorder) -> None:
+    """The board's link, or a firmware started on a free UDP port (the emulated firmware of the
+    flight's runtime, or the user's ``firmware_command``) and its link, with the scenario's link
+    faults injected, and the session on it."""
+    runtime = flight.runtime
+    if board:
+        peer.link = board.open()
+    else:
+        address = f"127.0.0.1:{firmware_process.free_udp_port()}"
+        if firmware_command:
+            argv = shlex.split(firmware_command.replace("{udp}", address))
+            name = repr(shlex.join(argv))
+        else:
+            argv = firmware_process.command(scenario, runtime, address)
+            name = f"{scenario.firmware.name} ({runtime})"
+        peer.firmware = firmware_process.FirmwareProcess(argv, name)
+        peer.link = UdpLink(address)
+    if flight.faults:
+        peer.link = ImpairedLink(peer.link, flight.faults)
+    peer.session = Session(simulation, peer.link, scenario.link, peer.firmware, recorder)
+
+
+def _open_betaflight(peer: _Peer, scenario: Scenario, simulation: Simulation, flight: "Flight", board,
+                     firmware_command, recorder) -> None:
+    """Betaflight's SITL started and configured, its link, and the session that flies it with the
+    pilot (a scenario flown by Betaflight injects no link faults)."""
+    from hil.bridges import betaflight
+
+    settings = scenario.firmware.betaflight
+    peer.firmware = betaflight.BetaflightSitl(settings)
+    peer.link = betaflight.BetaflightLink(settings.motor_order)
+    peer.session = betaflight.BetaflightSession(simulation, peer.link, peer.firmware, recorder)
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One way of flying a run: what it compiles, how it reaches the firmware, and the loop that
+    flies the compiled program into the run's record (:class:`hil.record.TickRecord`)."""
+
+    compile: Callable[[Simulation], object]
+    # In-process (program, record, progress, interval); over a link (session, program, record,
+    # progress, interval), between HELLO and GOODBYE.
+    loop: Callable
+    opens: Callable | None = None  # fills a _Peer: its link and session; None: the firmware flies in the tick
+    words: str = ""  # the mode in the link's statistics
+
+
+DRIVERS = {
+    "in-process": Driver(lambda simulation: simulation.compile_batch(IN_PROCESS_BATCH), _fly),
+    "lockstep": Driver(Simulation.compile, Session.fly_lockstep, _open_firmware, "lockstep"),
+    "lockstep exchange": Driver(lambda simulation: simulation.compile_exchange_loop(EXCHANGE_BATCH),
+                                Session.fly_lockstep, _open_firmware, "lockstep"),
+    "real time": Driver(Simulation.compile, Session.fly_realtime, _open_firmware, "real time"),
+    "Betaflight real time": Driver(Simulation.compile, Session.fly_realtime, _open_betaflight, "real time"),
+    # Replay (hil.replay.replay) flies simulation.compile_batch(REPLAY_BATCH) with a log's commands.
+}
+
+
+@dataclass(frozen=True)
+class Flight:
+    """How a run flies, resolved from its arguments before anything is compiled."""
+
+    runtime: str  # what flies: in-process, c, python, sitl, board (a board hil does not start), custom
+    mode: str  # its driver, a key of DRIVERS
+    faults: LinkFaultPlan  # the scenario's link faults, injected between hil and the firmware
+    no_loop_because: str | None = None  # lockstep: why the compiled exchange was wanted and does not fly
+
+    @property
+    def driver(self) -> Driver:
+        return DRIVERS[self.mode]
+
+    @property
+    def link_mode(self) -> str:
+        """The mode in the link's statistics."""
+        if self.no_loop_because is None:
+            return self.driver.words
+        return f"{self.driver.words}, one tick per call (no compiled exchange: {self.no_loop_because})"
+
+
+@dataclass(frozen=True)
+class _Flown:
+    """How a run's loop ended."""
+
+    wall_seconds: float  # the loop alone
+    failure: str | None = None  # why it ended early
+    interrupted: KeyboardInterrupt | None = None  # the interruption that ended it
+    startup_seconds: float = 0.0  # from the compiled program to tick 0: starting the firmware and HELLO
+    firmware_output: str = ""  # the last lines a firmware hil started printed
+
+
+# ---- a run: resolve, build, open the link, handshake, drive, evaluate ----------------------------
+
 def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
         firmware_command: str | None = None, log_path: Path | None = None,
@@ -178,51 +305,24 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     the run's rows as they are finished, in tick order (:attr:`hil.trace.Trace.readers`): the
     trace itself keeps only a window of a long run.
     """
-    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
-    _check_runtime(scenario, runtime, realtime)
-    in_process = runtime == "in-process"
-    simulation = Simulation(scenario, in_process_firmware=in_process)
-    paced = realtime if realtime is not None else board is not None or runtime == "sitl"
-    plan = LinkFaultPlan(scenario)
     started = time.perf_counter()
-    looping, why_not = False, None
-    if not in_process and not paced and not plan and compiled_exchange:
-        why_not = exchange_module.unavailable()
-        looping = why_not is None
-    if in_process:
-        tick = simulation.compile_batch(IN_PROCESS_BATCH)
-    else:
-        tick = simulation.compile_exchange_loop(EXCHANGE_BATCH) if looping else simulation.compile()
+    flight = _resolve(scenario, runtime, board, realtime, firmware_command, compiled_exchange)
+    simulation = Simulation(scenario, in_process_firmware=flight.driver.opens is None)
+    program = flight.driver.compile(simulation)
     compile_seconds = time.perf_counter() - started
-    trace = Trace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
-    judge = Judge(scenario, trace)
-    trace.readers += readers
-    recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
-                                                                  trace)
+    record, judge = _record(scenario, simulation, flight.runtime, log_path, readers)
     before = compilations()
-    firmware_output, stats, session, startup = "", None, None, 0.0
     try:
-        if in_process:
-            final, wall, failure, interrupted = _fly_in_process(tick, trace, progress, progress_interval, recorder)
+        if flight.driver.opens is None:
+            flown = _fly_in_process(flight, program, record, progress, progress_interval)
         else:
-            (final, wall, failure, interrupted, stats, session, startup,
-             firmware_output) = _fly_firmware(scenario, simulation, tick, trace, runtime, board, firmware_command,
-                                              plan, paced, why_not, recorder, progress, progress_interval, warn,
-                                              firmware_lines)
-        interrupted = interrupted or ENDING.interruption
-        if interrupted is not None:
-            failure = f"interrupted by {_interruption(interrupted)}"
-            # An interrupted call may have taken the flight's state with it (its buffers are donated).
-            final = None
-        result = RunResult(scenario, trace, judge.outcomes() if trace.ticks_done else [], compile_seconds,
-                           wall, compilations() - before, None if final is None else tick.unravel(final), runtime,
-                           stats or (session.stats if session is not None else None), failure, startup,
-                           firmware_output=firmware_output,
-                           interrupted=None if interrupted is None else _interruption(interrupted))
-        if result.link_stats is not None:
-            result.not_reproducible = result.link_stats.not_reproducible
-        if recorder is not None:
-            recorder.close(_footer(result))
+            flown = _fly_over_link(scenario, simulation, program, record, flight, board, firmware_command, progress,
+                                   progress_interval, warn, firmware_lines)
+        interrupted = flown.interrupted or ENDING.interruption
+        result = _evaluate(scenario, flight, program, record, judge, flown, interrupted, compile_seconds,
+                           compilations() - before)
+        if record.recorder is not None:
+            record.recorder.close(_footer(result))
     finally:
         late = ENDING.end()  # came after the footer was written: the run is whole, and hil still stops
     if interrupted is not None or late is not None:
@@ -230,94 +330,106 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     return result
 
 
-def _fly_in_process(program: CompiledBatch, trace: Trace, progress, interval, recorder):
-    """:func:`_fly`, and then the run is ending (:data:`ENDING`). Returns the final state, the
-    loop's wall-clock seconds, None (the in-process firmware cannot fail the run) and the
-    interruption that ended it early, if one did."""
+def _resolve(scenario: Scenario, runtime: str | None, board: Board | None, realtime: bool | None,
+             firmware_command: str | None, compiled_exchange: bool) -> Flight:
+    """What flies the run and which driver flies it; :class:`RunRefused` when it cannot be flown.
+    Emulated firmware flies in lockstep unless told otherwise, a board and Betaflight's SITL in
+    real time; lockstep flies the compiled exchange where it is built and no link faults are injected."""
+    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
+    _check_runtime(scenario, runtime, realtime)
+    faults = LinkFaultPlan(scenario)
+    if runtime == "in-process":
+        return Flight(runtime, "in-process", faults)
+    if runtime == "sitl":
+        return Flight(runtime, "Betaflight real time", faults)
+    if realtime if realtime is not None else board is not None:
+        return Flight(runtime, "real time", faults)
+    if faults or not compiled_exchange:
+        return Flight(runtime, "lockstep", faults)
+    why_not = exchange_module.unavailable()
+    if why_not is None:
+        return Flight(runtime, "lockstep exchange", faults)
+    return Flight(runtime, "lockstep", faults, why_not.splitlines()[0])
+
+
+def _record(scenario: Scenario, simulation: Simulation, runtime: str, log_path: Path | None,
+            readers: Sequence[Reader]) -> tuple[TickRecord, Judge]:
+    """The run's record (its trace, and its log if ``log_path`` is given), and the judge of its
+    expectations, which reads the trace's rows as they are finished, as ``readers`` do."""
+    trace = Trace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
+    judge = Judge(scenario, trace)
+    trace.readers += readers
+    recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
+                                                                  trace)
+    return TickRecord(trace, recorder), judge
+
+
+def _fly_in_process(flight: Flight, program: CompiledBatch, record: TickRecord, progress, interval) -> _Flown:
+    """Fly with the firmware inside the tick, and then the run is ending (:data:`ENDING`); the
+    in-process firmware cannot fail the run, an interruption can end it early."""
     started = time.perf_counter()
     try:
-        final, wall = _fly(program, trace, progress, interval, recorder)
-        return final, wall, None, None
+        return _Flown(flight.driver.loop(program, record, progress, interval))
     except KeyboardInterrupt as error:
-        return None, time.perf_counter() - started, None, error
+        return _Flown(time.perf_counter() - started, interrupted=error)
     finally:
         ENDING.begin()
 
 
-def _fly_firmware(scenario, simulation, tick, trace, runtime, board, firmware_command, plan, paced, why_not,
-                  recorder, progress, interval, warn, firmware_lines):
-    """Start the firmware (or open the board's link), say HELLO, fly, and end the run: GOODBYE,
-    the firmware stopped and its last output read, the link closed; all that after the flight
-    runs while the run is ending (:data:`ENDING`). Returns the final state, the loop's wall-clock
-    seconds, why the run failed, the interruption that ended it, the link's statistics, the
-    session, the seconds from the compiled tick to tick 0, and the firmware's last output."""
-    firmware = link = session = None
-    failure = stats = interrupted = goodbye = None
-    final, firmware_output = tick.initial, ""
+def _fly_over_link(scenario: Scenario, simulation: Simulation, program, record: TickRecord, flight: Flight,
+                   board: Board | None, firmware_command: str | None, progress, interval, warn,
+                   firmware_lines: int) -> _Flown:
+    """Open the link (starting the firmware, or reaching the board), say HELLO, fly, and end the
+    run: GOODBYE, the firmware stopped and its last output read, the link closed; all that after
+    the flight runs while the run is ending (:data:`ENDING`)."""
+    peer = _Peer()
+    failure = interrupted = goodbye = None
+    firmware_output = ""
     setup_started = loop_started = time.perf_counter()
     try:
-        if board:
-            link = board.open()
-        elif runtime == "sitl":
-            firmware, link, session = _betaflight(scenario, simulation, recorder)
-        else:
-            address = f"127.0.0.1:{firmware_process.free_udp_port()}"
-            if firmware_command:
-                argv = shlex.split(firmware_command.replace("{udp}", address))
-                name = repr(shlex.join(argv))
-            else:
-                argv = firmware_process.command(scenario, runtime, address)
-                name = f"{scenario.firmware.name} ({runtime})"
-            firmware = firmware_process.FirmwareProcess(argv, name)
-            link = UdpLink(address)
-        if plan:
-            link = ImpairedLink(link, plan)
-        for line in line_budget_warnings(simulation, link):
+        flight.driver.opens(peer, scenario, simulation, flight, board, firmware_command, record.recorder)
+        for line in line_budget_warnings(simulation, peer.link):
             warn(line)
-        if session is None:
-            session = Session(simulation, link, scenario.link, firmware, recorder)
-        session.handshake()
+        peer.session.handshake()
         loop_started = time.perf_counter()
-        if paced:
-            final, stats = session.fly_realtime(tick, trace, progress, interval)
-        else:
-            final, stats = session.fly_lockstep(tick, trace, progress, interval,
-                                                why_not.splitlines()[0] if why_not else None)
+        record.stats = peer.session.new_stats(flight.link_mode)
+        flight.driver.loop(peer.session, program, record, progress, interval)
         goodbye = (wire.GOODBYE_NORMAL, "run complete")
     except (SessionError, LinkError, RuntimeError) as error:
         failure = str(error)
         goodbye = (error.goodbye_code if isinstance(error, SessionError) else wire.GOODBYE_ERROR, failure)
-        final = session.state if session is not None else None
     except KeyboardInterrupt as error:
         interrupted = error
         goodbye = (wire.GOODBYE_ERROR, f"hil interrupted by {_interruption(error)}")
     finally:
         ENDING.begin()
         wall = time.perf_counter() - loop_started
-        if session is not None and goodbye is not None:
-            session.goodbye(max(trace.ticks_done - 1, 0), *goodbye)
-        if firmware is not None:
-            firmware.stop()
-            firmware_output = firmware.last_output(firmware_lines)
-            firmware.close()
-        if link is not None:
-            link.close()
-    return final, wall, failure, interrupted, stats, session, loop_started - setup_started, firmware_output
+        if peer.session is not None and goodbye is not None:
+            peer.session.goodbye(max(record.ticks_done - 1, 0), *goodbye)
+        if peer.firmware is not None:
+            peer.firmware.stop()
+            firmware_output = peer.firmware.last_output(firmware_lines)
+            peer.firmware.close()
+        if peer.link is not None:
+            peer.link.close()
+    return _Flown(wall, failure, interrupted, loop_started - setup_started, firmware_output)
 
 
-def _betaflight(scenario: Scenario, simulation: Simulation, recorder):
-    """Betaflight's SITL started and configured, its link, and the session that flies it with the pilot."""
-    from hil.bridges import betaflight
-
-    settings = scenario.firmware.betaflight
-    sitl = betaflight.BetaflightSitl(settings)
-    try:
-        link = betaflight.BetaflightLink(settings.motor_order)
-    except BaseException:
-        sitl.stop()
-        sitl.close()
-        raise
-    return sitl, link, betaflight.BetaflightSession(simulation, link, sitl, recorder)
+def _evaluate(scenario: Scenario, flight: Flight, program, record: TickRecord, judge: Judge, flown: _Flown,
+              interrupted: KeyboardInterrupt | None, compile_seconds: float, compilations_during_run: int) -> RunResult:
+    """The run's result: its expectations judged on the ticks done, and how it ended."""
+    failure, final = flown.failure, record.state
+    if interrupted is not None:
+        failure = f"interrupted by {_interruption(interrupted)}"
+        final = None  # an interrupted call may have taken the flight's state with it (its buffers are donated)
+    result = RunResult(scenario, record.trace, judge.outcomes() if record.ticks_done else [], compile_seconds,
+                       flown.wall_seconds, compilations_during_run, None if final is None else program.unravel(final),
+                       flight.runtime, record.stats, failure, flown.startup_seconds,
+                       firmware_output=flown.firmware_output,
+                       interrupted=None if interrupted is None else _interruption(interrupted))
+    if result.link_stats is not None:
+        result.not_reproducible = result.link_stats.not_reproducible
+    return result
 
 
 class RunRefused(ValueError):
@@ -379,31 +491,3 @@ def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
     return [f"warning: the sensors need about {per_second:.0f} B/s but {link.describe()} carries {capacity:.0f} B/s; "
             f"in lockstep the run slows down, in real time replies will be late. Raise the baud rate or lower "
             f"physics.rate_hz or the sensor rates."]
-
-
-def _fly(program: CompiledBatch, trace: Trace, progress, interval, recorder):
-    """The in-process loop: the firmware answers inside the compiled tick, up to a batch of ticks
-    per call. A recorded run's batches end at each snapshot tick, whose state the recorder needs."""
-    total = trace.last + 1
-    started = time.perf_counter()
-    state = program.initial
-    next_report = started + interval
-    k = 0
-    while k < total:
-        n = min(program.batch, total - k)
-        if recorder is not None:
-            n = min(n, recorder.batch_limit(k))
-        state, flown = program.advance_many(state, np.int32(n))
-        trace.span(k, n)[:] = np.asarray(flown)[:n]
-        if recorder is not None:
-            recorder.ticks(k, n, state)
-        k += n
-        trace.ticks_done = k  # an interrupted run is judged and recorded up to here
-        if progress is not None and (now := time.perf_counter()) >= next_report:
-            progress(k - 1, total - 1, now - started)
-            next_report = now + interval
-    wall = time.perf_counter() - started
-    trace.ticks_done = total
-    if progress is not None:
-        progress(total - 1, total - 1, wall)
-    return state, wall

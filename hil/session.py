@@ -18,10 +18,10 @@ from hil import wire
 from hil.bridges import compiled_exchange
 from hil.bridges.compiled_exchange import Exchange
 from hil.bridges.link import Link, LinkError, Undelivered
+from hil.record import TickRecord
 from hil.scenario import LinkSettings
 from hil.sim import MOTORS, READING_SIZE, CompiledExchangeLoop, CompiledTick, Simulation
 from hil.timings import Timings
-from hil.trace import Trace
 
 HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
 # s: listen to the link until this long before a deadline, then spin. Waking from select is
@@ -170,7 +170,8 @@ def compatibility_problems(ours: wire.Hello, theirs: wire.Hello) -> list[tuple[i
 
 
 class Session:
-    """One link to one firmware: sequence numbers, HELLO, and the tick loops."""
+    """One link to one firmware: sequence numbers, HELLO, timeouts and their policy, and the tick
+    loops, which keep what they fly in the run's record (:class:`hil.record.TickRecord`)."""
 
     # Real time, after an overrun: release the late ticks at once to get back on the wall clock
     # (a board's clock is the wall clock), or keep their spacing and run late.
@@ -180,10 +181,8 @@ class Session:
     def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None, recorder=None):
         self.simulation = simulation
         self.link = link
-        self.recorder = recorder  # a hil.flightlog.Recorder, or None
-        if recorder is not None:
+        if recorder is not None:  # a hil.flightlog.Recorder: it logs every frame, as it goes
             link.tap = recorder.packet
-        self.stats: LinkStats | None = None  # the loop's statistics, also when it ends early
         self.settings = settings
         self.firmware = firmware  # a FirmwareProcess to watch, or None for a board
         # Its CPU time (clock ticks) when last looked at in this silence, to tell whether it works;
@@ -196,12 +195,10 @@ class Session:
         self.seq = 1  # 0 belongs to HELLO, which never advances the counter
         self.hello = our_hello(simulation)
         self.peer_hello: wire.Hello | None = None
-        self.state = None  # the latest simulation state, for a run that ends early
         # Where each named column of a trace row lies.
         self.columns = {name: slice(offset, offset + size) for name, (offset, size) in simulation.layout.items()}
         self._reading_spans = [simulation.layout[f"reading.{s.name}"] for s in simulation.sensors]
         self._fresh_offset = simulation.layout["fresh"][0]
-        self._command_slice = self.columns["command"]
 
     def _send(self, message_type, *fields) -> None:
         if message_type is wire.Hello:
@@ -314,7 +311,8 @@ class Session:
         except LinkError:
             pass
 
-    def _new_stats(self, mode: str) -> LinkStats:
+    def new_stats(self, mode: str) -> LinkStats:
+        """Statistics of a loop over this link, flying in ``mode`` (words for the summary)."""
         return LinkStats(mode, self.link.describe(), capacity=self.link.capacity_bytes_per_second(),
                          counters=self.link.counters)
 
@@ -326,67 +324,53 @@ class Session:
 
     # ---- lockstep ------------------------------------------------------------------------------
 
-    def fly_lockstep(self, program: CompiledTick | CompiledExchangeLoop, trace: Trace, progress=None, interval=0.25,
-                     no_loop_because: str | None = None):
-        """Fly ``program`` from its initial state: a compiled tick called once per tick, or the
-        exchange loop (:meth:`Simulation.compile_exchange_loop`), which flies many per call and
-        hands a tick back here whenever anything but the expected reply happens.
-        ``no_loop_because``: why a compiled tick flies, for the summary."""
+    def fly_lockstep(self, program: CompiledTick | CompiledExchangeLoop, record: TickRecord, progress=None,
+                     interval=0.25) -> None:
+        """Fly ``program`` from its initial state into ``record``, whose ``stats`` count the link: a
+        compiled tick called once per tick, or the exchange loop
+        (:meth:`Simulation.compile_exchange_loop`), which flies many per call and hands a tick back
+        here whenever anything but the expected reply happens."""
         with _no_garbage_collection():
-            return self._fly_lockstep(program, trace, progress, interval, no_loop_because)
+            self._fly_lockstep(program, record, progress, interval)
 
-    def _fly_lockstep(self, program, trace: Trace, progress, interval, no_loop_because):
+    def _fly_lockstep(self, program, record: TickRecord, progress, interval):
         looping = isinstance(program, CompiledExchangeLoop)
-        self.stats = stats = self._new_stats("lockstep" + (f", one tick per call (no compiled exchange: "
-                                                           f"{no_loop_because})" if no_loop_because else ""))
+        stats = record.stats
         exchange = None
         if looping:
             stats.exchanged_in_loop = 0
             exchange = Exchange(self.simulation, MOTORS, self.settings.timeout, program.batch)
-        command = NO_THRUST
-        command_tick = -1  # the tick whose reply is in force
         state = program.initial
         started = time.perf_counter()
         next_report = started + interval
-        last = trace.last
+        last = record.trace.last
         k = 0
         while k <= last:
             if looping:
-                state, command, command_tick, k, sent = self._fly_exchange_loop(program, exchange, state, command,
-                                                                                command_tick, k, trace, stats)
-                trace.ticks_done = k  # the ticks before k are finished
+                state, k, sent = self._fly_exchange_loop(program, exchange, state, k, record)
             else:
-                state, out = program.advance(state, command)
-                self.state = state  # each call consumes the previous buffer: a failure reports this one
-                row = trace.row(k)
-                row[:] = out
-                sent = self._send_row(k, row, stats)
+                state, out = program.advance(state, record.command)  # each call consumes the previous state
+                sent = self._send_row(k, record.flown(k, out, state), stats)
+                record.sent(k)
             if sent is not None:  # tick k waits for its reply here
-                command, command_tick = self._settle(k, sent, command, command_tick, stats, trace)
-                self._finish_row(trace, k, state, command)
+                record.in_force(*self._settle(k, sent, record))
                 k += 1
-                trace.ticks_done = k
             if progress is not None and (looping or k % 64 == 0) and (now := time.perf_counter()) >= next_report:
                 progress(k - 1, last, now - started)
                 next_report = now + interval
         stats.wall_seconds = time.perf_counter() - started
-        return state, stats
 
-    def _fly_exchange_loop(self, program: CompiledExchangeLoop, exchange: Exchange, state, command,
-                           command_tick: int, k: int, trace: Trace, stats: LinkStats):
+    def _fly_exchange_loop(self, program: CompiledExchangeLoop, exchange: Exchange, state, k: int,
+                           record: TickRecord):
         """Fly ticks from ``k`` in the compiled loop until one is handed back or the batch is done.
 
-        Returns the state, the command in force after the last tick flown and the tick whose reply
-        it is, the next tick to fly or (when the loop handed a tick back) that tick, and then the
-        perf_counter time its SENSORS went out; None when every tick flown was answered. A recorded
-        run's batches end at a snapshot tick, whose state the recorder needs.
+        Returns the state after the last tick flown, the next tick to fly or (when the loop handed
+        a tick back) that tick, and then the perf_counter time its SENSORS went out; None when
+        every tick flown was answered.
         """
-        n = min(program.batch, trace.last + 1 - k)
-        if self.recorder is not None:
-            n = min(n, self.recorder.batch_limit(k))
-        exchange.aim(self.link.endpoint(), trace.span(k, n), self.seq, self.link.last_seq)
-        state, command, flown_count, stop = program.fly(state, command, n, exchange.address)
-        self.state = state
+        n = record.room(k, min(program.batch, record.trace.last + 1 - k))
+        exchange.aim(self.link.endpoint(), record.trace.span(k, n), self.seq, self.link.last_seq)
+        state, command, flown_count, stop = program.fly(state, record.command, n, exchange.address)
         self.seq = exchange.context.seq
         entries = exchange.entries()
         replied = stop in (compiled_exchange.REPLIED, compiled_exchange.PAUSED)
@@ -395,26 +379,27 @@ class Session:
         frames_sent = int(np.count_nonzero(sent_lengths))
         self.link.exchanged(frames_sent, int(sent_lengths.sum()), answered, int(received_lengths.sum()),
                             exchange.context.last_seq if answered else None)
+        stats = record.stats
         stats.sensors_sent += frames_sent
         stats.actuators_received += answered
         stats.round_trips.extend(((entries["received_ns"][:answered] - entries["sent_ns"][:answered]) * 1e-9).tolist())
         stats.exchanged_in_loop += answered
-        if self.recorder is not None:
-            self.recorder.exchanged(k, entries, answered, state)
+        record.exchanged(k, entries, answered, state, command)
         if answered:
-            command_tick = k + answered - 1
             self._silent_since = None
         if replied:
-            return state, command, command_tick, k + flown_count, None
-        tick = k + flown_count - 1
+            return state, k + flown_count, None
+        tick = k + answered
         if stop == compiled_exchange.SEND_FAILED:
-            trace.ticks_done = tick
             raise self.link.transmit_error(exchange.send_error())
         if exchange.context.leftover_length:
             self.link.ingest(exchange.leftover())
         if entries[-1]["sent_length"]:
-            return state, command, command_tick, tick, int(entries[-1]["sent_ns"]) * 1e-9
-        return state, command, command_tick, tick, self._send_row(tick, trace.row(tick), stats)
+            sent = int(entries[-1]["sent_ns"]) * 1e-9
+        else:
+            sent = self._send_row(tick, record.trace.row(tick), stats)
+        record.sent(tick)
+        return state, tick, sent
 
     def _send_row(self, tick: int, row: np.ndarray, stats: LinkStats) -> float:
         """Send tick ``tick``'s SENSORS from its ``row`` of the trace; returns when it went out."""
@@ -423,13 +408,14 @@ class Session:
         stats.sensors_sent += 1
         return sent
 
-    def _settle(self, k: int, sent: float, command, command_tick: int, stats: LinkStats, trace: Trace):
+    def _settle(self, k: int, sent: float, record: TickRecord):
         """Wait for tick ``k``'s reply to the SENSORS sent at ``sent``, or meet the timeout policy.
         Returns the command in force for the next tick and the tick whose reply it is."""
-        timeout = self.settings.timeout
+        timeout, stats = self.settings.timeout, record.stats
+        command, command_tick = record.command, record.command_tick
         reply, newest = self._await(k, sent + timeout, command_tick, stats)
         if reply is None:
-            reply, newest = self._await_busy(k, sent, command_tick, newest, stats, trace)
+            reply, newest = self._await_busy(k, sent, command_tick, newest, record)
         if isinstance(reply, wire.Actuators):
             stats.round_trips.append(time.perf_counter() - sent)
             newest = reply
@@ -441,7 +427,7 @@ class Session:
             policy = self.settings.on_timeout
             stats.policy_applied[policy] = stats.policy_applied.get(policy, 0) + 1
             if policy == "abort":
-                trace.ticks_done = k + 1
+                record.unanswered()
                 raise SessionTimeout(f"no reply for tick {k} from {self.link.describe()} in the "
                                      f"{time.perf_counter() - sent:.3g} s since its SENSORS went out (link.timeout "
                                      f"{timeout:g} s, and longer while the firmware hil started was busy); the "
@@ -452,7 +438,7 @@ class Session:
             command_tick, command = newest.tick, _throttles(newest.values)
         return command, command_tick
 
-    def _await_busy(self, k: int, sent: float, command_tick: int, newest, stats: LinkStats, trace: Trace):
+    def _await_busy(self, k: int, sent: float, command_tick: int, newest, record: TickRecord):
         """Tick ``k``'s reply missed its timeout: go on waiting while the firmware hil started is
         busy, so that a slow firmware does not make a lockstep run depend on the machine's load.
         Returns the reply, or None when the policy applies; the run fails once the firmware has
@@ -465,13 +451,13 @@ class Session:
             if not self._firmware_busy(k):
                 return None, newest
             wait_until = min(now + self.settings.timeout, self._silent_since + self.settings.silence)
-            reply, newer = self._await(k, wait_until, max(command_tick, newest.tick if newest else -1), stats)
+            reply, newer = self._await(k, wait_until, max(command_tick, newest.tick if newest else -1), record.stats)
             newest = newer or newest
             if reply is not None:
                 return reply, newest
             if self._silent_since is None:  # a late reply came meanwhile: a new silence, from then
                 self._silent_since = self._heard
-        trace.ticks_done = k + 1
+        record.unanswered()
         raise SessionTimeout(f"no reply from {self._peer_name()} for {self.settings.silence:g} s (link.silence), at "
                              f"tick {k}; the run cannot go on, whatever link.on_timeout says")
 
@@ -524,19 +510,18 @@ class Session:
 
     # ---- real time -----------------------------------------------------------------------------
 
-    def fly_realtime(self, program: CompiledTick, trace: Trace, progress=None, interval=0.25):
-        """Release tick k at start + k / rate; apply each command from the first tick after it arrived."""
+    def fly_realtime(self, program: CompiledTick, record: TickRecord, progress=None, interval=0.25) -> None:
+        """Release tick k at start + k / rate; apply each command from the first tick after it
+        arrived. Flies into ``record``, whose ``stats`` count the link."""
         with _no_garbage_collection():
-            return self._fly_realtime(program, trace, progress, interval)
+            self._fly_realtime(program, record, progress, interval)
 
-    def _fly_realtime(self, program: CompiledTick, trace: Trace, progress, interval):
-        self.stats = stats = self._new_stats("real time")
+    def _fly_realtime(self, program: CompiledTick, record: TickRecord, progress, interval):
+        stats = record.stats
         period = self.simulation.dt
-        command = NO_THRUST
-        command_tick = -1  # the tick whose reply is in force
         sent_at = {}
         state = program.initial
-        last = trace.last
+        last = record.trace.last
         start = time.perf_counter() + 0.01
         next_report = start + interval
         pending = None  # the newest reply received since the last release: (tick, values)
@@ -544,9 +529,6 @@ class Session:
         spin = self.spin_before_deadline
         unanswered_since = None  # when the oldest tick sent since the newest reply went out
         silent = False  # the firmware has been silent for longer than the timeout, and the policy applied
-        # Row k's command is the one the physics flies from tick k to k + 1 (as in lockstep, and as
-        # replay reads it), known only when tick k + 1 is released: row k is recorded then.
-        unrecorded = None  # the tick whose row waits for its command, and its state
         try:
             for k in range(last + 1):
                 deadline = start + k * period
@@ -568,7 +550,7 @@ class Session:
                         if message.tick in sent_at:
                             stats.round_trips.append(arrived - sent_at.pop(message.tick))
                         stats.actuators_received += 1
-                        if message.tick > max(command_tick, pending[0] if pending else -1):
+                        if message.tick > max(record.command_tick, pending[0] if pending else -1):
                             pending = (message.tick, message.values)
                         else:
                             stats.late_replies += 1
@@ -583,6 +565,7 @@ class Session:
                     stats.overruns += 1
                     if not self.catch_up:
                         start += lateness  # the ticks after an overrun keep their spacing
+                command, command_tick = record.command, record.command_tick
                 if pending is not None:
                     command_tick, values = pending
                     command = _throttles(values)
@@ -602,20 +585,15 @@ class Session:
                                                  f"{k}; the scenario's policy is to abort")
                         if policy == "cut":
                             command = NO_THRUST
-                if unrecorded is not None:
-                    self._finish_row(trace, *unrecorded, command)
-                    unrecorded = None
+                record.in_force(command, command_tick)  # tick k - 1 flies it to tick k
                 state, out = program.advance(state, command)
-                self.state = state
-                row = trace.row(k)
-                row[:] = out
+                row = record.flown(k, out, state)
                 sent_at[k] = time.perf_counter()
                 if unanswered_since is None:
                     # Silence counts from a tick the firmware could answer: hil's own stalls are not its.
                     unanswered_since = sent_at[k]
                 self.send_tick(k, row)
-                unrecorded = (k, state)
-                trace.ticks_done = k + 1
+                record.sent(k)
                 stats.sensors_sent += 1
                 if len(sent_at) > 1000:  # replies this old will not come: count them lost
                     for old in [t for t in sent_at if t < k - 1000]:
@@ -627,18 +605,12 @@ class Session:
                     progress(k, last, now - start)
                     next_report = now + interval
         finally:
-            if unrecorded is not None:
-                self._finish_row(trace, *unrecorded, command)
+            # However the run ends, the command in force flies on from the tick sent last, as a
+            # board's clock goes on whether or not a reply comes.
+            record.in_force(record.command, record.command_tick)
         stats.wall_seconds = time.perf_counter() - start
         self._drain_replies(sent_at, stats)
         stats.lost_replies += len(sent_at)
-        return state, stats
-
-    def _finish_row(self, trace: Trace, tick: int, state, command) -> None:
-        """Write the command the physics flies from ``tick`` to the next into its row, and record it."""
-        trace.row(tick)[self._command_slice] = command
-        if self.recorder is not None:
-            self.recorder.tick(tick, state)
 
 
 def _throttles(values) -> tuple[float, ...]:

@@ -24,7 +24,7 @@ class Trace:
     rows: np.ndarray  # (rows held, width) float64; row i is tick first + i
     layout: dict  # name -> (offset, size)
     rate_hz: float
-    ticks_done: int = 0  # ticks finished so far (rows filled, the first ``first`` no longer held)
+    ticks_done: int = 0  # ticks finished so far (rows filled, the first ``first`` no longer held), kept by hil.record
     first: int = 0  # the tick of rows[0]: above 0 once a long run's window has moved on
     length: int | None = None  # rows the run will have; None: as many as ``rows`` holds
     readers: list[Reader] = field(default_factory=list)
