@@ -147,6 +147,10 @@ def run(scenario_path, seed, duration, changes, runtime, firmware_command, port,
             else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runtime})")
     click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
                f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, {what}", err=True)
+    if not quiet and not _structure_compiled(loaded, runtime or loaded.firmware.runtime, board or firmware_command):
+        click.echo("  compiling the tick: this scenario's structure (its sensors and their rates, gusts, faults, "
+                   "waypoints, firmware) has not flown here before; a run that changes only numbers (seed, mass, "
+                   "gains, noise, wind, fault times) starts without compiling", err=True)
 
     def progress(tick, last, elapsed):
         rate = loaded.physics.rate_hz
@@ -333,6 +337,18 @@ def _require_betaflight() -> None:
         betaflight.find_sitl()
     except LinkError as error:
         raise click.UsageError(str(error)) from None
+
+
+def _structure_compiled(loaded, runtime: str, elsewhere) -> bool:
+    """Whether a program for the scenario's structure is cached, as the run will fly it (``elsewhere``:
+    a board or a firmware command, which fly the tick one call at a time or in the exchange loop)."""
+    from hil import runner
+    from hil.sim import Simulation
+
+    in_process = runtime == "in-process" and not elsewhere
+    simulation = Simulation(loaded, in_process_firmware=in_process)
+    kinds = [f"batch{runner.IN_PROCESS_BATCH}"] if in_process else ["tick", f"exchange{runner.EXCHANGE_BATCH}"]
+    return any(simulation.compiled(kind) for kind in kinds)
 
 
 def _fly(**arguments):

@@ -2,6 +2,9 @@
 ``jax.grad`` and ``jax.vmap`` go through it."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +155,19 @@ def test_a_vmapped_batch_of_64_members_flies_each_as_it_flies_alone(base):
     assert largest <= 1e-9, largest
     assert 0 < sum(verdicts) < members  # the expectations tell the members apart: the comparison can fail
     print(f"64 members: largest difference to the member flown alone {largest:.3g}; {identical} of 64 bit-identical")
+
+
+def test_hil_run_says_when_it_compiles_and_a_changed_number_does_not(tmp_path):
+    environment = dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache"))
+
+    def hil_run(*options):
+        completed = subprocess.run(
+            [sys.executable, "-m", "hil", "run", str(SCENARIOS / "hover.yaml"), "--firmware", "in-process",
+             "--duration", "9", "--out", str(tmp_path / "run.hillog"), *options],
+            capture_output=True, text=True, env=environment, timeout=600)
+        assert completed.returncode == 0, completed.stderr
+        return "compiling the tick" in completed.stderr
+
+    assert hil_run()
+    assert not hil_run("--seed", "5", "--set", "vehicle.mass=1.6", "--set", "firmware.gains.rate=[40,40,12]")
+    assert hil_run("--set", "physics.substeps=2")
