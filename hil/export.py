@@ -9,14 +9,9 @@ import json
 from pathlib import Path
 
 from hil import flightlog
+from hil.scenario import READINGS
 
 STATE_FIELDS = ("position", "velocity", "attitude", "angular_rate", "rotor_speed", "wind")
-SENSOR_FIELDS = {
-    "imu": ("gyro_x", "gyro_y", "gyro_z", "accel_x", "accel_y", "accel_z"),
-    "baro": ("pressure", "temperature"),
-    "mag": ("x", "y", "z"),
-    "gps": ("north", "east", "down", "velocity_north", "velocity_east", "velocity_down"),
-}
 COLUMNS = {"csv": (), "mcap": STATE_FIELDS + ("command", "fresh")}  # what each format reads of a row
 CHUNK_TICKS = 512  # rows converted to Python numbers at a time
 
@@ -26,7 +21,7 @@ def _columns(layout: dict) -> list[tuple[str, int]]:
     columns = []
     for name, (offset, size) in sorted(layout.items(), key=lambda item: item[1][0]):
         sensor = name.split(".", 1)[1] if name.startswith("reading.") else None
-        labels = SENSOR_FIELDS.get(sensor, ())
+        labels = READINGS.get(sensor, ())
         if len(labels) != size:
             labels = tuple(str(i) for i in range(size))
         columns += [(f"{name}.{label}" if size > 1 or sensor else name, offset + i) for i, label in enumerate(labels)]
@@ -71,7 +66,7 @@ def to_mcap(reader: flightlog.LogReader, path: Path) -> dict:
               "/actuators": [(f"motor_{i}", layout["command"][0] + i) for i in range(layout["command"][1])]}
     for sensor in sensors:
         offset, size = layout[f"reading.{sensor}"]
-        labels = SENSOR_FIELDS.get(sensor, ())
+        labels = READINGS.get(sensor, ())
         labels = labels if len(labels) == size else tuple(str(i) for i in range(size))
         topics[f"/sensors/{sensor}"] = [(label, offset + i) for i, label in enumerate(labels)]
     freshness = {topic: fresh_offset + sensors.index(topic.rsplit("/", 1)[1])

@@ -5,10 +5,11 @@ Everything is validated here, on the host, before anything is traced. See docs/s
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 
@@ -110,6 +111,7 @@ class Environment:
 
 @dataclass(frozen=True)
 class Imu:
+    reading: ClassVar = ("gyro_x", "gyro_y", "gyro_z", "accel_x", "accel_y", "accel_z")  # the wire's fields
     rate_hz: float = spec(1000.0, unit="Hz", gt=0)
     gyro_noise_density: float = spec(8.7e-5, unit="rad/s/sqrt(Hz)", ge=0)
     gyro_bias_random_walk: float = spec(4.0e-5, unit="rad/s/sqrt(s)", ge=0)
@@ -121,18 +123,21 @@ class Imu:
 
 @dataclass(frozen=True)
 class Baro:
+    reading: ClassVar = ("pressure", "temperature")
     rate_hz: float = spec(50.0, unit="Hz", gt=0)
     noise: float = spec(3.0, unit="Pa", ge=0)
 
 
 @dataclass(frozen=True)
 class Mag:
+    reading: ClassVar = ("x", "y", "z")
     rate_hz: float = spec(100.0, unit="Hz", gt=0)
     noise: float = spec(3.0e-7, unit="T", ge=0)
 
 
 @dataclass(frozen=True)
 class Gps:
+    reading: ClassVar = ("north", "east", "down", "velocity_north", "velocity_east", "velocity_down")
     rate_hz: float = spec(10.0, unit="Hz", gt=0)
     latency: float = spec(0.05, unit="s", ge=0, help="from measurement to delivery; at most one sample period")
     position_noise: Vec3 = spec((0.3, 0.3, 0.5), unit="m", ge=0)
@@ -145,6 +150,7 @@ class Gps:
 
 @dataclass(frozen=True)
 class Rangefinder:
+    reading: ClassVar = ("distance", "valid")
     rate_hz: float = spec(50.0, unit="Hz", gt=0)
     noise: float = spec(0.02, unit="m", ge=0)
     min_range: float = spec(0.05, unit="m", ge=0, help="closer than this, no valid return")
@@ -270,7 +276,11 @@ class LinkSettings:
                                             f"silence longer than the timeout")
 
 
-SENSOR_FIELDS = {"imu": 6, "baro": 2, "mag": 3, "gps": 6, "rangefinder": 2}  # reading size: the wire's SENSORS layout
+# Each sensor's reading, field by field, in the wire's order (docs/protocol.md §5): a sensor is
+# one section class with its ``reading`` and one field of Sensors.
+READINGS = {field.name: typing.get_args(typing.get_type_hints(Sensors)[field.name])[0].reading
+            for field in dataclasses.fields(Sensors)}
+SENSOR_FIELDS = {name: len(fields) for name, fields in READINGS.items()}  # floats in a reading
 
 
 @dataclass(frozen=True)
@@ -281,7 +291,7 @@ class MotorFault:
 
 @dataclass(frozen=True)
 class SensorFault:
-    name: Literal["imu", "baro", "mag", "gps", "rangefinder"]
+    name: Literal[tuple(READINGS)]
     mode: Literal["dropout", "stuck", "bias", "noise"] = spec(
         help="dropout: no readings arrive; stuck: readings arrive but repeat the last good value; bias: `offset` "
              "is added to every reading; noise: white noise of standard deviation `std` is added")

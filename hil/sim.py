@@ -27,13 +27,12 @@ from jax import export
 from hil import jaxconfig, tick_cache
 from hil.bridges import compiled_exchange
 from hil.pages import SharedInput, StatePages
-from hil.scenario import Scenario
+from hil.scenario import SENSOR_FIELDS, Scenario
 from hil.tick import MOTORS, SimState, Tick
 from hil.tick import params as tick_params
 from hil.tick.params import TickParams
-from hil.tick.sampling import KINDS
 
-READING_SIZE = {name: kind.size for name, kind in KINDS.items()}
+READING_SIZE = SENSOR_FIELDS  # floats in each sensor's reading
 PROGRAMS_KEPT = 16  # compiled programs a process keeps, most recently used first
 
 

@@ -25,8 +25,7 @@ NORMALS_PER_STREAM = 12
 class SensorKind:
     """What the tick needs to know of a kind of sensor (registered in :data:`hil.tick.sampling.KINDS`)."""
 
-    name: str  # also its section under the scenario's ``sensors``
-    size: int  # floats in a reading
+    name: str  # also its section under the scenario's ``sensors``, whose ``reading`` names its fields
     stream: int  # PRNG stream id: fixed forever, so adding a sensor never shifts another's noise
     params: Callable[[Any, Any], Any]  # (its scenario section, the scenario) -> model parameters, NumPy
     sample: Callable  # (params, state, truth, normals) -> (state, reading)

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 
 from hil.tick.air import air
-from hil.tick.sampling import KINDS
+from hil.scenario import SENSOR_FIELDS
 
 MOTORS = 4
 
@@ -12,7 +12,7 @@ def layout(structure) -> dict[str, tuple[int, int]]:
     """Column name -> (offset, size) in a row."""
     sizes = [("position", 3), ("velocity", 3), ("attitude", 4), ("angular_rate", 3), ("rotor_speed", 4),
              ("wind", 3), ("command", MOTORS)]
-    sizes += [(f"reading.{slot.name}", KINDS[slot.name].size) for slot in structure.sensors]
+    sizes += [(f"reading.{slot.name}", SENSOR_FIELDS[slot.name]) for slot in structure.sensors]
     sizes += [("fresh", len(structure.sensors))]
     columns, offset = {}, 0
     for name, size in sizes:

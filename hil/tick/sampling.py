@@ -19,7 +19,7 @@ from hil.models import environment, quaternion, rangefinder, sensors
 from hil.models.pytree import pytree, replace
 from hil.models.sensors import SensorKind
 from hil.models.small import matvec_t
-from hil.scenario import Scenario
+from hil.scenario import SENSOR_FIELDS, Scenario
 from hil.tick import fault_effects
 
 
@@ -32,11 +32,11 @@ def _imu_params(config, scenario) -> sensors.ImuParams:
 
 
 KINDS: dict[str, SensorKind] = {kind.name: kind for kind in (
-    SensorKind("imu", 6, 16, _imu_params, sensors.imu_sample, sensors.imu_init),
-    SensorKind("baro", 2, 17, lambda c, s: sensors.BaroParams(np.float64(c.noise)), sensors.baro_sample),
-    SensorKind("mag", 3, 18, lambda c, s: sensors.MagParams(np.array(s.environment.magnetic_field), np.float64(c.noise)),
+    SensorKind("imu", 16, _imu_params, sensors.imu_sample, sensors.imu_init),
+    SensorKind("baro", 17, lambda c, s: sensors.BaroParams(np.float64(c.noise)), sensors.baro_sample),
+    SensorKind("mag", 18, lambda c, s: sensors.MagParams(np.array(s.environment.magnetic_field), np.float64(c.noise)),
                sensors.mag_sample),
-    SensorKind("gps", 6, 19, lambda c, s: sensors.GpsParams(np.array(c.position_noise), np.array(c.velocity_noise)),
+    SensorKind("gps", 19, lambda c, s: sensors.GpsParams(np.array(c.position_noise), np.array(c.velocity_noise)),
                sensors.gps_sample, latency=lambda c: c.latency),
     rangefinder.KIND,
 )}
@@ -77,8 +77,8 @@ class Channel:
 
 
 def init(structure, params) -> dict:
-    return {slot.name: Channel(KINDS[slot.name].init(params.sensors[slot.name]), np.zeros(KINDS[slot.name].size),
-                               np.zeros(KINDS[slot.name].size if slot.latency else 0)) for slot in structure.sensors}
+    return {slot.name: Channel(KINDS[slot.name].init(params.sensors[slot.name]), np.zeros(SENSOR_FIELDS[slot.name]),
+                               np.zeros(SENSOR_FIELDS[slot.name] if slot.latency else 0)) for slot in structure.sensors}
 
 
 def truth(state, atmosphere) -> sensors.Truth:
