@@ -9,8 +9,8 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from hil.firmware_stubs import open_loop, quad_pid
 from hil.scenario import Scenario
+from hil.tick.firmware import FIRMWARES
 
 STOP_GRACE = 2.0  # s between GOODBYE and terminate, and between terminate and kill
 TAIL_BYTES = 1 << 20  # of output read for its last lines: a firmware may have printed gigabytes
@@ -27,10 +27,7 @@ def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
     """The command line that starts the scenario's firmware in ``runtime`` (``c`` or ``python``)
     on ``udp`` (HOST:PORT), or with ``udp`` None, as a board on its own pseudo-terminal (C only)."""
     name = scenario.firmware.name
-    if name == "quad_pid":
-        arguments = quad_pid.command_line(quad_pid.params_from_scenario(scenario))
-    else:
-        arguments = open_loop.command_line(open_loop.params_from_scenario(scenario))
+    arguments = FIRMWARES[name].command_line(FIRMWARES[name].params_from_scenario(scenario))
     link = ["--udp", udp] if udp is not None else ["--pty"]
     if runtime == "c":
         from hil.firmware_stubs import c_build
