@@ -30,7 +30,6 @@ from hil.pages import SharedInput, StatePages
 from hil.scenario import SENSOR_FIELDS, Scenario
 from hil.tick import MOTORS, SimState, Tick
 from hil.tick import params as tick_params
-from hil.tick.params import TickParams
 
 READING_SIZE = SENSOR_FIELDS  # floats in each sensor's reading
 PROGRAMS_KEPT = 16  # compiled programs a process keeps, most recently used first
@@ -59,12 +58,6 @@ class Simulation:
 
     def initial_state(self) -> SimState:
         return self.tick.init(self.params)
-
-    def with_params(self, params: TickParams) -> "Simulation":
-        """The same structure with other parameters (of the same shapes): flies the same programs."""
-        other = object.__new__(Simulation)
-        other.__dict__.update(self.__dict__, params=params)
-        return other
 
     def program_name(self, kind: str) -> str:
         """The name a program of this structure is cached under: the structure, the shapes of the
