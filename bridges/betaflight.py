@@ -487,7 +487,7 @@ class BetaflightSession(Session):
         state = self.simulation.initial_state()
         body = state.vehicle.body
         specific_force = resting_specific_force(body.attitude)
-        pressure = float(environment.isa(self.simulation.home_altitude - body.position[2]).pressure)
+        pressure = float(environment.isa(float(self.simulation.params.home_altitude) - body.position[2]).pressure)
         zeros = np.zeros(3)
         return lambda clock: fdm_packet(clock, zeros, specific_force, body.attitude, zeros, body.position, pressure)
 

@@ -225,7 +225,7 @@ def _show_firmware_messages(stats, rate_hz: int, verbose: int) -> None:
 # Modules whose state the log's footer is written from: an interruption is not raised inside
 # them (a record half written, or written and not yet marked so, would be written again), but
 # retried every INTERRUPT_RETRY s until the run has left them.
-UNINTERRUPTED = ("hil.flightlog", "hil.trace", "hil.expectations")
+UNINTERRUPTED = ("hil.flightlog", "hil.trace", "hil.expectations", "hil.record")
 INTERRUPT_RETRY = 0.001
 
 
