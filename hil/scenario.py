@@ -455,6 +455,76 @@ class Expectation:
 CHECK_KINDS = ("within", "never_above", "never_below", "reach")
 
 
+class _Described(type):
+    """A schema type whose name in the reference is its description: the schema passes a value
+    of a type it does not know through unchanged, and the sweep checks it against its key."""
+
+    def __str__(cls):
+        return cls.description
+
+
+class Value(metaclass=_Described):
+    description = "a number or a list of numbers"
+
+
+@dataclass(frozen=True)
+class Normal:
+    mean: Value = spec(help="the key's value, or one per element of a list key")
+    sigma: Value = spec(help="standard deviation, the same shape as mean")
+    min: Value | None = spec(None, help="truncation: draws below are drawn again (a truncated normal)")
+    max: Value | None = spec(None, help="truncation: draws above are drawn again")
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: Value
+    high: Value
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    key: str = spec(help="a dotted scenario key, as hil run --set takes it: vehicle.mass, environment.wind.steady, "
+                         "sensors.imu.gyro_bias_random_walk, firmware.gains.rate, faults.0.start")
+    normal: Normal | None = spec(None, help="a normal draw per member, optionally truncated to [min, max]")
+    uniform: Uniform | None = spec(None, help="a uniform draw per member in [low, high)")
+    choice: list[Value] | None = spec(None, help="one of these values per member, each equally likely")
+    grid: list[Value] | None = spec(None, help="member i takes value i mod its length; several grids form their "
+                                               "product, the first varying fastest")
+
+    def kind(self) -> str:
+        return next(kind for kind in DISPERSION_KINDS if getattr(self, kind) is not None)
+
+    def __check__(self, check, path):
+        given = [kind for kind in DISPERSION_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            check.fail(path, f"dispersion of {self.key!r} needs exactly one of {', '.join(DISPERSION_KINDS)}"
+                       + (f"; it has {', '.join(given)}" if given else ""))
+
+
+DISPERSION_KINDS = ("normal", "uniform", "choice", "grid")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    runs: int = spec(100, gt=0, le=10_000_000, help="members flown by hil sweep (--runs overrides it)")
+    seed: int = spec(0, ge=0, lt=2**63, help="the sweep's own seed: member i's draws come from "
+                                             "fold_in(key(seed), i), whatever runs or chunking")
+    require: float = spec(1.0, gt=0, le=1, help="pass rate every expectation must reach for hil sweep to exit 0")
+    vary_seed: bool = spec(True, help="true: each member flies a seed drawn from its key; false: every member "
+                                      "flies the scenario's seed (the same noise)")
+    dispersions: list[Dispersion] = spec(factory=list, help="what differs between members")
+
+
+# Keys whose numbers shape the compiled tick or the run (hil.tick.params.Structure, the tick
+# count, the static fields of the parameters): a sweep flies one program, so they cannot vary.
+STRUCTURAL_KEYS = (("version",), ("name",), ("duration",), ("seed",), ("physics",), ("sensors", "*", "rate_hz"),
+                   ("sensors", "gps", "latency"), ("faults", "*", "motor", "index"), ("expect",), ("sweep",))
+
+
+def _structural(path: tuple) -> bool:
+    return any(len(path) >= len(key) and all(k in ("*", p) for k, p in zip(key, path)) for key in STRUCTURAL_KEYS)
+
+
 @dataclass(frozen=True)
 class Scenario:
     version: int
@@ -472,6 +542,7 @@ class Scenario:
     pilot: Pilot | None = spec(None, help="the RC sticks of a firmware flown by radio (betaflight)")
     faults: list[Fault] = spec(factory=list, help="what goes wrong, and when")
     expect: list[Expectation] = spec(factory=list)
+    sweep: Sweep | None = spec(None, help="hil sweep: how many members, and what differs between them")
     # The file's text, for the flight log; not a key of the file.
     source: str = dataclasses.field(default="", compare=False, repr=False, metadata={"internal": True})
 
@@ -525,6 +596,9 @@ class Scenario:
         for index, expectation in enumerate(self.expect):
             if first.setdefault(expectation.name, index) != index:
                 check.fail(("expect", index, "name"), f"expectation name {expectation.name!r} is used twice")
+        if self.sweep is not None:
+            for index, dispersion in enumerate(self.sweep.dispersions):
+                self._check_dispersion(check, ("sweep", "dispersions", index), dispersion)
 
 
     def _check_contact_step(self, check) -> None:
@@ -589,6 +663,109 @@ class Scenario:
             if times[index] < times[index - 1]:
                 check.fail(("pilot", "steps", index, "at"), f"{times[index]} s comes before the step above it "
                                                              f"({times[index - 1]} s); list the steps in time order")
+
+    def _check_dispersion(self, check, path, dispersion: Dispersion) -> None:
+        """The key names a number (or a fixed-length list of numbers) of this scenario that does not
+        shape the program, and the dispersion draws only values of its shape and bounds."""
+        parts = dispersion.key.split(".")
+        node, owner, name, where = self, None, None, ()
+        for part in parts:
+            here = schema.format_path(where)
+            if dataclasses.is_dataclass(node):
+                fields = [f.name for f in dataclasses.fields(node) if f.init and not f.metadata.get("internal")]
+                if part not in fields:
+                    check.fail(path + ("key",), f"{dispersion.key!r}: {here} has no key {part!r}"
+                               f"{schema._nearest(part, fields)}; its keys: {', '.join(fields)}")
+                    return
+                owner, name, node = type(node), part, getattr(node, part)
+            elif isinstance(node, list) and not (node and isinstance(node[0], (int, float))):
+                if not part.isdigit() or int(part) >= len(node):
+                    check.fail(path + ("key",), f"{dispersion.key!r}: {here} is a list of {len(node)}; give an "
+                               f"index from 0 to {len(node) - 1}" if node else f"{dispersion.key!r}: {here} is empty")
+                    return
+                owner, name, node = None, None, node[int(part)]
+            else:
+                check.fail(path + ("key",), f"{dispersion.key!r}: {here} is a value, it has no key {part!r}")
+                return
+            where += (int(part) if part.isdigit() else part,)
+            if node is None:
+                check.fail(path + ("key",), f"{dispersion.key!r}: {schema.format_path(where)} is not in the scenario; "
+                           "a sweep changes numbers the scenario has (adding a section changes the compiled tick)")
+                return
+        shape = None
+        if isinstance(node, (tuple, list)) and node and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                            for x in node):
+            shape = len(node)
+        elif not (isinstance(node, (int, float)) and not isinstance(node, bool)) or owner is None:
+            what = ("a section" if dataclasses.is_dataclass(node) else "a list" if isinstance(node, list)
+                    else "true or false" if isinstance(node, bool) else "text" if isinstance(node, str) else "a value")
+            check.fail(path + ("key",), f"{dispersion.key!r} is {what}, not a number: it shapes the compiled "
+                       "tick (a section, a list of sections, a choice of mode), so every member of a sweep has "
+                       "the scenario's")
+            return
+        if _structural(where):
+            check.fail(path + ("key",), f"{dispersion.key!r} shapes the compiled tick or the run (rates, substeps, "
+                       "duration, latencies, which motor a fault acts on, the expectations); a sweep flies one "
+                       "program, so every member has the scenario's; the seed varies with sweep.vary_seed")
+            return
+        integer = isinstance(node, int) and not isinstance(node, float)
+        kind = dispersion.kind()
+        if integer and kind in ("normal", "uniform"):
+            check.fail(path + (kind,), f"{dispersion.key!r} is an integer: give its values with choice or grid")
+            return
+
+        def number(value, at) -> bool:
+            """``value`` has the key's shape, and its elements are finite numbers."""
+            items = value if shape is not None and isinstance(value, list) else [value]
+            if (shape is None) != (not isinstance(value, list)) or (shape is not None and len(items) != shape) or \
+                    not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in items):
+                check.fail(path + at, f"{value!r} is not {'a number' if shape is None else f'a list of {shape} numbers'}"
+                           f", the shape of {dispersion.key}")
+                return False
+            return True
+
+        def in_bounds(value, at) -> None:
+            """``value`` may be the key's value: its field's type and bounds."""
+            given = Check()
+            schema.parse_field(owner, name, list(value) if isinstance(value, tuple) else value, given, path + at)
+            for problem in given.problems:
+                check.fail(problem.path, f"{dispersion.key}: {problem.message}")
+
+        meta = next(f.metadata for f in dataclasses.fields(owner) if f.name == name)
+        if kind == "normal":
+            normal = dispersion.normal
+            given = [(key, getattr(normal, key)) for key in ("mean", "sigma", "min", "max") if getattr(normal, key) is not None]
+            if not all(number(value, ("normal", key)) for key, value in given):
+                return
+            flat = {key: (value if isinstance(value, list) else [value]) for key, value in given}
+            if any(x < 0 for x in flat["sigma"]):
+                check.fail(path + ("normal", "sigma"), f"{normal.sigma} is negative: a standard deviation is at least 0")
+            if "min" in flat and "max" in flat and any(a >= b for a, b in zip(flat["min"], flat["max"])):
+                check.fail(path + ("normal", "min"), f"min {normal.min} is not below max {normal.max}")
+            for key in ("min", "max"):
+                if key in flat:
+                    in_bounds(getattr(normal, key), ("normal", key))
+            low_bounded = meta.get("gt") is not None or meta.get("ge") is not None
+            high_bounded = meta.get("lt") is not None or meta.get("le") is not None
+            for key, bounded, side in (("min", low_bounded, "below"), ("max", high_bounded, "above")):
+                if bounded and key not in flat and any(s > 0 for s in flat["sigma"]):
+                    check.fail(path + ("normal",), f"{dispersion.key} has a bound a normal draw can cross "
+                               f"{side}; give `{key}` to truncate the draws")
+        elif kind == "uniform":
+            uniform = dispersion.uniform
+            if number(uniform.low, ("uniform", "low")) and number(uniform.high, ("uniform", "high")):
+                lows, highs = ([v] if shape is None else v for v in (uniform.low, uniform.high))
+                if any(a > b for a, b in zip(lows, highs)):
+                    check.fail(path + ("uniform", "low"), f"low {uniform.low} is above high {uniform.high}")
+                in_bounds(uniform.low, ("uniform", "low"))
+                in_bounds(uniform.high, ("uniform", "high"))
+        else:
+            values = getattr(dispersion, kind)
+            if not values:
+                check.fail(path + (kind,), "give at least one value")
+            for index, value in enumerate(values):
+                if number(value, (kind, index)):
+                    in_bounds(value, (kind, index))
 
     def _check_fault(self, check, path, fault: Fault) -> None:
         if fault.start >= self.duration:
