@@ -586,6 +586,97 @@ def plot_command(path, output):
     sys.exit(_report_damage(reader))
 
 
+@main.command("sweep")
+@click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runs", type=click.IntRange(1, 10_000_000), help="Members to fly (default: the scenario's sweep.runs).")
+@click.option("--chunk", type=click.IntRange(1, 1_000_000), help="Members flown at a time by one compiled program "
+              "(default 1024, or all of them when fewer).")
+@click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
+              help="Change a key of the scenario before sweeping it, as hil run --set (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for members.csv and summary.json (default: sweeps/NAME-TIME).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
+def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
+    """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
+
+    The scenario's `sweep:` section says how many members fly, what differs between them
+    (dispersions of its numbers) and the pass rate every expectation must reach (`require`).
+    Without one, --runs N flies N members that differ in their seed alone. The firmware flies
+    inside the compiled tick. Writes members.csv (each member's draws, measured values and
+    verdicts) and summary.json (pass rates with Wilson 95 % intervals, the worst members).
+    Exit 0 when every expectation's pass rate reaches `require`, 1 otherwise, 2 on bad input.
+
+    \b
+    Examples:
+      hil sweep scenarios/hover_sweep.yaml
+      hil sweep scenarios/hover.yaml --runs 200 --set duration=10
+    """
+    from hil import jaxconfig, scenario, sweep
+
+    jaxconfig.configure()
+    loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
+    out_dir = out_dir or Path("sweeps") / f"{loaded.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:  # before flying: a sweep's results are not lost to a folder that cannot be written
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.UsageError(f"--out {out_dir}: cannot make the folder: {error.strerror or error}") from None
+    try:
+        plan = sweep.plan(loaded, runs)
+    except sweep.SweepError as error:
+        raise click.UsageError(str(error)) from None
+    ticks = loaded.ticks + 1
+    show_progress = not quiet and sys.stderr.isatty()
+    click.echo(f"hil {__version__}: sweep of {loaded.name} from {scenario_path}: {plan.runs} members of "
+               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, sweep seed {plan.seed}, dispersed: "
+               f"{', '.join(d.key for d in plan.dispersions) or 'the seed alone'}", err=True)
+
+    def progress(done, total, elapsed):
+        rate = done * ticks / max(elapsed, 1e-9)
+        eta = (total - done) * ticks / rate
+        line = f"  {done}/{total} members   {rate / 1e3:8.1f} k member-ticks/s   ETA {eta:5.0f} s"
+        click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
+
+    try:
+        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress)
+    except sweep.SweepError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if show_progress:
+        click.echo("", err=True)
+    try:
+        table, summary = result.write(out_dir)
+    except OSError as error:
+        click.echo(f"error: --out {out_dir}: cannot write: {error.strerror or error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"  {result.runs} members, {result.member_ticks:,} member-ticks in {result.wall_seconds:.1f} s "
+               f"({result.member_ticks / result.wall_seconds / 1e3:.1f} k member-ticks/s, first chunk of "
+               f"{result.chunk} after {result.first_chunk_seconds:.1f} s, compilation included)", err=True)
+    click.echo(_sweep_table(result))
+    verdict = "PASSED" if result.ok else "FAILED"
+    click.echo(f"{verdict}: every expectation needs a pass rate of {plan.require:.4g}; "
+               f"table {table}, summary {summary}")
+    sys.exit(EXIT_PASSED if result.ok else EXIT_FAILED)
+
+
+def _sweep_table(result) -> str:
+    if not result.expectations:
+        return "(the scenario has no expectations)"
+    headers = ("result", "expectation", "passed", "rate", "95 % interval", "worst member")
+    rows = []
+    for index, (expectation, (rate, low, high)) in enumerate(zip(result.expectations, result.pass_rates())):
+        worst = result.worst(index, 1)[0]
+        outcome = result.outcomes[worst][index]
+        rows.append(("PASS" if rate >= result.sweep.require else "FAIL", expectation.name,
+                     f"{int(result.passed[:, index].sum())}/{result.runs}", f"{rate:.4f}", f"{low:.4f} .. {high:.4f}",
+                     f"#{worst}: {outcome.measured} ({outcome.bound})"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    for row in rows:
+        cells = "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        lines.append(click.style(cells[:4], fg="green" if row[0] == "PASS" else "red") + cells[4:])
+    return "\n".join(lines)
+
+
 @main.command()
 def ports():
     """List serial ports, for --port."""

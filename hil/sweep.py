@@ -1,0 +1,558 @@
+"""Monte Carlo sweeps: many members of one scenario, dispersed, flown as one compiled program.
+
+A member is the scenario with its ``sweep.dispersions`` drawn and, unless ``sweep.vary_seed`` is
+false, a seed of its own (:func:`member_scenarios`). Member i's draws come from
+``fold_in(key(sweep.seed), i)``, sub-stream j for dispersion j and sub-stream
+:data:`SEED_STREAM` for its seed, so member i is the same whatever the number of members or
+the chunking. Every member must have member 0's :class:`~hil.tick.params.Structure` and
+parameter layout: the sweep flies one program, ``vmap`` over the members of a chunk of a
+``lax.scan`` over blocks of ticks. The expectations are judged inside that program, block by
+block, by running versions of :class:`hil.expectations.Monitor` (running extremes, the first
+tick out of bounds, the first tick within reach), so no member's rows come to the host; their
+final state fills a Monitor on the host, whose :meth:`~hil.expectations.Monitor.outcome` gives
+the same :class:`~hil.expectations.Outcome` a run alone gives.
+
+Agreement (docs/sweep.md): a member's numbers are bit-identical for the same chunk size; across
+chunk sizes the compiled batch shape changes how XLA fuses (FMA contraction on CPU), and a
+member agrees to within 1e-12 over a short flight.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hil import schema
+from hil import scenario as scenarios
+from hil.expectations import Monitor
+from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
+from hil.schema import Check
+from hil.tick import Tick
+from hil.tick.params import build
+
+SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn from
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
+WORST = 5  # members listed per expectation in the summary
+DEFAULT_CHUNK = 1024
+DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
+IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop")
+
+Progress = Callable[[int, int, float], None]  # (members done, members, seconds since the start)
+
+
+class SweepError(Exception):
+    """A sweep that cannot fly as asked: the message names the member, its draws and why."""
+
+
+# ---- members ----------------------------------------------------------------------------------------
+
+def plan(scenario: Scenario, runs: int | None = None) -> Sweep:
+    """The scenario's sweep section (or one that varies the seed alone), with ``runs`` if given."""
+    sweep = scenario.sweep or Sweep()
+    if runs is not None:
+        if runs < 1:
+            raise SweepError(f"--runs {runs}: give at least one member")
+        sweep = Sweep(runs, sweep.seed, sweep.require, sweep.vary_seed, sweep.dispersions)
+    return sweep
+
+
+def draws(scenario: Scenario, sweep: Sweep, members) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The seeds and drawn values of ``members`` (indices): ``(seeds, {key: (members, ...) array})``."""
+    members = np.asarray(members, dtype=np.int64)
+    if members.size and members.max() >= 2**32:
+        raise SweepError(f"member {members.max()}: a sweep has at most 2^32 members")
+    base = jax.random.key(sweep.seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(members, dtype=jnp.uint32))
+    if sweep.vary_seed:
+        bits = np.asarray(jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(k, SEED_STREAM), (2,),
+                                                             jnp.uint32))(keys)).astype(np.uint64)
+        seeds = ((bits[:, 0] << np.uint64(32)) | bits[:, 1]) & np.uint64(2**63 - 1)
+    else:
+        seeds = np.full(members.shape, scenario.seed, dtype=np.uint64)
+    drawn, radix = {}, 1
+    for index, dispersion in enumerate(sweep.dispersions):
+        sub = jax.vmap(lambda k, j=index: jax.random.fold_in(k, j))(keys)
+        kind = dispersion.kind()
+        if kind == "normal":
+            drawn[dispersion.key] = _normal(dispersion.normal, sub)
+        elif kind == "uniform":
+            low, high = np.asarray(dispersion.uniform.low, float), np.asarray(dispersion.uniform.high, float)
+            drawn[dispersion.key] = np.asarray(jax.vmap(lambda k: jax.random.uniform(
+                k, low.shape, jnp.float64, low, high))(sub))
+        elif kind == "choice":
+            values = np.asarray(dispersion.choice)
+            picks = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 0, len(values)))(sub))
+            drawn[dispersion.key] = values[picks]
+        else:  # grids form a product, the first varying fastest; they use no random numbers
+            values = np.asarray(dispersion.grid)
+            drawn[dispersion.key] = values[(members // radix) % len(values)]
+            radix *= len(values)
+    return seeds, drawn
+
+
+def _normal(normal, keys) -> np.ndarray:
+    mean, sigma = np.asarray(normal.mean, float), np.asarray(normal.sigma, float)
+    shape = np.broadcast_shapes(mean.shape, sigma.shape)
+    low = -np.inf if normal.min is None else np.asarray(normal.min, float)
+    high = np.inf if normal.max is None else np.asarray(normal.max, float)
+    spread = sigma > 0
+    # A truncated normal in standard units; an element with sigma 0 is its mean.
+    lower = np.where(spread, (low - mean) / np.where(spread, sigma, 1.0), -np.inf) * np.ones(shape)
+    upper = np.where(spread, (high - mean) / np.where(spread, sigma, 1.0), np.inf) * np.ones(shape)
+    z = np.asarray(jax.vmap(lambda k: jax.random.truncated_normal(k, lower, upper, shape, jnp.float64))(keys))
+    return np.clip(mean + sigma * z, low, high)  # the rounding of mean + sigma z stays inside the truncation
+
+
+def member_scenario(scenario: Scenario, sweep: Sweep, member: int, seed, drawn: dict) -> Scenario:
+    """Member ``member``: the scenario with its draws and its seed (``with_changes``)."""
+    changes = {key: values for key, values in drawn.items()}
+    changes["seed"] = int(seed)
+    try:
+        return scenarios.with_changes(scenario, changes, option=f"sweep member {member}")
+    except ScenarioError as error:
+        raise SweepError(f"member {member} ({describe(drawn)}) is not a valid scenario: "
+                         + "; ".join(f"{p.path}: {p.message}" for p in error.problems)) from None
+
+
+def changed(scenario: Scenario, changes: dict, member: int | None = None) -> Scenario:
+    """``scenario`` with ``changes`` (dotted keys the sweep section validated) applied to its parsed
+    tree and checked as :func:`hil.scenario.with_changes` checks them: each value by its field's
+    type and bounds, then every section from the key's up to the scenario (where the checks that
+    read several keys live). It gives the scenario ``with_changes`` gives (tests/test_sweep.py
+    compares them) in about 1 % of its time, which reads and writes the whole file as YAML; the
+    result's ``source`` is the base scenario's, so fly a member alone with :func:`member_scenario`."""
+    check = Check()
+    for key, value in changes.items():
+        parts = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        owners = [scenario]
+        for part in parts[:-1]:
+            owners.append(owners[-1][part] if isinstance(part, int) else getattr(owners[-1], part))
+        typed = schema.parse_field(type(owners[-1]), parts[-1], _plain(value), check, parts)
+        if typed is None:
+            continue
+        for depth in range(len(parts) - 1, -1, -1):
+            node = owners[depth]
+            if isinstance(node, list):
+                typed = [*node[:parts[depth]], typed, *node[parts[depth] + 1:]]
+            else:
+                typed = dataclasses.replace(node, **{parts[depth]: typed})
+                node = typed
+            if depth and hasattr(typed, "__check__"):
+                typed.__check__(check, parts[:depth])
+        scenario = typed
+    if not check.problems:
+        scenario.__check__(check, ())
+    if check.problems:
+        raise SweepError(f"member {member} ({describe(changes)}) is not a valid scenario: "
+                         + "; ".join(f"{schema.format_path(p.path)}: {p.message}" for p in check.problems))
+    return scenario
+
+
+def _plain(value):
+    value = np.asarray(value)
+    return value.tolist()
+
+
+def describe(drawn: dict) -> str:
+    return ", ".join(f"{key}={_text(value)}" for key, value in drawn.items()) or "the seed alone"
+
+
+def _text(value) -> str:
+    value = np.asarray(value)
+    if value.ndim:
+        return "[" + ", ".join(f"{x:.6g}" for x in value.tolist()) + "]"
+    return f"{value.item():.6g}"
+
+
+# ---- expectations on the device -------------------------------------------------------------------
+
+def _column(rows, layout, name):
+    offset, size = layout[name]
+    return rows[:, offset:offset + size]
+
+
+def _quantity(rows, layout, name: str):
+    """:func:`hil.trace.quantity` in JAX: a named scalar per row."""
+    position, velocity = _column(rows, layout, "position"), _column(rows, layout, "velocity")
+    rates, command, q = _column(rows, layout, "angular_rate"), _column(rows, layout, "command"), \
+        _column(rows, layout, "attitude")
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    simple = {
+        "north": lambda: position[:, 0], "east": lambda: position[:, 1], "down": lambda: position[:, 2],
+        "altitude": lambda: -position[:, 2], "velocity_north": lambda: velocity[:, 0],
+        "velocity_east": lambda: velocity[:, 1], "velocity_down": lambda: velocity[:, 2],
+        "speed": lambda: jnp.linalg.norm(velocity, axis=1),
+        "horizontal_distance": lambda: jnp.linalg.norm(position[:, :2], axis=1),
+        "rate_roll": lambda: rates[:, 0], "rate_pitch": lambda: rates[:, 1], "rate_yaw": lambda: rates[:, 2],
+        "motor_max": lambda: command.max(axis=1), "motor_mean": lambda: command.mean(axis=1),
+        "motor_min": lambda: command.min(axis=1),
+        "tilt_deg": lambda: jnp.degrees(jnp.arccos(jnp.clip(1 - 2 * (x**2 + y**2), -1, 1))),
+        "roll_deg": lambda: jnp.degrees(jnp.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))),
+        "pitch_deg": lambda: jnp.degrees(jnp.arcsin(jnp.clip(2 * (w * y - z * x), -1.0, 1.0))),
+        "yaw_deg": lambda: jnp.degrees(jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))),
+    }
+    return simple[name]()
+
+
+def _first(mask):
+    """Index of the first True of ``mask`` (0 when none)."""
+    return jnp.argmax(mask)
+
+
+class DeviceMonitor:
+    """One expectation's running state inside the compiled program, as :class:`Monitor` keeps it
+    on the host: ``init()``, ``read(state, first tick, rows)``, and :meth:`monitor` to turn a
+    member's final state into a host Monitor."""
+
+    def __init__(self, expectation: Expectation, layout: dict, rate_hz: float):
+        self.expectation, self.layout, self.rate_hz = expectation, layout, rate_hz
+        self.kind, self.check = expectation.kind(), expectation.check()
+
+    def init(self) -> dict:
+        """The state before any row."""
+        false, zero = jnp.zeros((), bool), jnp.zeros(())
+        names = (("reached", "closest") if self.kind == "reach" else ("extreme", "bad"))
+        state = {"seen": false}
+        for name in names:
+            state[f"has_{name}"] = false
+            state[f"{name}_a"] = zero  # value (distance) ...
+            state[f"{name}_b"] = zero  # ... and time; within's extreme: (min, max)
+        return state
+
+    def read(self, state: dict, ticks, rows, inside) -> dict:
+        """Take rows of ``ticks`` into account, those where ``inside`` is true (ticks of the run)."""
+        time = ticks / self.rate_hz  # as the host computes it: the same division
+        if self.kind == "reach":
+            return self._read_reach(state, time, rows, inside)
+        check = self.check
+        window = inside & (time >= check.after - 1e-12)
+        if self.kind == "within" and check.until is not None:
+            window &= time <= check.until + 1e-12
+        values = _quantity(rows, self.layout, check.quantity)
+        finite = jnp.isfinite(values)
+        usable = window & finite
+        any_usable = usable.any()
+        new = dict(state, seen=state["seen"] | window.any())
+        if self.kind == "within":
+            out = ~finite
+            if check.min is not None:
+                out |= values < check.min
+            if check.max is not None:
+                out |= values > check.max
+            low = jnp.min(jnp.where(usable, values, jnp.inf))
+            high = jnp.max(jnp.where(usable, values, -jnp.inf))
+            had = state["has_extreme"]
+            new["extreme_a"] = jnp.where(any_usable, jnp.where(had, jnp.minimum(state["extreme_a"], low), low),
+                                         state["extreme_a"])
+            new["extreme_b"] = jnp.where(any_usable, jnp.where(had, jnp.maximum(state["extreme_b"], high), high),
+                                         state["extreme_b"])
+        else:
+            above = self.kind == "never_above"
+            out = ~finite | ((values > check.bound) if above else (values < check.bound))
+            scored = jnp.where(usable, values, -jnp.inf if above else jnp.inf)
+            worst = jnp.argmax(scored) if above else jnp.argmin(scored)
+            better = (values[worst] > state["extreme_a"]) if above else (values[worst] < state["extreme_a"])
+            take = any_usable & (~state["has_extreme"] | better)
+            new["extreme_a"] = jnp.where(take, values[worst], state["extreme_a"])
+            new["extreme_b"] = jnp.where(take, time[worst], state["extreme_b"])
+        new["has_extreme"] = state["has_extreme"] | any_usable
+        bad = window & out
+        index = _first(bad)
+        take = ~state["has_bad"] & bad.any()
+        new["bad_a"] = jnp.where(take, values[index], state["bad_a"])
+        new["bad_b"] = jnp.where(take, time[index], state["bad_b"])
+        new["has_bad"] = state["has_bad"] | bad.any()
+        return new
+
+    def _read_reach(self, state, time, rows, inside):
+        check = self.check
+        active = ~state["has_reached"]  # the host's Monitor stops reading once the point is reached
+        window = inside & (time < check.before) & (time >= check.after - 1e-12)
+        position = _column(rows, self.layout, "position")
+        distance = jnp.linalg.norm(position - jnp.asarray(check.point), axis=1)
+        distance = jnp.where(window & jnp.isfinite(distance), distance, jnp.inf)
+        inside = distance <= check.tolerance
+        index = _first(inside)
+        reached = active & inside.any()
+        closest = jnp.argmin(distance)
+        take = active & jnp.isfinite(distance[closest]) & (~state["has_closest"] |
+                                                            (distance[closest] < state["closest_a"]))
+        return {"seen": state["seen"] | (active & window.any()),
+                "has_reached": state["has_reached"] | reached,
+                "reached_a": jnp.where(reached, distance[index], state["reached_a"]),
+                "reached_b": jnp.where(reached, time[index], state["reached_b"]),
+                "has_closest": state["has_closest"] | take,
+                "closest_a": jnp.where(take, distance[closest], state["closest_a"]),
+                "closest_b": jnp.where(take, time[closest], state["closest_b"])}
+
+    def monitor(self, state: dict, member: int) -> Monitor:
+        """A host :class:`Monitor` holding member ``member``'s final device state."""
+        monitor = Monitor(self.expectation, self.layout, self.rate_hz)
+
+        def pair(name):
+            return ((float(state[f"{name}_a"][member]), float(state[f"{name}_b"][member]))
+                    if state[f"has_{name}"][member] else None)
+
+        monitor.seen = bool(state["seen"][member])
+        if self.kind == "reach":
+            monitor.reached, monitor.closest = pair("reached"), pair("closest")
+        else:
+            monitor.extreme = pair("extreme")
+            bad = pair("bad")
+            monitor.first_bad = None if bad is None else (bad[1], bad[0])  # the host keeps (time, value)
+        return monitor
+
+    def measured(self, state: dict) -> dict[str, np.ndarray]:
+        """Per member, the measured number(s) of the CSV: NaN where there is none."""
+        def value(name, part="a"):
+            return np.where(state[f"has_{name}"], state[f"{name}_{part}"], np.nan)
+
+        if self.kind == "within":
+            return {"min": value("extreme", "a"), "max": value("extreme", "b")}
+        if self.kind == "reach":
+            return {"distance": np.where(state["has_reached"], state["reached_a"], value("closest"))}
+        return {"max" if self.kind == "never_above" else "min": value("extreme")}
+
+    def margin(self, state: dict) -> np.ndarray:
+        """How far past its bound each member went (positive: failed by that much); NaN values count
+        as infinitely far."""
+        check, measured = self.check, self.measured(state)
+        if self.kind == "within":
+            parts = [np.full(measured["min"].shape, -np.inf)]
+            if check.min is not None:
+                parts.append(check.min - measured["min"])
+            if check.max is not None:
+                parts.append(measured["max"] - check.max)
+            margin = np.max(parts, axis=0)
+        elif self.kind == "reach":
+            margin = measured["distance"] - check.tolerance
+        elif self.kind == "never_above":
+            margin = measured["max"] - check.bound
+        else:
+            margin = check.bound - measured["min"]
+        return np.where(np.isnan(margin), np.inf, margin)
+
+
+# ---- the program ----------------------------------------------------------------------------------
+
+_PROGRAMS: dict = {}  # (structure, parameter layout, chunk, ticks, block, expectations, traces) -> program
+
+
+def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tuple, keep_traces: bool):
+    """``params (chunk members) -> (monitor states, last rows[, rows])``: one compiled program.
+
+    The tick is traced once: ``blocks`` blocks of ``block`` ticks cover the ``ticks`` rows, the
+    few ticks past the end (fewer than ``blocks``) are flown but neither judged nor returned."""
+    key = (structure, treedef, chunk, ticks, block, expect, keep_traces)
+    if key in _PROGRAMS:
+        return _PROGRAMS[key]
+    tick = Tick(structure)
+    monitors = [DeviceMonitor(e, tick.layout, structure.rate) for e in expect]
+    blocks = -(-ticks // block)
+    block = -(-ticks // blocks)
+
+    def fly_member(params):
+        def one_block(carry, first):
+            state, judged, last = carry
+            state, rows = jax.lax.scan(lambda s, _: tick.step(params, s), state, None, length=block)
+            numbers = first + jnp.arange(block, dtype=jnp.int64)
+            inside = numbers < ticks
+            judged = [m.read(j, numbers, rows, inside) for m, j in zip(monitors, judged)]
+            last = jnp.where(first + block >= ticks, rows[jnp.clip(ticks - 1 - first, 0, block - 1)], last)
+            return (state, judged, last), (rows if keep_traces else None)
+
+        carry = (tick.init(params), [m.init() for m in monitors], jnp.zeros(tick.width))
+        (_, judged, last), rows = jax.lax.scan(one_block, carry, jnp.arange(blocks, dtype=jnp.int64) * block)
+        return judged, last, (rows.reshape(-1, tick.width)[:ticks] if keep_traces else None)
+
+    program = jax.jit(jax.vmap(fly_member))
+    _PROGRAMS[key] = program
+    return program
+
+
+# ---- the sweep ------------------------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    scenario: Scenario
+    sweep: Sweep
+    seeds: np.ndarray  # (members,) the seed each member flew
+    draws: dict  # key -> (members, ...) drawn values
+    expectations: list  # of Expectation
+    outcomes: list  # per member, its list of Outcome (the scenario's order)
+    measured: list  # per expectation, {label: (members,) numbers}
+    margins: np.ndarray  # (members, expectations): positive is past the bound
+    final_rows: np.ndarray  # (members, width): each member's last row (tick = scenario.ticks)
+    layout: dict
+    traces: np.ndarray | None = None  # (members, ticks + 1, width) with keep_traces
+    wall_seconds: float = 0.0  # building the members and flying them, compilation included
+    first_chunk_seconds: float = 0.0  # to the first chunk's results, compilation included
+    chunk: int = 0
+    member_ticks: int = 0
+    passed: np.ndarray = field(init=False)  # (members, expectations)
+
+    def __post_init__(self):
+        self.passed = np.array([[o.passed for o in member] for member in self.outcomes], dtype=bool).reshape(
+            len(self.outcomes), len(self.expectations))
+
+    @property
+    def runs(self) -> int:
+        return len(self.outcomes)
+
+    def pass_rates(self) -> list[tuple[float, float, float]]:
+        """Per expectation: (pass rate, Wilson 95 % interval low, high)."""
+        return [(k / self.runs, *wilson(k, self.runs)) for k in self.passed.sum(axis=0).tolist()]
+
+    @property
+    def ok(self) -> bool:
+        """Every expectation's pass rate reaches ``sweep.require``."""
+        return all(rate >= self.sweep.require for rate, _, _ in self.pass_rates())
+
+    def worst(self, expectation: int, count: int = WORST) -> list[int]:
+        """The members furthest past (or closest to) the expectation's bound, worst first."""
+        order = np.lexsort((np.arange(self.runs), -self.margins[:, expectation]))
+        return order[:count].tolist()
+
+    def columns(self) -> list[tuple[str, list]]:
+        """The per-member table: (header, values)."""
+        cols = [("member", list(range(self.runs))), ("seed", [int(s) for s in self.seeds])]
+        for key, values in self.draws.items():
+            values = np.asarray(values)
+            if values.ndim == 1:
+                cols.append((key, values.tolist()))
+            else:
+                cols += [(f"{key}[{i}]", values[:, i].tolist()) for i in range(values.shape[1])]
+        for index, expectation in enumerate(self.expectations):
+            cols.append((f"{expectation.name}: passed", self.passed[:, index].astype(int).tolist()))
+            for label, values in self.measured[index].items():
+                cols.append((f"{expectation.name}: {label}", values.tolist()))
+        return cols
+
+    def write_csv(self, path: Path) -> None:
+        columns = self.columns()
+        with open(path, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow([name for name, _ in columns])
+            for row in zip(*(values for _, values in columns)):
+                writer.writerow([_cell(v) for v in row])
+
+    def summary(self) -> dict:
+        expectations = []
+        for index, (expectation, (rate, low, high)) in enumerate(zip(self.expectations, self.pass_rates())):
+            worst = []
+            for member in self.worst(index):
+                outcome = self.outcomes[member][index]
+                worst.append({"member": member, "seed": int(self.seeds[member]), "passed": outcome.passed,
+                              "measured": outcome.measured, "detail": outcome.detail,
+                              "draws": {key: np.asarray(v[member]).tolist() for key, v in self.draws.items()}})
+            expectations.append({
+                "name": expectation.name, "kind": expectation.kind(), "bound": self.outcomes[0][index].bound,
+                "passed": int(self.passed[:, index].sum()), "runs": self.runs, "pass_rate": rate,
+                "wilson_95": [low, high], "meets_require": rate >= self.sweep.require, "worst": worst})
+        return {"scenario": self.scenario.name, "runs": self.runs, "sweep_seed": self.sweep.seed,
+                "vary_seed": self.sweep.vary_seed, "require": self.sweep.require,
+                "dispersions": [d.key for d in self.sweep.dispersions], "ticks_per_member": self.scenario.ticks + 1,
+                "member_ticks": self.member_ticks, "chunk": self.chunk, "wall_seconds": self.wall_seconds,
+                "passed": self.ok, "expectations": expectations}
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        """``members.csv`` and ``summary.json`` in ``folder`` (made if missing)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        table, summary = folder / "members.csv", folder / "summary.json"
+        self.write_csv(table)
+        summary.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
+        return table, summary
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return repr(value)  # every bit: two sweeps' tables compare as text
+    return value
+
+
+def wilson(passed: int, runs: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion."""
+    if runs == 0:
+        return 0.0, 1.0
+    p = passed / runs
+    centre = (p + z * z / (2 * runs)) / (1 + z * z / runs)
+    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / (1 + z * z / runs)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, progress: Progress | None = None,
+        keep_traces: bool = False, block: int = DEFAULT_BLOCK) -> SweepResult:
+    """Fly ``runs`` members of ``scenario``'s sweep (its ``sweep.runs`` by default), ``chunk`` at a
+    time through one compiled program; raises :class:`SweepError` for a sweep that cannot fly."""
+    started = time.perf_counter()
+    sweep = plan(scenario, runs)
+    runs = sweep.runs
+    if scenario.firmware.name not in IN_PROCESS_FIRMWARES:
+        raise SweepError(f"firmware {scenario.firmware.name} cannot fly inside the compiled tick; a sweep flies "
+                         f"{' or '.join(IN_PROCESS_FIRMWARES)}")
+    chunk = min(chunk or DEFAULT_CHUNK, runs)
+    if chunk < 1:
+        raise SweepError(f"--chunk {chunk}: give at least one member per chunk")
+    ticks = scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
+    block = min(block, ticks)
+    seeds, drawn = draws(scenario, sweep, np.arange(runs))
+    expect = tuple(scenario.expect)
+    reference = None
+    states, last_rows, traces, first_chunk = [], [], [], 0.0
+    for start in range(0, runs, chunk):
+        members = range(start, min(start + chunk, runs))
+        built = []
+        for member in members:
+            picked = {key: values[member] for key, values in drawn.items()}
+            structure, params = build(changed(scenario, {**picked, "seed": seeds[member]}, member),
+                                      in_process_firmware=True)
+            shape = (structure, jax.tree_util.tree_structure(params),
+                     [(np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)])
+            if reference is None:
+                reference = shape
+            elif shape != reference:
+                raise SweepError(f"member {member} ({describe(picked)}) changes the compiled tick (its "
+                                 f"{_difference(shape, reference)} differs from member 0's); a sweep flies one "
+                                 "program: disperse only numbers")
+            built.append(params)
+        built += [built[-1]] * (chunk - len(built))  # the last chunk padded: one program per chunk size
+        stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
+        program = _program(reference[0], reference[1], chunk, ticks, block, expect, keep_traces)
+        judged, last, rows = jax.device_get(program(stacked))
+        count = len(members)
+        states.append([{k: np.asarray(v)[:count] for k, v in state.items()} for state in judged])
+        last_rows.append(np.asarray(last)[:count])
+        if keep_traces:
+            traces.append(np.asarray(rows)[:count])
+        if not first_chunk:
+            first_chunk = time.perf_counter() - started
+        if progress is not None:
+            progress(members.stop, runs, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    layout = Tick(reference[0]).layout
+    monitors = [DeviceMonitor(e, layout, reference[0].rate) for e in expect]
+    final = [{k: np.concatenate([chunk_states[i][k] for chunk_states in states]) for k in states[0][i]}
+             for i in range(len(expect))]
+    outcomes = [[m.monitor(state, member).outcome() for m, state in zip(monitors, final)] for member in range(runs)]
+    measured = [m.measured(state) for m, state in zip(monitors, final)]
+    margins = np.stack([m.margin(state) for m, state in zip(monitors, final)], axis=1) if expect else \
+        np.zeros((runs, 0))
+    return SweepResult(scenario, sweep, seeds, drawn, list(expect), outcomes, measured, margins,
+                       np.concatenate(last_rows), layout, np.concatenate(traces) if keep_traces else None,
+                       wall, first_chunk, chunk, runs * ticks)
+
+
+def _difference(shape, reference) -> str:
+    if shape[0] != reference[0]:
+        return "structure (sensors, rates, firmware)"
+    if shape[1] != reference[1]:
+        return "parameter layout (faults, gusts, which motor a fault acts on)"
+    return "parameter shapes"

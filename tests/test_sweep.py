@@ -1,0 +1,219 @@
+"""hil sweep: dispersed members of a scenario flown as one compiled program, judged on the device.
+
+The rule these tests hold (docs/sweep.md): a member's numbers are bit-identical whatever the
+number of members when the chunk size is the same; with another chunk size they agree within
+1e-12; flown alone (``hil.runner.run``, in-process) a member has the same verdicts and its
+trajectory within 1e-9.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hil import runner, scenario, sweep
+from hil.expectations import Judge
+from hil.tick.params import build
+from hil.trace import Trace
+from support import SCENARIOS
+
+# Bounds near the middle of the members' values (measured on this sweep), so that about half of
+# the members pass each: a member flown differently in the batch would change its verdict.
+EXPECT = [
+    {"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 1.8}},
+    {"name": "stays low", "never_above": {"quantity": "altitude", "bound": 0.9}},
+    {"name": "over home", "within": {"quantity": "north", "after": 1.0, "min": -0.05, "max": 0.05}},
+    {"name": "climbs gently", "never_below": {"quantity": "velocity_down", "bound": -1.5}},
+    {"name": "climbs high", "reach": {"point": [0, 0, -0.88], "tolerance": 0.05, "before": 2.0}},
+]
+SWEEP = {"runs": 64, "seed": 11, "require": 0.9, "dispersions": [
+    {"key": "vehicle.mass", "uniform": {"low": 1.35, "high": 1.65}},
+    {"key": "environment.wind.steady", "normal": {"mean": [0, 0, 0], "sigma": [1.0, 1.0, 0.1]}},
+    {"key": "sensors.imu.gyro_bias_random_walk", "normal": {"mean": 4.0e-5, "sigma": 2.0e-5, "min": 0}}]}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {
+        "duration": 2.0, "firmware.arm_at": 0.2, "expect": EXPECT, "sweep": SWEEP})
+
+
+@pytest.fixture(scope="module")
+def flown(base):
+    return sweep.fly(base, runs=64, chunk=32, keep_traces=True)
+
+
+def test_member_i_is_the_same_whatever_the_number_of_members_and_the_chunking(base, flown):
+    more = sweep.fly(base, runs=96, chunk=32, keep_traces=True)
+    wider = sweep.fly(base, runs=128, chunk=64, keep_traces=True)
+    for other in (more, wider):
+        assert np.array_equal(other.seeds[:64], flown.seeds)
+        assert all(np.array_equal(other.draws[key][:64], values) for key, values in flown.draws.items())
+        assert np.array_equal(other.passed[:64], flown.passed)
+    assert np.array_equal(more.traces[:64], flown.traces)  # same chunk size: every bit
+    assert more.outcomes[:64] == flown.outcomes
+    largest = float(np.max(np.abs(wider.traces[:64] - flown.traces)))
+    assert largest <= 1e-12, largest
+    for index in range(len(EXPECT)):  # the verdicts tell the members apart: the comparison could fail
+        assert 0 < flown.passed[:, index].sum() < 64 or index == 0, (EXPECT[index]["name"], flown.passed[:, index].sum())
+    assert not np.array_equal(flown.traces[0], flown.traces[1])
+    print(f"members 0-63 at chunk 64 against chunk 32: largest difference {largest:.3g}")
+
+
+def test_a_member_flown_alone_has_the_same_verdicts_and_trajectory(base, flown):
+    ticks = base.ticks + 1
+    picked = [int(np.argmin(flown.passed.sum(axis=1))), int(np.argmax(flown.passed.sum(axis=1))), 37]
+    for member in picked:
+        drawn = {key: values[member] for key, values in flown.draws.items()}
+        alone_scenario = sweep.member_scenario(base, flown.sweep, member, flown.seeds[member], drawn)
+        # The sweep builds members by the fast path; it gives the scenario with_changes gives.
+        assert sweep.changed(base, {**drawn, "seed": flown.seeds[member]}) == alone_scenario
+        assert build(alone_scenario, True)[0] == build(base, True)[0]
+        alone = runner.run(alone_scenario, runtime="in-process")
+        rows = alone.trace.rows[:ticks]
+        largest = float(np.max(np.abs(rows - flown.traces[member])))
+        assert largest <= 1e-9, (member, largest)
+        assert [o.passed for o in alone.outcomes] == [o.passed for o in flown.outcomes[member]], member
+        assert [o.bound for o in alone.outcomes] == [o.bound for o in flown.outcomes[member]]
+        trace = Trace.for_run(ticks, alone.trace.layout, alone.trace.rate_hz)
+        judge = Judge(alone_scenario, trace)
+        trace.span(0, ticks)[:] = rows
+        trace.ticks_done = ticks
+        judge.outcomes()
+        for index, monitor in enumerate(judge.monitors):  # the measured numbers, as the host measures them
+            host = (monitor.extreme if monitor.kind != "reach" else monitor.reached or monitor.closest)[0]
+            device = next(iter(flown.measured[index].values()))[member]
+            assert abs(host - device) <= 1e-9, (member, EXPECT[index]["name"], host, device)
+    assert not all(flown.passed[picked[0]]) and all(flown.passed[picked[1]])
+
+
+def test_two_sweeps_give_identical_tables_and_the_cli_gives_the_same(base, tmp_path):
+    first, second = sweep.fly(base, runs=64, chunk=32), sweep.fly(base, runs=64, chunk=32)
+    first.write(tmp_path / "first")
+    second.write(tmp_path / "second")
+    table = (tmp_path / "first" / "members.csv").read_bytes()
+    assert table == (tmp_path / "second" / "members.csv").read_bytes()
+    assert table.count(b"\n") == 65
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    rates = [e["pass_rate"] for e in summary["expectations"]]
+    assert [e["passed"] for e in summary["expectations"]] == first.passed.sum(axis=0).tolist()
+    for index, entry in enumerate(summary["expectations"]):
+        low, high = entry["wilson_95"]
+        assert low <= entry["pass_rate"] <= high
+        worst = [w["member"] for w in entry["worst"]]
+        assert len(worst) == sweep.WORST
+        # the worst listed are as far past the bound as any member
+        assert min(first.margins[worst, index]) >= np.delete(first.margins[:, index], worst).max()
+        if entry["passed"] < 64:
+            assert not entry["worst"][0]["passed"]
+    assert summary["passed"] is False and min(rates) < 0.9
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(base.source)
+
+    def hil_sweep(*options):
+        return subprocess.run([sys.executable, "-m", "hil", "sweep", str(path), "--chunk", "32", *options],
+                              capture_output=True, text=True, timeout=600)
+
+    failed = hil_sweep("--out", str(tmp_path / "cli"))
+    assert failed.returncode == 1, failed.stderr
+    assert (tmp_path / "cli" / "members.csv").read_bytes() == table
+    assert "64/64 members" in failed.stderr and "member-ticks/s" in failed.stderr
+    assert "FAILED" in failed.stdout and "stays low" in failed.stdout
+    passed = hil_sweep("--out", str(tmp_path / "cli2"), "--set", f"sweep.require={min(rates)}", "-q")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "PASSED" in passed.stdout
+
+
+def test_draws_depend_on_the_member_alone_and_grids_form_a_product(base):
+    plan = sweep.plan(base)
+    seeds, drawn = sweep.draws(base, plan, range(200))
+    some_seeds, some = sweep.draws(base, plan, [5, 170, 3])
+    assert np.array_equal(some_seeds, seeds[[5, 170, 3]])
+    assert all(np.array_equal(some[key], drawn[key][[5, 170, 3]]) for key in drawn)
+    assert len(set(seeds.tolist())) == 200
+    masses = drawn["vehicle.mass"]
+    assert 1.35 <= masses.min() and masses.max() < 1.65 and 1.45 < masses.mean() < 1.55
+    assert drawn["sensors.imu.gyro_bias_random_walk"].min() >= 0
+    assert abs(np.std(drawn["environment.wind.steady"][:, 0]) - 1.0) < 0.2
+    gridded = scenario.with_changes(base, {"sweep.dispersions": [
+        {"key": "firmware.gains.rate", "grid": [[30, 30, 10], [40, 40, 12]]},
+        {"key": "vehicle.mass", "grid": [1.4, 1.5, 1.6]}], "sweep.vary_seed": False})
+    seeds, drawn = sweep.draws(gridded, gridded.sweep, range(7))
+    assert seeds.tolist() == [gridded.seed] * 7
+    assert drawn["firmware.gains.rate"][:, 0].tolist() == [30, 40, 30, 40, 30, 40, 30]
+    assert drawn["vehicle.mass"].tolist() == [1.4, 1.4, 1.5, 1.5, 1.6, 1.6, 1.4]
+
+
+SCHEMA_ERRORS = """\
+version: 1
+name: sweep errors
+duration: 5
+firmware: {name: open_loop}
+faults:
+  - {start: 2, motor: {index: 0, efficiency: 0.5}}
+sweep:
+  runs: 100
+  dispersions:
+    - key: vehicle.mas
+      uniform: {low: 1.4, high: 1.6}
+    - key: environment.wind.steady
+      normal: {mean: [0, 0, 0], sigma: [1, 1]}
+    - key: physics.substeps
+      choice: [1, 2]
+    - key: faults.1.start
+      uniform: {low: 1, high: 2}
+    - key: faults.0.motor.index
+      choice: [0, 1]
+    - key: vehicle.mass
+      normal: {mean: 1.5, sigma: 0.1}
+    - key: firmware.gains.rate
+      grid: [[30, 30, 10], [40, 40, -1]]
+    - key: environment.wind.gusts
+      choice: [[]]
+    - key: sensors.gps.position_noise
+      uniform: {low: [0, 0, 0], high: [1, 1, 1]}
+    - key: faults.0.start
+      uniform: {low: 3, high: 1}
+"""
+
+
+def test_sweep_schema_errors_name_the_line_and_the_key():
+    with pytest.raises(scenario.ScenarioError) as caught:
+        scenario.parse_text(SCHEMA_ERRORS, "errors.yaml")
+    found = {(p.line, p.path): p.message for p in caught.value.problems}
+    expected = {
+        (10, "sweep.dispersions[0].key"): "vehicle has no key 'mas' (did you mean 'mass'?)",
+        (13, "sweep.dispersions[1].normal.sigma"): "[1, 1] is not a list of 3 numbers, the shape of "
+                                                    "environment.wind.steady",
+        (14, "sweep.dispersions[2].key"): "shapes the compiled tick",
+        (16, "sweep.dispersions[3].key"): "faults is a list of 1; give an index from 0 to 0",
+        (18, "sweep.dispersions[4].key"): "which motor a fault acts on",
+        (21, "sweep.dispersions[5].normal"): "give `min` to truncate the draws",
+        (23, "sweep.dispersions[6].grid[1][2]"): "firmware.gains.rate: must be at least 0",
+        (24, "sweep.dispersions[7].key"): "is a list, not a number",
+        (26, "sweep.dispersions[8].key"): "sensors.gps is not in the scenario",
+        (29, "sweep.dispersions[9].uniform.low"): "low 3 is above high 1",
+    }
+    assert set(found) == set(expected), sorted(found)
+    for where, words in expected.items():
+        assert words in found[where], (where, found[where])
+
+
+def test_a_sweep_that_cannot_fly_exits_2_with_the_member_and_why(base, tmp_path):
+    heavy = scenario.with_changes(base, {"sweep.dispersions": [{"key": "vehicle.mass",
+                                                                 "uniform": {"low": 1.5, "high": 40}}]})
+    path = tmp_path / "heavy.yaml"
+    path.write_text(heavy.source)
+    completed = subprocess.run([sys.executable, "-m", "hil", "sweep", str(path), "--runs", "8",
+                                "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2, completed.stderr
+    assert "error: member 0 (vehicle.mass=" in completed.stderr
+    assert "cannot lift the weight" in completed.stderr and "Traceback" not in completed.stderr
+    path.write_text(heavy.source.replace("key: vehicle.mass", "key: vehicle.mas"))
+    completed = subprocess.run([sys.executable, "-m", "hil", "sweep", str(path)], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert f"{path}:" in completed.stderr and "sweep.dispersions[0].key: 'vehicle.mas'" in completed.stderr
