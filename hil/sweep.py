@@ -41,7 +41,7 @@ from hil.tick.params import build
 SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn from
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
 WORST = 5  # members listed per expectation in the summary
-DEFAULT_CHUNK = 1024
+DEFAULT_CHUNK = 256
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
 IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop")
 
@@ -395,6 +395,7 @@ class SweepResult:
     traces: np.ndarray | None = None  # (members, ticks + 1, width) with keep_traces
     wall_seconds: float = 0.0  # building the members and flying them, compilation included
     first_chunk_seconds: float = 0.0  # to the first chunk's results, compilation included
+    flight_seconds: float = 0.0  # in the compiled program (compilation included), not building members
     chunk: int = 0
     member_ticks: int = 0
     passed: np.ndarray = field(init=False)  # (members, expectations)
@@ -506,7 +507,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     seeds, drawn = draws(scenario, sweep, np.arange(runs))
     expect = tuple(scenario.expect)
     reference = None
-    states, last_rows, traces, first_chunk = [], [], [], 0.0
+    states, last_rows, traces, first_chunk, flight = [], [], [], 0.0, 0.0
     for start in range(0, runs, chunk):
         members = range(start, min(start + chunk, runs))
         built = []
@@ -526,7 +527,9 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
         built += [built[-1]] * (chunk - len(built))  # the last chunk padded: one program per chunk size
         stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
         program = _program(reference[0], reference[1], chunk, ticks, block, expect, keep_traces)
+        flying = time.perf_counter()
         judged, last, rows = jax.device_get(program(stacked))
+        flight += time.perf_counter() - flying
         count = len(members)
         states.append([{k: np.asarray(v)[:count] for k, v in state.items()} for state in judged])
         last_rows.append(np.asarray(last)[:count])
@@ -547,7 +550,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
         np.zeros((runs, 0))
     return SweepResult(scenario, sweep, seeds, drawn, list(expect), outcomes, measured, margins,
                        np.concatenate(last_rows), layout, np.concatenate(traces) if keep_traces else None,
-                       wall, first_chunk, chunk, runs * ticks)
+                       wall, first_chunk, flight, chunk, runs * ticks)
 
 
 def _difference(shape, reference) -> str:
