@@ -594,7 +594,7 @@ def plot_command(path, output):
 @click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
               help="Change a key of the scenario before sweeping it, as hil run --set (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for members.csv and summary.json (default: sweeps/NAME-TIME).")
+              help="Folder for members.csv and summary.json (default: runs/sweeps/NAME-TIME).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
 def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
     """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
@@ -615,7 +615,7 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
 
     jaxconfig.configure()
     loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
-    out_dir = out_dir or Path("sweeps") / f"{loaded.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = out_dir or Path("runs") / "sweeps" / f"{loaded.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:  # before flying: a sweep's results are not lost to a folder that cannot be written
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
