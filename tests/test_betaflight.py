@@ -69,6 +69,20 @@ def test_rc_channels_are_aetr_then_arm_and_angle_switches():
     assert len(channels) == 16 and timestamp == 3.0
 
 
+def test_msp_status_ex_gives_armed_and_the_arming_disable_flags_by_name():
+    # Laid out as msp/msp.c writes it: cycle time, i2c errors, sensors, the first 32 flight-mode bits
+    # (bit 0: armed), profile, load, two profile counts, 2 more flight-mode bytes, then the flags.
+    head = struct.pack("<HHH", 125, 0, 0x23)
+    tail = struct.pack("<BHBB", 0, 0, 4, 0) + bytes([2, 0xFF, 0xFF])
+    flags = struct.pack("<BI", 29, 1 << 2 | 1 << 8 | 1 << 28) + struct.pack("<BHB", 0, 0, 4)
+    refused = betaflight.decode_status(head + struct.pack("<I", 0b110) + tail + flags)
+    assert refused == betaflight.Status(125, False, ["RXLOSS", "ANGLE", "ARM_SWITCH"])
+    armed = betaflight.decode_status(head + struct.pack("<I", 0b111) + tail + struct.pack("<BI", 29, 0))
+    assert armed.armed and armed.blockers == []
+    with pytest.raises(LinkError, match="MSP_STATUS_EX is 16 bytes, too short"):
+        betaflight.decode_status((head + struct.pack("<I", 0) + tail)[:16])
+
+
 @pytest.mark.skipif(bool(sitl_processes()), reason="a Betaflight SITL is running here and holds the fixed ports")
 def test_motor_packets_become_actuators_in_hils_order_of_the_newest_fdm_tick():
     link = betaflight.BetaflightLink(motor_order=(3, 2, 1, 0))
@@ -241,6 +255,37 @@ def test_the_pilot_arms_betaflight_and_the_motors_follow_the_throttle_stick():
     assert np.all(command[time > 2.7] == 0.0)
     rows = dict(result.link_stats.summary())
     assert "p50" in rows["round trip"] and "period error" in rows
+
+
+def with_steps(base, *steps):
+    return dataclasses.replace(base, pilot=dataclasses.replace(base.pilot, steps=[scenario.PilotStep(**s) for s in steps]))
+
+
+@needs_sitl
+def test_a_betaflight_that_refuses_to_arm_ends_the_run_naming_its_reasons():
+    # The throttle stick up when the arm switch goes up: Betaflight refuses (THROTTLE), as it would a pilot.
+    result = runner.run(with_steps(loaded(duration=5.0), {"at": 0.2, "throttle": 0.5}, {"at": 0.5, "arm": True}))
+    assert result.failure is not None and "Betaflight did not arm: the pilot raised the arm switch at 0.5 s" in result.failure
+    assert "arming disabled by" in result.failure and "THROTTLE" in result.failure, result.failure
+    assert result.trace.ticks_done < result.scenario.ticks  # ended at the refusal, not flown on at rest
+    assert np.all(result.trace.column("command") == 0.0)
+    assert sitl_processes() == []
+
+
+@needs_sitl
+def test_the_sitls_threads_share_one_cpu():
+    """Spread over two CPUs, its FDM thread sat runnable without CPU for 300 ms at a time under load
+    (docs/betaflight_sitl.md, threads on a loaded machine)."""
+    sitl = betaflight.BetaflightSitl(scenario.load(SCENARIOS / "betaflight_hover.yaml").firmware.betaflight)
+    try:
+        pid = sitl.process.process.pid
+        threads = os.listdir(f"/proc/{pid}/task")
+        assert len(threads) >= 4  # main, TCP, FDM and RC
+        assert {frozenset(os.sched_getaffinity(int(t))) for t in threads} == {frozenset({max(os.sched_getaffinity(0))})}
+    finally:
+        sitl.stop()
+        sitl.close()
+    assert sitl_processes() == []
 
 
 def test_a_sitl_that_never_opens_its_cli_port_is_booted_again_then_named(tmp_path, monkeypatch):
