@@ -671,9 +671,13 @@ def _sweep_table(result) -> str:
                      f"#{worst}: {outcome.measured} ({outcome.bound})"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
         lines.append(click.style(cells[:4], fg="green" if row[0] == "PASS" else "red") + cells[4:])
+        associated = result.associated(index)[:2] if not result.passed[:, index].all() else []
+        if associated:
+            lines.append(" " * (widths[0] + 2) + "most associated with failing (Spearman's rho): " + ", ".join(
+                f"{entry['draw']} {entry['spearman']:+.2f}" for entry in associated))
     return "\n".join(lines)
 
 

@@ -422,15 +422,32 @@ class SweepResult:
         order = np.lexsort((np.arange(self.runs), -self.margins[:, expectation]))
         return order[:count].tolist()
 
-    def columns(self) -> list[tuple[str, list]]:
-        """The per-member table: (header, values)."""
-        cols = [("member", list(range(self.runs))), ("seed", [int(s) for s in self.seeds])]
+    def associated(self, expectation: int) -> list[dict]:
+        """The drawn values (a list key element by element) by the strength of their Spearman rank
+        correlation with how far members went past the expectation's bound, strongest first;
+        positive: larger values fail more. Values the same for every member are left out."""
+        margin = _ranks(self.margins[:, expectation])
+        found = []
+        for name, values in self._draw_columns():
+            rho = _correlation(_ranks(np.asarray(values, dtype=float)), margin)
+            if rho is not None:
+                found.append({"draw": name, "spearman": rho})
+        return sorted(found, key=lambda entry: -abs(entry["spearman"]))
+
+    def _draw_columns(self) -> list[tuple[str, list]]:
+        """Each drawn value: a list key element by element, ``key[0]``, ``key[1]``, ..."""
+        cols = []
         for key, values in self.draws.items():
             values = np.asarray(values)
             if values.ndim == 1:
                 cols.append((key, values.tolist()))
             else:
                 cols += [(f"{key}[{i}]", values[:, i].tolist()) for i in range(values.shape[1])]
+        return cols
+
+    def columns(self) -> list[tuple[str, list]]:
+        """The per-member table: (header, values)."""
+        cols = [("member", list(range(self.runs))), ("seed", [int(s) for s in self.seeds]), *self._draw_columns()]
         for index, expectation in enumerate(self.expectations):
             cols.append((f"{expectation.name}: passed", self.passed[:, index].astype(int).tolist()))
             for label, values in self.measured[index].items():
@@ -457,7 +474,8 @@ class SweepResult:
             expectations.append({
                 "name": expectation.name, "kind": expectation.kind(), "bound": self.outcomes[0][index].bound,
                 "passed": int(self.passed[:, index].sum()), "runs": self.runs, "pass_rate": rate,
-                "wilson_95": [low, high], "meets_require": rate >= self.sweep.require, "worst": worst})
+                "wilson_95": [low, high], "meets_require": rate >= self.sweep.require, "worst": worst,
+                "associated": self.associated(index)})
         return {"scenario": self.scenario.name, "runs": self.runs, "sweep_seed": self.sweep.seed,
                 "vary_seed": self.sweep.vary_seed, "require": self.sweep.require,
                 "dispersions": [d.key for d in self.sweep.dispersions], "ticks_per_member": self.scenario.ticks + 1,
@@ -471,6 +489,18 @@ class SweepResult:
         self.write_csv(table)
         summary.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
         return table, summary
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their average rank."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inverse]
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    a, b = a - a.mean(), b - b.mean()
+    scale = math.sqrt(float(a @ a) * float(b @ b))
+    return None if scale == 0 else float(a @ b) / scale
 
 
 def _cell(value):

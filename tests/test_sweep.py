@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hil import runner, scenario, sweep
-from hil.expectations import Judge
+from hil.expectations import Judge, Outcome
 from hil.tick.params import build
 from hil.trace import Trace
 from support import SCENARIOS
@@ -217,3 +217,23 @@ def test_a_sweep_that_cannot_fly_exits_2_with_the_member_and_why(base, tmp_path)
                                timeout=300)
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     assert f"{path}:" in completed.stderr and "sweep.dispersions[0].key: 'vehicle.mas'" in completed.stderr
+
+
+def test_the_summary_ranks_the_draws_most_associated_with_failure(base):
+    """Spearman's rank correlation of each drawn value with how far members went past the bound."""
+    members = 200
+    rng = np.random.default_rng(3)
+    wind = rng.normal(size=(members, 3))
+    mass = rng.uniform(1.35, 1.65, members)
+    margin = 10.0 * (mass - 1.5) + 0.3 * wind[:, 1] + 0.05 * rng.normal(size=members)  # heavier fails more
+    expectation = base.expect[1]
+    outcomes = [[Outcome(expectation.name, expectation.kind(), bool(m <= 0), "", "")] for m in margin]
+    result = sweep.SweepResult(base, base.sweep, np.arange(members), {"vehicle.mass": mass,
+                                                                      "environment.wind.steady": wind},
+                               [expectation], outcomes, [{"max": margin}], margin[:, None],
+                               np.zeros((members, 1)), {})
+    ranked = result.summary()["expectations"][0]["associated"]
+    assert [entry["draw"] for entry in ranked[:2]] == ["vehicle.mass", "environment.wind.steady[1]"]
+    assert ranked[0]["spearman"] > 0.85 and 0.1 < ranked[1]["spearman"] < 0.5
+    assert all(abs(entry["spearman"]) < 0.2 for entry in ranked[2:])
+    assert sweep._ranks(np.array([3.0, 1.0, 3.0, np.inf])).tolist() == [2.5, 1.0, 2.5, 4.0]
