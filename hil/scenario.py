@@ -518,7 +518,7 @@ class Sweep:
 # Keys whose numbers shape the compiled tick or the run (hil.tick.params.Structure, the tick
 # count, the static fields of the parameters): a sweep flies one program, so they cannot vary.
 STRUCTURAL_KEYS = (("version",), ("name",), ("duration",), ("seed",), ("physics",), ("sensors", "*", "rate_hz"),
-                   ("sensors", "gps", "latency"), ("faults", "*", "motor", "index"), ("expect",), ("sweep",))
+                   ("sensors", "gps", "latency"), ("expect",), ("sweep",))
 
 
 def _structural(path: tuple) -> bool:
@@ -705,7 +705,7 @@ class Scenario:
             return
         if _structural(where):
             check.fail(path + ("key",), f"{dispersion.key!r} shapes the compiled tick or the run (rates, substeps, "
-                       "duration, latencies, which motor a fault acts on, the expectations); a sweep flies one "
+                       "duration, latencies, the expectations); a sweep flies one "
                        "program, so every member has the scenario's; the seed varies with sweep.vary_seed")
             return
         integer = isinstance(node, int) and not isinstance(node, float)

@@ -587,5 +587,5 @@ def _difference(shape, reference) -> str:
     if shape[0] != reference[0]:
         return "structure (sensors, rates, firmware)"
     if shape[1] != reference[1]:
-        return "parameter layout (faults, gusts, which motor a fault acts on)"
+        return "parameter layout (faults, gusts)"
     return "parameter shapes"

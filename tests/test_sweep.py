@@ -165,8 +165,8 @@ sweep:
       choice: [1, 2]
     - key: faults.1.start
       uniform: {low: 1, high: 2}
-    - key: faults.0.motor.index
-      choice: [0, 1]
+    - key: duration
+      choice: [5, 6]
     - key: vehicle.mass
       normal: {mean: 1.5, sigma: 0.1}
     - key: firmware.gains.rate
@@ -190,7 +190,7 @@ def test_sweep_schema_errors_name_the_line_and_the_key():
                                                     "environment.wind.steady",
         (14, "sweep.dispersions[2].key"): "shapes the compiled tick",
         (16, "sweep.dispersions[3].key"): "faults is a list of 1; give an index from 0 to 0",
-        (18, "sweep.dispersions[4].key"): "which motor a fault acts on",
+        (18, "sweep.dispersions[4].key"): "shapes the compiled tick or the run",
         (21, "sweep.dispersions[5].normal"): "give `min` to truncate the draws",
         (23, "sweep.dispersions[6].grid[1][2]"): "firmware.gains.rate: must be at least 0",
         (24, "sweep.dispersions[7].key"): "is a list, not a number",

@@ -1,7 +1,7 @@
 """Motor and sensor faults inside the tick, as pure functions of their parameters and the tick.
 
-A fault is active over whole ticks ``[first, end)``. Which motor or sensor a fault acts on and
-its mode are structure (static fields); when it acts and how much are parameters. Noise a fault
+A fault is active over whole ticks ``[first, end)``. Which sensor a fault acts on and its mode
+are structure (static fields); when it acts, how much and on which motor are parameters. Noise a fault
 adds comes from its own PRNG stream, ``fault.i`` for the scenario's fault i
 (:data:`hil.faults.FAULT_STREAM_BASE` + i), as link faults' draws do.
 """
@@ -19,7 +19,7 @@ class MotorFault:
     first: jnp.ndarray  # tick
     end: jnp.ndarray  # tick, exclusive
     efficiency: jnp.ndarray  # fraction of thrust left
-    motor: int = static(0)
+    motor: jnp.ndarray  # which motor: a parameter, so a sweep may draw it
 
 
 @pytree
@@ -42,7 +42,7 @@ def params(scenario: Scenario) -> FaultParams:
     for index, fault in enumerate(scenario.faults):
         first, end = (np.int64(t) for t in window_ticks(fault, scenario))
         if fault.motor:
-            motors.append(MotorFault(first, end, np.float64(fault.motor.efficiency), fault.motor.index))
+            motors.append(MotorFault(first, end, np.float64(fault.motor.efficiency), np.int64(fault.motor.index)))
         sensor = fault.sensor_fault()
         if sensor is not None:
             value = sensor.offset if sensor.mode == "bias" else sensor.std if sensor.mode == "noise" else ()
@@ -63,7 +63,8 @@ def motor_speed_scale(faults: FaultParams, tick):
     """Per motor, the factor on the rotor speed it can reach: thrust goes with its square."""
     scale = jnp.ones(4)
     for fault in faults.motors:
-        scale = scale.at[fault.motor].multiply(jnp.where(_active(fault, tick), jnp.sqrt(fault.efficiency), 1.0))
+        hit = (jnp.arange(4) == fault.motor) & _active(fault, tick)
+        scale = scale * jnp.where(hit, jnp.sqrt(fault.efficiency), 1.0)
     return scale
 
 
