@@ -182,6 +182,7 @@ def peak_rss_kib(*argv) -> int:
     return int(peak)
 
 
+@pytest.mark.slow
 def test_log_and_export_read_a_long_log_in_bounded_memory(tmp_path):
     log = fly(tmp_path / "long.hillog", 120)
     size_kib = log.stat().st_size // 1024

@@ -62,6 +62,7 @@ def test_a_flipped_byte_names_the_damaged_record_and_costs_only_that_record(whol
     assert log.ticks == [t for t in whole.ticks if not lost or t[0] not in lost]
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_random_instants_leaves_logs_that_read_to_their_last_record(tmp_path):
     rng = np.random.default_rng(20)
     lengths = []

@@ -14,7 +14,10 @@ def hil(*args, cwd=ROOT):
     return subprocess.run(hil_command(*args), capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+# Betaflight's real-time flights and the sweeps' scenarios flown once are the slowest: CI runs them
+# in a step of their own (pytest -m slow).
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n.startswith("betaflight") or n.endswith("_sweep.yaml") else n for n in SHIPPED])
 def test_shipped_scenario_passes(name, tmp_path):
     flies_betaflight = name.startswith("betaflight")
     if flies_betaflight and betaflight_missing():

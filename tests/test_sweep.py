@@ -89,6 +89,7 @@ def test_a_member_flown_alone_has_the_same_verdicts_and_trajectory(base, flown):
     assert not all(flown.passed[picked[0]]) and all(flown.passed[picked[1]])
 
 
+@pytest.mark.slow
 def test_two_sweeps_give_identical_tables_and_the_cli_gives_the_same(base, tmp_path):
     first, second = sweep.fly(base, runs=64, chunk=32), sweep.fly(base, runs=64, chunk=32)
     first.write(tmp_path / "first")

@@ -116,6 +116,7 @@ def test_the_gradient_of_altitude_by_mass_and_thrust_coefficient_matches_finite_
 
 # ---- batches ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_vmapped_batch_of_64_members_flies_each_as_it_flies_alone(base):
     members = 64
     masses = np.linspace(1.3, 1.9, members)
@@ -157,6 +158,7 @@ def test_a_vmapped_batch_of_64_members_flies_each_as_it_flies_alone(base):
     print(f"64 members: largest difference to the member flown alone {largest:.3g}; {identical} of 64 bit-identical")
 
 
+@pytest.mark.slow
 def test_hil_run_says_when_it_compiles_and_a_changed_number_does_not(tmp_path):
     environment = dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache"))
 
