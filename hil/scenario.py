@@ -283,6 +283,17 @@ READINGS = {field.name: typing.get_args(typing.get_type_hints(Sensors)[field.nam
 SENSOR_FIELDS = {name: len(fields) for name, fields in READINGS.items()}  # floats in a reading
 
 
+def given(section, kinds: tuple[str, ...]) -> list[str]:
+    """Which of ``kinds``, optional fields of ``section`` of which one is meant to be set, are set."""
+    return [kind for kind in kinds if getattr(section, kind) is not None]
+
+
+def exactly_one(check, path, what: str, kinds: tuple[str, ...], set_kinds: list[str]) -> None:
+    if len(set_kinds) != 1:
+        check.fail(path, f"{what} needs exactly one of {', '.join(kinds)}"
+                   + (f"; it has {', '.join(set_kinds)}" if set_kinds else ""))
+
+
 @dataclass(frozen=True)
 class MotorFault:
     index: int = spec(ge=0, le=3, help="motor 0 front-right, 1 rear-left, 2 front-left, 3 rear-right (PX4 quad X)")
@@ -339,9 +350,7 @@ class Fault:
         return SensorFault("gps", "dropout") if self.gps_loss else self.sensor
 
     def __check__(self, check, path):
-        kinds = self.kinds()
-        if len(kinds) != 1:
-            check.fail(path, f"a fault needs exactly one of {', '.join(FAULT_KINDS)}" + (f"; it has {', '.join(kinds)}" if kinds else ""))
+        exactly_one(check, path, "a fault", FAULT_KINDS, self.kinds())
 
 
 FAULT_KINDS = ("motor", "sensor", "gps_loss", "link")
@@ -440,16 +449,13 @@ class Expectation:
     reach: Reach | None = spec(None, help="the vehicle comes within `tolerance` of `point` before `before`")
 
     def check(self):
-        return next(getattr(self, kind) for kind in CHECK_KINDS if getattr(self, kind) is not None)
+        return getattr(self, self.kind())
 
     def kind(self) -> str:
-        return next(kind for kind in CHECK_KINDS if getattr(self, kind) is not None)
+        return given(self, CHECK_KINDS)[0]
 
     def __check__(self, check, path):
-        given = [kind for kind in CHECK_KINDS if getattr(self, kind) is not None]
-        if len(given) != 1:
-            check.fail(path, f"expectation {self.name!r} needs exactly one of {', '.join(CHECK_KINDS)}"
-                       + (f"; it has {', '.join(given)}" if given else ""))
+        exactly_one(check, path, f"expectation {self.name!r}", CHECK_KINDS, given(self, CHECK_KINDS))
 
 
 CHECK_KINDS = ("within", "never_above", "never_below", "reach")
@@ -492,13 +498,10 @@ class Dispersion:
                                                "product, the first varying fastest")
 
     def kind(self) -> str:
-        return next(kind for kind in DISPERSION_KINDS if getattr(self, kind) is not None)
+        return given(self, DISPERSION_KINDS)[0]
 
     def __check__(self, check, path):
-        given = [kind for kind in DISPERSION_KINDS if getattr(self, kind) is not None]
-        if len(given) != 1:
-            check.fail(path, f"dispersion of {self.key!r} needs exactly one of {', '.join(DISPERSION_KINDS)}"
-                       + (f"; it has {', '.join(given)}" if given else ""))
+        exactly_one(check, path, f"dispersion of {self.key!r}", DISPERSION_KINDS, given(self, DISPERSION_KINDS))
 
 
 DISPERSION_KINDS = ("normal", "uniform", "choice", "grid")

@@ -37,6 +37,7 @@ from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
 from hil.schema import Check
 from hil.tick import Tick
 from hil.tick.params import build
+from hil.trace import column, quantity
 
 SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn from
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
@@ -135,7 +136,7 @@ def changed(scenario: Scenario, changes: dict, member: int | None = None) -> Sce
         owners = [scenario]
         for part in parts[:-1]:
             owners.append(owners[-1][part] if isinstance(part, int) else getattr(owners[-1], part))
-        typed = schema.parse_field(type(owners[-1]), parts[-1], _plain(value), check, parts)
+        typed = schema.parse_field(type(owners[-1]), parts[-1], scenarios._plain(value), check, parts)
         if typed is None:
             continue
         for depth in range(len(parts) - 1, -1, -1):
@@ -156,11 +157,6 @@ def changed(scenario: Scenario, changes: dict, member: int | None = None) -> Sce
     return scenario
 
 
-def _plain(value):
-    value = np.asarray(value)
-    return value.tolist()
-
-
 def describe(drawn: dict) -> str:
     return ", ".join(f"{key}={_text(value)}" for key, value in drawn.items()) or "the seed alone"
 
@@ -173,34 +169,6 @@ def _text(value) -> str:
 
 
 # ---- expectations on the device -------------------------------------------------------------------
-
-def _column(rows, layout, name):
-    offset, size = layout[name]
-    return rows[:, offset:offset + size]
-
-
-def _quantity(rows, layout, name: str):
-    """:func:`hil.trace.quantity` in JAX: a named scalar per row."""
-    position, velocity = _column(rows, layout, "position"), _column(rows, layout, "velocity")
-    rates, command, q = _column(rows, layout, "angular_rate"), _column(rows, layout, "command"), \
-        _column(rows, layout, "attitude")
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    simple = {
-        "north": lambda: position[:, 0], "east": lambda: position[:, 1], "down": lambda: position[:, 2],
-        "altitude": lambda: -position[:, 2], "velocity_north": lambda: velocity[:, 0],
-        "velocity_east": lambda: velocity[:, 1], "velocity_down": lambda: velocity[:, 2],
-        "speed": lambda: jnp.linalg.norm(velocity, axis=1),
-        "horizontal_distance": lambda: jnp.linalg.norm(position[:, :2], axis=1),
-        "rate_roll": lambda: rates[:, 0], "rate_pitch": lambda: rates[:, 1], "rate_yaw": lambda: rates[:, 2],
-        "motor_max": lambda: command.max(axis=1), "motor_mean": lambda: command.mean(axis=1),
-        "motor_min": lambda: command.min(axis=1),
-        "tilt_deg": lambda: jnp.degrees(jnp.arccos(jnp.clip(1 - 2 * (x**2 + y**2), -1, 1))),
-        "roll_deg": lambda: jnp.degrees(jnp.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))),
-        "pitch_deg": lambda: jnp.degrees(jnp.arcsin(jnp.clip(2 * (w * y - z * x), -1.0, 1.0))),
-        "yaw_deg": lambda: jnp.degrees(jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))),
-    }
-    return simple[name]()
-
 
 def _first(mask):
     """Index of the first True of ``mask`` (0 when none)."""
@@ -236,7 +204,7 @@ class DeviceMonitor:
         window = inside & (time >= check.after - 1e-12)
         if self.kind == "within" and check.until is not None:
             window &= time <= check.until + 1e-12
-        values = _quantity(rows, self.layout, check.quantity)
+        values = quantity(rows, self.layout, check.quantity)
         finite = jnp.isfinite(values)
         usable = window & finite
         any_usable = usable.any()
@@ -276,7 +244,7 @@ class DeviceMonitor:
         check = self.check
         active = ~state["has_reached"]  # the host's Monitor stops reading once the point is reached
         window = inside & (time < check.before) & (time >= check.after - 1e-12)
-        position = _column(rows, self.layout, "position")
+        position = column(rows, self.layout, "position")
         distance = jnp.linalg.norm(position - jnp.asarray(check.point), axis=1)
         distance = jnp.where(window & jnp.isfinite(distance), distance, jnp.inf)
         inside = distance <= check.tolerance

@@ -105,8 +105,19 @@ def column(rows: np.ndarray, layout: dict, name: str) -> np.ndarray:
     return rows[:, offset: offset + size]
 
 
+def _array_module(rows):
+    """NumPy for rows on the host; JAX's NumPy for rows on the device (hil.sweep judges there)."""
+    if isinstance(rows, np.ndarray):
+        return np
+    import jax.numpy
+
+    return jax.numpy
+
+
 def quantity(rows: np.ndarray, layout: dict, name: str) -> np.ndarray:
-    """A named scalar for each of ``rows`` (see hil.scenario.QUANTITIES)."""
+    """A named scalar for each of ``rows`` (see hil.scenario.QUANTITIES), NumPy or JAX as ``rows`` are."""
+    xp = _array_module(rows)
+
     def of(column_name):
         return column(rows, layout, column_name)
 
@@ -114,29 +125,30 @@ def quantity(rows: np.ndarray, layout: dict, name: str) -> np.ndarray:
         "north": lambda: of("position")[:, 0], "east": lambda: of("position")[:, 1],
         "down": lambda: of("position")[:, 2], "altitude": lambda: -of("position")[:, 2],
         "velocity_north": lambda: of("velocity")[:, 0], "velocity_east": lambda: of("velocity")[:, 1],
-        "velocity_down": lambda: of("velocity")[:, 2], "speed": lambda: np.linalg.norm(of("velocity"), axis=1),
-        "horizontal_distance": lambda: np.linalg.norm(of("position")[:, :2], axis=1),
+        "velocity_down": lambda: of("velocity")[:, 2], "speed": lambda: xp.linalg.norm(of("velocity"), axis=1),
+        "horizontal_distance": lambda: xp.linalg.norm(of("position")[:, :2], axis=1),
         "rate_roll": lambda: of("angular_rate")[:, 0],
         "rate_pitch": lambda: of("angular_rate")[:, 1],
         "rate_yaw": lambda: of("angular_rate")[:, 2],
         "motor_max": lambda: of("command").max(axis=1),
         "motor_mean": lambda: of("command").mean(axis=1),
         "motor_min": lambda: of("command").min(axis=1),
-        "tilt_deg": lambda: np.degrees(np.arccos(np.clip(1 - 2 * (of("attitude")[:, 1] ** 2
+        "tilt_deg": lambda: xp.degrees(xp.arccos(xp.clip(1 - 2 * (of("attitude")[:, 1] ** 2
                                                                    + of("attitude")[:, 2] ** 2), -1, 1))),
     }
     if name in simple:
         return simple[name]()
     euler = {"roll_deg": 0, "pitch_deg": 1, "yaw_deg": 2}
     if name in euler:
-        return np.degrees(euler_angles(of("attitude"))[:, euler[name]])
+        return xp.degrees(euler_angles(of("attitude"))[:, euler[name]])
     raise KeyError(f"unknown quantity {name!r}")
 
 
 def euler_angles(quaternions: np.ndarray) -> np.ndarray:
     """Roll, pitch, yaw (rad, Z-Y-X) of scalar-first unit quaternions, one per row."""
+    xp = _array_module(quaternions)
     w, x, y, z = quaternions.T
-    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return np.stack([roll, pitch, yaw], axis=1)
+    roll = xp.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = xp.arcsin(xp.clip(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = xp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return xp.stack([roll, pitch, yaw], axis=1)
