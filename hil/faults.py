@@ -25,10 +25,6 @@ def window_ticks(fault: Fault, scenario: Scenario) -> tuple[int, int]:
     return round(fault.start * rate), end
 
 
-def stream_name(index: int) -> str:
-    return f"fault.{index}"
-
-
 @dataclass(frozen=True)
 class LinkDecision:
     """What the link does to one tick's frame in one direction."""

@@ -134,11 +134,14 @@ def derivative(params: QuadrotorParams, state: QuadrotorState, command, air: Air
     )
 
 
-def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt) -> QuadrotorState:
+def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt, anyone=lambda near: near
+         ) -> QuadrotorState:
     """Advance one RK4 step with the command and air held constant, attitude renormalised.
 
     When no foot can reach the ground within the step, the contact terms are exactly zero and
     the step runs without them (one branch chosen per step): in flight, most of a tick's work.
+    ``anyone(near)`` turns this vehicle's "near the ground" into the branch's predicate: for a
+    batch of vehicles stepped together, whether any of them is near.
     """
     def advance(p):
         advanced = rk4(lambda s: derivative(p, s, command, air), state, dt)
@@ -147,8 +150,8 @@ def step(params: QuadrotorParams, state: QuadrotorState, command, air: Air, dt) 
     if params.gear is None:
         return advance(params)
     airborne = params.replace(gear=None)
-    return jax.lax.cond(ground_clearance(params.gear, state.body, dt) > 0.0,
-                        lambda: advance(airborne), lambda: advance(params))
+    return jax.lax.cond(anyone(~(ground_clearance(params.gear, state.body, dt) > 0.0)),
+                        lambda: advance(params), lambda: advance(airborne))
 
 
 def ground_clearance(gear: LandingGear, body: RigidBodyState, dt):

@@ -42,4 +42,4 @@ def params_from_scenario(config, scenario) -> RangefinderParams:
                              np.float64(np.cos(np.radians(config.tilt_limit_deg))))
 
 
-KIND = SensorKind("rangefinder", 20, params_from_scenario, sample)
+KIND = SensorKind("rangefinder", 20, params_from_scenario, sample, normals=1)

@@ -3,7 +3,7 @@
 A model is ``sample(params, state, truth, normals) -> (state, reading)``, called on the ticks
 the sensor is due (its own rate); ``state`` holds what persists between samples (IMU biases) and
 ``normals`` are standard-normal draws the harness derives from the sensor's own PRNG stream
-(:data:`NORMALS_PER_STREAM` of them), so a model is a plain function of its noise.
+(as many as its kind's ``normals`` says), so a model is a plain function of its noise.
 Readings are flat float64 vectors whose layout the wire protocol documents.
 """
 
@@ -18,9 +18,6 @@ from hil.models.environment import Atmosphere
 from hil.models.pytree import pytree
 from hil.models.small import matvec_t
 
-NORMALS_PER_STREAM = 12
-
-
 @dataclass(frozen=True)
 class SensorKind:
     """What the tick needs to know of a kind of sensor (registered in :data:`hil.tick.sampling.KINDS`)."""
@@ -29,6 +26,9 @@ class SensorKind:
     stream: int  # PRNG stream id: fixed forever, so adding a sensor never shifts another's noise
     params: Callable[[Any, Any], Any]  # (its scenario section, the scenario) -> model parameters, NumPy
     sample: Callable  # (params, state, truth, normals) -> (state, reading)
+    # Standard-normal draws a sample takes. Draws are counter-based, so the first n of a longer
+    # draw are the n drawn alone: a count only ever shrinks to what the model reads.
+    normals: int
     init: Callable[[Any], Any] = lambda params: ()  # params -> the state kept between samples
     latency: Callable[[Any], float] = lambda config: 0.0  # s from measurement to delivery
 
@@ -72,7 +72,7 @@ def imu_sample(params: ImuParams, state: ImuState, truth: Truth, normals):
     White noise of density N sampled at rate 1/T has standard deviation N/sqrt(T); the bias
     is a random walk whose increment over one sample has standard deviation K*sqrt(T).
     """
-    draws = normals[:12].reshape(4, 3)
+    draws = normals.reshape(4, 3)
     root_period = jnp.sqrt(params.period)
     gyro_bias = state.gyro_bias + params.gyro_bias_random_walk * root_period * draws[0]
     accel_bias = state.accel_bias + params.accel_bias_random_walk * root_period * draws[1]
@@ -116,7 +116,7 @@ class GpsParams:
 
 def gps_sample(params: GpsParams, state, truth: Truth, normals):
     """Reading ``[north east down (m), v_north v_east v_down (m/s)]`` relative to home."""
-    draws = normals[:6].reshape(2, 3)
+    draws = normals.reshape(2, 3)
     return state, jnp.concatenate([
         truth.position + params.position_noise * draws[0],
         truth.velocity + params.velocity_noise * draws[1],

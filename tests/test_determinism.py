@@ -42,8 +42,8 @@ def test_adding_a_sensor_leaves_the_other_sensors_noise_unchanged(scenario_file)
 
 def test_tick_noise_has_the_bits_of_stock_jax():
     """hil lowers threefry without loops on CPU for speed; the random bits must not change."""
-    from hil.tick.sampling import tick_noise
-    ours = np.asarray(jax.jit(lambda: tick_noise(jax.random.key(11), 1234, ("wind", "gps"))["gps"])())
+    from hil.tick import noise
+    ours = np.asarray(jax.jit(lambda: noise.normals(noise.tick_key(jax.random.key(11), 1234), 19, 12))())
     stock = subprocess.run([sys.executable, "-c", (
         "import jax, numpy as np; jax.config.update('jax_enable_x64', True); "
         "k = jax.random.fold_in(jax.random.fold_in(jax.random.key(11), 1234), 19); "

@@ -33,7 +33,7 @@ def still_imu(noise_density, random_walk, seconds, seed=0):
     @jax.jit
     def run():
         def body(state, k):
-            normals = jax.random.normal(jax.random.fold_in(key, k), (sensors.NORMALS_PER_STREAM,))
+            normals = jax.random.normal(jax.random.fold_in(key, k), (12,))
             state, reading = sensors.imu_sample(params, state, truth, normals)
             return state, reading
         return jax.lax.scan(body, sensors.imu_init(params), np.arange(round(seconds * RATE)))[1]

@@ -24,7 +24,7 @@ from hil.models import environment
 from hil.models.pytree import pytree
 from hil.models.quadrotor import QuadrotorState
 from hil.models.rigid_body import RigidBodyState
-from hil.tick import fault_effects, firmware, observe, physics, sampling
+from hil.tick import firmware, noise, observe, physics, sampling
 from hil.tick.air import air
 from hil.tick.params import Structure, TickParams, rest_height
 
@@ -44,10 +44,17 @@ class SimState:
 
 
 class Tick:
-    """The tick for one :class:`~hil.tick.params.Structure`; its methods are pure and traceable."""
+    """The tick for one :class:`~hil.tick.params.Structure`; its methods are pure and traceable.
 
-    def __init__(self, structure: Structure):
+    ``batch_axis``: the name of a ``jax.vmap`` axis over members that share one tick counter (the
+    state's ``tick`` not mapped), as :mod:`hil.sweep` flies them. Branches on the tick (sensors
+    due, tick 0) are then real branches for the whole batch, and ground contact is computed only
+    while some member of the batch is near the ground. A member's numbers do not depend on it.
+    """
+
+    def __init__(self, structure: Structure, batch_axis: str | None = None):
         self.structure = structure
+        self.batch_axis = batch_axis
         self.layout = observe.layout(structure)
         self.width = sum(size for _, size in self.layout.values())
 
@@ -63,17 +70,15 @@ class Tick:
                         environment.wind_init(params.wind), sampling.init(self.structure, params),
                         firmware.init(self.structure, params), np.zeros(MOTORS), np.zeros(3))
 
-    def streams(self, params: TickParams) -> tuple[str, ...]:
-        return ("wind",) + tuple(slot.name for slot in self.structure.sensors) + fault_effects.streams(params.faults)
-
     def step(self, params: TickParams, state: SimState, command=None):
         """One tick: ``(state, row)``; ``command`` in link mode, None when the firmware flies in-process."""
         structure = self.structure
         key = jax.random.wrap_key_data(jnp.asarray(params.key, dtype=jnp.uint32))
-        noise = sampling.tick_noise(key, state.tick + 1, self.streams(params))
-        state = physics.physics(structure, params, state, state.command if command is None else command, noise)
+        tick_key = noise.tick_key(key, state.tick + 1)
+        state = physics.physics(structure, params, state, state.command if command is None else command, tick_key,
+                                self.batch_axis)
         atmosphere, _ = air(params, state.vehicle, state.wind, state.tick / structure.rate)
-        state, fresh = sampling.sample(structure, params, state, atmosphere, noise)
+        state, fresh = sampling.sample(structure, params, state, atmosphere, tick_key)
         if structure.firmware:
             state = firmware.fly(structure, params, state, fresh)
         return state, observe.observe(structure, params, state, fresh)

@@ -2,16 +2,17 @@
 
 A fault is active over whole ticks ``[first, end)``. Which sensor a fault acts on and its mode
 are structure (static fields); when it acts, how much and on which motor are parameters. Noise a fault
-adds comes from its own PRNG stream, ``fault.i`` for the scenario's fault i
-(:data:`hil.faults.FAULT_STREAM_BASE` + i), as link faults' draws do.
+adds comes from its own PRNG stream, :data:`hil.faults.FAULT_STREAM_BASE` + i for the scenario's
+fault i, as link faults' draws do.
 """
 
 import jax.numpy as jnp
 import numpy as np
 
-from hil.faults import stream_name, window_ticks
+from hil.faults import FAULT_STREAM_BASE, window_ticks
 from hil.models.pytree import pytree, static
 from hil.scenario import Scenario
+from hil.tick import noise
 
 
 @pytree
@@ -28,7 +29,7 @@ class SensorFault:
     end: jnp.ndarray
     value: jnp.ndarray  # bias: the offset; noise: the standard deviations; stuck, dropout: empty
     mode: str = static("")
-    stream: str = static("")  # noise: the stream its draws come from
+    stream: int = static(0)  # noise: the stream its draws come from
 
 
 @pytree
@@ -47,12 +48,8 @@ def params(scenario: Scenario) -> FaultParams:
         if sensor is not None:
             value = sensor.offset if sensor.mode == "bias" else sensor.std if sensor.mode == "noise" else ()
             sensors.setdefault(sensor.name, []).append(
-                SensorFault(first, end, np.array(value, dtype=np.float64), sensor.mode, stream_name(index)))
+                SensorFault(first, end, np.array(value, dtype=np.float64), sensor.mode, FAULT_STREAM_BASE + index))
     return FaultParams(tuple(motors), {name: tuple(effects) for name, effects in sensors.items()})
-
-
-def streams(faults: FaultParams) -> tuple[str, ...]:
-    return tuple(e.stream for effects in faults.sensors.values() for e in effects if e.mode == "noise")
 
 
 def _active(fault, tick):
@@ -68,7 +65,7 @@ def motor_speed_scale(faults: FaultParams, tick):
     return scale
 
 
-def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, noise):
+def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, tick_key):
     """The reading and freshness a sensor delivers at ``tick`` under its faults.
 
     Offsets and noise change the new value; a stuck sensor repeats the previous reading as
@@ -80,7 +77,8 @@ def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, n
         if effect.mode == "bias":
             new = jnp.where(active, new + effect.value, new)
         elif effect.mode == "noise":
-            new = jnp.where(active, new + effect.value * noise[effect.stream][:new.shape[0]], new)
+            draws = noise.normals(tick_key, effect.stream, new.shape[0])
+            new = jnp.where(active, new + effect.value * draws, new)
     for effect in effects:
         active = _active(effect, tick)
         if effect.mode in ("stuck", "dropout"):

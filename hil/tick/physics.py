@@ -5,16 +5,18 @@ import jax.numpy as jnp
 
 from hil.models import environment, quadrotor
 from hil.models.pytree import replace
-from hil.tick import fault_effects
+from hil.tick import fault_effects, noise
 from hil.tick.air import air
 
 UNROLLED_SUBSTEPS = 4  # up to this many, substeps are written out: a loop of one XLA op per iteration costs more
 
 
-def physics(structure, params, state, command, noise):
+def physics(structure, params, state, command, tick_key, batch_axis: str | None = None):
     """Integrate one tick with ``command`` and the air at the tick's start held constant.
 
     From tick -1 (the initial state) the step has zero length: tick 0 is the initial state.
+    ``tick_key``: the key of the tick being reached (:func:`hil.tick.noise.tick_key`);
+    ``batch_axis``: see :class:`hil.tick.Tick`.
     """
     _, held = air(params, state.vehicle, state.wind, state.tick / structure.rate)
     dt = jnp.where(state.tick >= 0, structure.dt, 0.0)
@@ -23,8 +25,13 @@ def physics(structure, params, state, command, noise):
     faults = params.faults
     reachable = command * fault_effects.motor_speed_scale(faults, state.tick) if faults.motors else command
 
+    def anyone(near):
+        # Contact terms are exactly zero for a member clear of the ground, so computing them for
+        # the whole batch while any member is near changes no member's numbers.
+        return near if batch_axis is None else jax.lax.psum(near.astype(jnp.int32), batch_axis) > 0
+
     def one(vehicle):
-        return quadrotor.step(params.vehicle, vehicle, reachable, held, substep)
+        return quadrotor.step(params.vehicle, vehicle, reachable, held, substep, anyone)
 
     vehicle = state.vehicle
     if structure.substeps <= UNROLLED_SUBSTEPS:
@@ -32,7 +39,7 @@ def physics(structure, params, state, command, noise):
             vehicle = one(vehicle)
     else:
         vehicle = jax.lax.fori_loop(0, structure.substeps, lambda _, v: one(v), vehicle)
-    wind = environment.wind_step(params.wind, state.wind, dt, noise["wind"])
+    wind = environment.wind_step(params.wind, state.wind, dt, noise.normals(tick_key, noise.WIND_STREAM, 3))
     # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
     acceleration = jax.lax.cond(
         state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / structure.dt,
