@@ -1,5 +1,6 @@
 """Build the C firmware programs of ``firmware_stubs/c/`` with the system compiler, cached; and
-hil's own native part, the lockstep exchange (:func:`build_ffi_library`), which uses hil_proto.c.
+hil's own native parts, XLA FFI calls (:func:`build_ffi_library`): the lockstep exchange, which
+uses hil_proto.c, and quad_pid.c flown inside a sweep's tick.
 
 ``build("hil_quad_pid")`` returns the path of a binary compiled from the C sources with
 ``$CC`` (default ``cc``) and warnings as errors. Binaries live in ``firmware/`` of hil's private
@@ -122,26 +123,31 @@ def build(target: str = "hil_quad_pid", extra_flags: tuple[str, ...] = ()) -> Pa
         [*command, *flags, "-I", str(SOURCE_DIR), "-o", str(output), *map(str, sources), *LIBRARIES]])
 
 
-def build_ffi_library(target: str, source: Path, include: Path, include_version: str) -> Path:
-    """A shared library of one C++ XLA FFI handler (``source``) linked with hil_proto.c.
+def build_ffi_library(target: str, source: Path, include: Path, include_version: str,
+                      c_sources: tuple[str, ...] = ("hil_proto.c",)) -> Path:
+    """A shared library of one C++ XLA FFI handler (``source``) linked with C files of ``c/``
+    (``c_sources``: hil_proto.c for the lockstep exchange, quad_pid.c for the controller flown
+    in a sweep).
 
-    hil_proto.c is compiled as C99 with ``$CC`` and :data:`FLAGS`, the handler as C++17 with
+    The C files are compiled as C99 with ``$CC`` and :data:`FLAGS` (the flags the firmware
+    programs are built with, so the same code computes the same bits), the handler as C++17 with
     ``$CXX`` (default ``c++``), warnings as errors for both; ``include`` (XLA's FFI headers, of
     ``include_version``) is a system include directory, so its own warnings do not count.
     """
     c_command, cxx_command = compiler(), compiler("CXX", "c++")
     c_resolved, cxx_resolved = _resolved(c_command, "C", "CC", "gcc"), _resolved(cxx_command, "C++", "CXX", "g++")
     c_flags = FLAGS + ("-fPIC",)
-    protocol = SOURCE_DIR / "hil_proto.c"
+    c_paths = [SOURCE_DIR / name for name in c_sources]
     key = _key(target, [("c", "\0".join([*c_command, c_resolved, *c_flags]).encode()),
                         ("c++", "\0".join([*cxx_command, cxx_resolved, *CXX_FLAGS]).encode()),
-                        ("include", f"{include}\0{include_version}".encode())], [protocol, source])
+                        ("include", f"{include}\0{include_version}".encode())], [*c_paths, source])
 
     def steps(output: Path, scratch: Path):
-        objects = scratch / "hil_proto.o"
-        return [[*c_command, *c_flags, "-c", "-I", str(SOURCE_DIR), "-o", str(objects), str(protocol)],
+        objects = [scratch / f"{path.stem}.o" for path in c_paths]
+        return [*([*c_command, *c_flags, "-c", "-I", str(SOURCE_DIR), "-o", str(obj), str(path)]
+                  for path, obj in zip(c_paths, objects)),
                 [*cxx_command, *CXX_FLAGS, "-shared", "-isystem", str(include), "-I", str(SOURCE_DIR),
-                 "-o", str(output), str(source), str(objects)]]
+                 "-o", str(output), str(source), *map(str, objects), *LIBRARIES]]
 
     return _cached(target, key, steps)
 

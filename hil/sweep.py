@@ -44,7 +44,7 @@ Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95
 WORST = 5  # members listed per expectation in the summary
 DEFAULT_CHUNK = 256
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
-IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop")
+IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop", "quad_pid_c")
 
 Progress = Callable[[int, int, float], None]  # (members done, members, seconds since the start)
 

@@ -7,10 +7,10 @@ the tick's parameters, so its gains change without compiling.
 
 from types import ModuleType
 
-from hil.firmware_stubs import open_loop, quad_pid
+from hil.firmware_stubs import open_loop, quad_pid, quad_pid_c
 from hil.models.pytree import replace
 
-FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop}
+FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop, "quad_pid_c": quad_pid_c}
 
 
 def params(scenario):
