@@ -92,10 +92,14 @@ def main(ctx):
               help="Also write JUnit XML: one test case per expectation, for CI systems.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a machine-readable JSON summary of the run.")
+@click.option("--member", metavar="RESULT:I",
+              help="Fly member I of a sweep of SCENARIO (RESULT: the folder hil sweep wrote, or its members.csv): its "
+                   "seed and drawn values, rebuilt from SCENARIO and the sweep's summary.json, on any target; --set, "
+                   "--seed and --duration apply on top of them.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
 def run(scenario_path, seed, duration, changes, runtime, firmware_command, port, baud, udp, bind, realtime, out_path,
-        junit_path, json_path, verbose, quiet):
+        junit_path, json_path, member, verbose, quiet):
     """Fly SCENARIO and check its expectations.
 
     With no link options the scenario's emulated firmware is started as its own process and
@@ -117,7 +121,8 @@ def run(scenario_path, seed, duration, changes, runtime, firmware_command, port,
 
     if port and udp:
         raise click.UsageError("give --port or --udp, not both")
-    loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
+    loaded = _sweep_member(scenario_path, member) if member else scenario.load(scenario_path)
+    loaded = scenario.with_changes(loaded, changes, option="--set")
     loaded = runner.with_overrides(loaded, seed=seed, duration=duration)
     board = runner.Board(udp=udp, port=port, baud=baud, bind=bind) if (port or udp) else None
     if board and (runtime or firmware_command):
@@ -595,21 +600,36 @@ def plot_command(path, output):
               help="Change a key of the scenario before sweeping it, as hil run --set (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for members.csv and summary.json (default: runs/sweeps/NAME-TIME).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write JUnit XML: a test case per expectation, failed when its pass rate is below "
+                   "sweep.require, with its failure rate, 95 % interval and worst members.")
+@click.option("--keep-traces", is_flag=True,
+              help="Also write every member's rows (every tick, every column) to traces.npz in the out folder: "
+                   "rows (members, ticks, columns), columns (their names), passed. Memory and disk grow with "
+                   "members x ticks; without it no row leaves the compiled program.")
+@click.option("--plot", is_flag=True,
+              help="Also write sweep.png in the out folder: per measured value a histogram against its bound, and "
+                   "a fan of north, east and altitude of members 0-31 (failures in red). Those 32 members fly "
+                   "a second time with their traces kept, unless --keep-traces kept every member's.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
+def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep_traces, plot, quiet):
     """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
 
     The scenario's `sweep:` section says how many members fly, what differs between them
     (dispersions of its numbers) and the pass rate every expectation must reach (`require`).
     Without one, --runs N flies N members that differ in their seed alone. The firmware flies
     inside the compiled tick. Writes members.csv (each member's draws, measured values and
-    verdicts) and summary.json (pass rates with Wilson 95 % intervals, the worst members).
-    Exit 0 when every expectation's pass rate reaches `require`, 1 otherwise, 2 on bad input.
+    verdicts) and summary.json (pass rates with Wilson 95 % intervals, the worst members, and
+    the scenario's file and --set changes, from which `hil run SCENARIO --member DIR:I` flies
+    member I alone on any target). Exit 0 when every expectation's pass rate reaches `require`,
+    1 otherwise, 2 on bad input.
 
     \b
     Examples:
       hil sweep scenarios/hover_sweep.yaml
       hil sweep scenarios/hover.yaml --runs 200 --set duration=10
+      hil sweep scenarios/hover_sweep.yaml --out sweeps/today --junit sweep.xml --plot
+      hil run scenarios/hover_sweep.yaml --member sweeps/today:17 --firmware c
     """
     from hil import jaxconfig, scenario, sweep
 
@@ -620,6 +640,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise click.UsageError(f"--out {out_dir}: cannot make the folder: {error.strerror or error}") from None
+    if junit_path is not None:
+        _check_writable("--junit", junit_path, makes_folders=False)
     try:
         plan = sweep.plan(loaded, runs)
     except sweep.SweepError as error:
@@ -637,25 +659,67 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, quiet):
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
     try:
-        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress)
+        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces)
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if show_progress:
         click.echo("", err=True)
-    try:
-        table, summary = result.write(out_dir)
-    except OSError as error:
-        click.echo(f"error: --out {out_dir}: cannot write: {error.strerror or error}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    result.origin = sweep.Origin(str(scenario_path), tuple(changes))
     click.echo(f"  {result.runs} members, {result.member_ticks:,} member-ticks in {result.wall_seconds:.1f} s "
                f"({result.member_ticks / result.wall_seconds / 1e3:.1f} k member-ticks/s, first chunk of "
                f"{result.chunk} after {result.first_chunk_seconds:.1f} s, compilation included)", err=True)
+    written, option = [], "--out"
+    try:
+        written += result.write(out_dir)
+        if keep_traces:
+            written.append(result.write_traces(out_dir / sweep.TRACES))
+        if junit_path is not None:
+            option = "--junit"
+            result.write_junit(junit_path)
+            written.append(junit_path)
+        if plot:
+            option = "--plot"
+            written.append(_sweep_plot(loaded, result, chunk, out_dir, quiet))
+    except OSError as error:
+        click.echo(f"error: {option} {error.filename or out_dir}: cannot write: {error.strerror or error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     click.echo(_sweep_table(result))
     verdict = "PASSED" if result.ok else "FAILED"
     click.echo(f"{verdict}: every expectation needs a pass rate of {plan.require:.4g}; "
-               f"table {table}, summary {summary}")
+               f"wrote {', '.join(str(path) for path in written)}")
     sys.exit(EXIT_PASSED if result.ok else EXIT_FAILED)
+
+
+def _sweep_plot(loaded, result, chunk, out_dir: Path, quiet: bool) -> Path:
+    """``hil sweep --plot``: sweep.png, its fan from the kept traces or from the fan's members flown again."""
+    from hil import plot, sweep
+
+    fan = result
+    if result.traces is None:
+        count = min(plot.FAN, result.runs)
+        if not quiet:
+            click.echo(f"  flying members 0-{count - 1} again with their traces kept, for the plot's fan", err=True)
+        fan = sweep.fly(loaded, count, chunk, keep_traces=True)
+    return plot.plot_sweep(result, fan, out_dir / "sweep.png")
+
+
+def _sweep_member(scenario_path: Path, given: str):
+    """``hil run SCENARIO --member RESULT:I``: member I of the sweep whose results are in RESULT,
+    rebuilt from SCENARIO (:func:`hil.sweep.member_of`); bad usage when it cannot be."""
+    from hil import sweep
+
+    results, _, number = given.rpartition(":")
+    if not results or not re.fullmatch(r"[0-9]+", number):
+        raise click.UsageError(f"--member {given}: give RESULT:I, the folder hil sweep wrote (or its members.csv) "
+                               "and a member's number, e.g. runs/sweeps/hover_sweep-20260101-120000:17")
+    try:
+        member, drawn = sweep.member_of(Path(results), int(number), scenario_path)
+    except sweep.SweepError as error:
+        raise click.UsageError(f"--member {given}: {error}") from None
+    click.echo(f"member {int(number)} of the sweep in {results}: seed {member.seed}, {sweep.describe(drawn)}",
+               err=True)
+    return member
 
 
 def _sweep_table(result) -> str:

@@ -127,3 +127,69 @@ def _draw_bounds(axis, expectations, quantities, end):
         else:
             axis.hlines(check.bound, start, stop, linestyles="dashed", linewidth=1, colors="k",
                         label=f"{expectation.name}")
+
+
+FAN = 32  # members in a sweep's fan of trajectories
+
+
+def plot_sweep(result, fan, output: Path) -> Path:
+    """A sweep's picture (``hil sweep --plot``): a fan of north, east and altitude over time of the
+    first :data:`FAN` members ``fan`` (a :class:`hil.sweep.SweepResult` flown with traces) holds,
+    those that failed an expectation in red and on top, with the bounds; then, per measured value
+    of each expectation of ``result``, a histogram of its members' values, the failed members' part
+    in red, with its bound dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histograms = [(index, label) for index, measured in enumerate(result.measured) for label in measured]
+    width = len(PANELS[0][1])
+    figure, axes = plt.subplots(1 + -(-len(histograms) // width), width, figsize=(5 * width, 3.6 + 3.2 * (
+        -(-len(histograms) // width))), constrained_layout=True, squeeze=False)
+    rows, failed = fan.traces[:FAN], ~fan.passed[:FAN].all(axis=1)
+    rate = fan.scenario.physics.rate_hz
+    ticks = np.arange(rows.shape[1])
+    for series, (axis, (name, label)) in enumerate(zip(axes[0], PANELS[0][1])):
+        for member in np.argsort(failed, kind="stable"):  # the failures drawn last, over the others
+            envelope = _Envelope()
+            envelope.add(ticks, quantity(rows[member], fan.layout, name)[:, None])
+            axis.plot(*envelope.line(rate, 0), color="tab:red" if failed[member] else "0.4",
+                      linewidth=0.9 if failed[member] else 0.6, alpha=0.9 if failed[member] else 0.5)
+        _draw_bounds(axis, result.expectations, {name}, ticks[-1] / rate)
+        axis.set_title(f"{label} (m): members 0-{len(rows) - 1}, {int(failed.sum())} failed (red)", fontsize="medium")
+        axis.set_xlabel("time (s)")
+        axis.grid(alpha=0.3)
+    for axis, (index, label) in zip(axes[1:].flat, histograms):
+        expectation, values = result.expectations[index], result.measured[index][label]
+        measured = np.isfinite(values)
+        passed = result.passed[:, index]
+        axis.hist([values[measured & passed], values[measured & ~passed]], bins=30, stacked=True,
+                  color=["0.55", "tab:red"], label=["passed", "failed"])
+        bound = _bound(expectation, label)
+        if bound is not None:
+            axis.axvline(bound, color="k", linestyle="--", linewidth=1, label="bound")
+        check = expectation.check()
+        what = "distance to the point (m)" if expectation.kind() == "reach" else f"{label} of {check.quantity}"
+        unmeasured = f", {int((~measured).sum())} without a value" if not measured.all() else ""
+        axis.set_title(f"{expectation.name}: {what}\n{int(passed.sum())}/{result.runs} passed{unmeasured}",
+                       fontsize="medium")
+        axis.set_ylabel("members")
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    for axis in axes[1:].flat[len(histograms):]:
+        axis.set_visible(False)
+    verdict = "PASSED" if result.ok else "FAILED"
+    figure.suptitle(f"{result.scenario.name}: {result.runs} members, sweep seed {result.sweep.seed} — {verdict} "
+                    f"(every expectation needs a pass rate of {result.sweep.require:.4g})")
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+    return output
+
+
+def _bound(expectation, label: str):
+    """The bound a measured value (a :meth:`hil.sweep.DeviceMonitor.measured` label) is held to, or None."""
+    check, kind = expectation.check(), expectation.kind()
+    if kind == "within":
+        return check.min if label == "min" else check.max
+    return check.tolerance if kind == "reach" else check.bound

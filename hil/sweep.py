@@ -19,11 +19,13 @@ member agrees to within 1e-12 over a short flight.
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import jax
@@ -32,7 +34,7 @@ import numpy as np
 
 from hil import schema
 from hil import scenario as scenarios
-from hil.expectations import Monitor
+from hil.expectations import Monitor, Outcome
 from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
 from hil.schema import Check
 from hil.tick import Tick
@@ -45,6 +47,7 @@ WORST = 5  # members listed per expectation in the summary
 DEFAULT_CHUNK = 256
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
 IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop", "quad_pid_c")
+SUMMARY, TABLE, TRACES = "summary.json", "members.csv", "traces.npz"  # what a sweep writes in its folder
 
 Progress = Callable[[int, int, float], None]  # (members done, members, seconds since the start)
 
@@ -155,6 +158,51 @@ def changed(scenario: Scenario, changes: dict, member: int | None = None) -> Sce
         raise SweepError(f"member {member} ({describe(changes)}) is not a valid scenario: "
                          + "; ".join(f"{schema.format_path(p.path)}: {p.message}" for p in check.problems))
     return scenario
+
+
+def member_of(results, member: int, scenario_path) -> tuple[Scenario, dict]:
+    """Member ``member`` of the sweep whose results are in ``results`` (the folder ``hil sweep``
+    wrote, or its members.csv or summary.json), rebuilt from the file ``scenario_path`` as the sweep
+    built it: the file with the sweep's ``--set`` changes (from summary.json) must give the swept
+    text (its ``scenario_sha256``), then :func:`draws` and :func:`member_scenario`. Returns the
+    member's scenario (with its seed) and its draws; raises :class:`SweepError` naming the summary
+    and what does not fit (another scenario, a member the sweep did not fly)."""
+    results = Path(results)
+    if results.is_dir():
+        where = results / SUMMARY
+    elif results.name in (TABLE, SUMMARY):
+        where = results.with_name(SUMMARY)
+    else:
+        raise SweepError(f"{results}: neither a folder hil sweep wrote nor its {TABLE} or {SUMMARY}")
+    try:
+        summary = json.loads(where.read_text(encoding="utf-8"))
+        name, path, digest, changes, runs = (summary[key] for key in ("scenario", "scenario_path", "scenario_sha256",
+                                                                       "set", "runs"))
+        if not (isinstance(changes, list) and all(isinstance(c, str) for c in changes) and isinstance(runs, int)):
+            raise TypeError
+    except OSError as error:
+        raise SweepError(f"{where}: cannot read it ({error.strerror or error}): give the folder hil sweep wrote, "
+                         "or its members.csv") from None
+    except (ValueError, KeyError, TypeError):
+        raise SweepError(f"{where}: not a summary hil sweep writes (it needs scenario, scenario_path, "
+                         "scenario_sha256, set and runs)") from None
+    if not 0 <= member < runs:
+        raise SweepError(f"{where}: member {member} was not flown: the sweep flew members 0 to {runs - 1}")
+    swept_from = f"a sweep of {name!r} from {path}" + "".join(f" --set {change}" for change in changes)
+    loaded = scenarios.load(scenario_path)
+    try:
+        swept = scenarios.with_changes(loaded, changes, option="--set")
+    except ScenarioError as error:
+        raise SweepError(f"{where}: {swept_from}; its --set changes do not apply to {scenario_path}: "
+                         + "; ".join(f"{p.path}: {p.message}" for p in error.problems)) from None
+    if fingerprint(swept) != digest:
+        why = (f"{scenario_path} is {loaded.name!r}" if loaded.name != name else
+               f"{scenario_path} is not the text that was swept (changed since?)")
+        raise SweepError(f"{where}: {swept_from}; {why}")
+    sweep = plan(swept, runs)
+    seeds, drawn = draws(swept, sweep, [member])
+    picked = {key: values[0] for key, values in drawn.items()}
+    return member_scenario(swept, sweep, member, seeds[0], picked), picked
 
 
 def describe(drawn: dict) -> str:
@@ -348,6 +396,19 @@ def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tup
 
 # ---- the sweep ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a sweep's scenario came from: its file and the ``--set`` changes applied to it, so that
+    summary.json says how to rebuild any member (:func:`member_of`)."""
+    path: str
+    changes: tuple[str, ...] = ()
+
+
+def fingerprint(scenario: Scenario) -> str:
+    """SHA-256 of the scenario's text as swept (its file's, or the text ``with_changes`` wrote)."""
+    return hashlib.sha256(scenario.source.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class SweepResult:
     scenario: Scenario
@@ -366,6 +427,7 @@ class SweepResult:
     flight_seconds: float = 0.0  # in the compiled program (compilation included), not building members
     chunk: int = 0
     member_ticks: int = 0
+    origin: Origin | None = None  # the scenario's file and --set changes, for summary.json
     passed: np.ndarray = field(init=False)  # (members, expectations)
 
     def __post_init__(self):
@@ -444,7 +506,9 @@ class SweepResult:
                 "passed": int(self.passed[:, index].sum()), "runs": self.runs, "pass_rate": rate,
                 "wilson_95": [low, high], "meets_require": rate >= self.sweep.require, "worst": worst,
                 "associated": self.associated(index)})
-        return {"scenario": self.scenario.name, "runs": self.runs, "sweep_seed": self.sweep.seed,
+        origin = self.origin or Origin("")
+        return {"scenario": self.scenario.name, "scenario_path": origin.path, "set": list(origin.changes),
+                "scenario_sha256": fingerprint(self.scenario), "runs": self.runs, "sweep_seed": self.sweep.seed,
                 "vary_seed": self.sweep.vary_seed, "require": self.sweep.require,
                 "dispersions": [d.key for d in self.sweep.dispersions], "ticks_per_member": self.scenario.ticks + 1,
                 "member_ticks": self.member_ticks, "chunk": self.chunk, "wall_seconds": self.wall_seconds,
@@ -453,10 +517,58 @@ class SweepResult:
     def write(self, folder: Path) -> tuple[Path, Path]:
         """``members.csv`` and ``summary.json`` in ``folder`` (made if missing)."""
         folder.mkdir(parents=True, exist_ok=True)
-        table, summary = folder / "members.csv", folder / "summary.json"
+        table, summary = folder / TABLE, folder / SUMMARY
         self.write_csv(table)
         summary.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
         return table, summary
+
+    def write_traces(self, path: Path) -> Path:
+        """The members' rows (flown with ``keep_traces``) as NumPy's ``.npz``: ``rows`` (members,
+        ticks, columns), ``columns`` (each column's name, as ``hil export --format csv`` names
+        it), ``passed`` (members, expectations), ``expectations``, ``rate_hz``."""
+        from hil.export import _columns
+
+        if self.traces is None:
+            raise SweepError("the sweep was flown without keep_traces: it has no rows to write")
+        names = np.empty(self.traces.shape[-1], dtype=object)
+        for name, index in _columns(self.layout):
+            names[index] = name
+        np.savez(path, rows=self.traces, columns=names.astype(str), passed=self.passed,
+                 expectations=np.array([e.name for e in self.expectations], dtype=str),
+                 rate_hz=self.scenario.physics.rate_hz)
+        return path
+
+    def verdicts(self) -> list[Outcome]:
+        """Per expectation, the sweep's verdict as a run's :class:`Outcome`: passed when its pass
+        rate reaches ``sweep.require``; measured, the failure rate with its Wilson 95 % interval;
+        the detail, the worst members (number, seed, draws, measured value and bound)."""
+        found = []
+        for index, (expectation, (rate, low, high)) in enumerate(zip(self.expectations, self.pass_rates())):
+            failed = self.runs - int(self.passed[:, index].sum())
+            worst = []
+            for member in self.worst(index):
+                outcome = self.outcomes[member][index]
+                drawn = {key: values[member] for key, values in self.draws.items()}
+                worst.append(f"  member {member} ({'passed' if outcome.passed else 'FAILED'}): seed "
+                             f"{int(self.seeds[member])}, {describe(drawn)}; measured {outcome.measured}, "
+                             f"bound {outcome.bound}")
+            found.append(Outcome(
+                expectation.name, expectation.kind(), rate >= self.sweep.require,
+                f"failure rate {100 * (1 - rate):.2f} % ({failed}/{self.runs} members; 95 % interval "
+                f"{100 * (1 - high):.2f} % to {100 * (1 - low):.2f} %)",
+                f"pass rate at least {self.sweep.require:.4g}", "worst members:\n" + "\n".join(worst)))
+        return found
+
+    def write_junit(self, path: Path) -> None:
+        """JUnit XML by :func:`hil.reports.write_junit`, the writer of ``hil run --junit``: the sweep is
+        shown to it as one run whose outcomes are :meth:`verdicts`; its properties are the sweep's
+        seed, ``sweep of N members`` and the member-ticks flown."""
+        from hil import reports
+
+        reports.write_junit(SimpleNamespace(
+            scenario=SimpleNamespace(name=self.scenario.name, seed=self.sweep.seed), outcomes=self.verdicts(),
+            failure=None, wall_seconds=self.wall_seconds, runtime=f"sweep of {self.runs} members (in-process)",
+            trace=SimpleNamespace(ticks_done=self.member_ticks)), path)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
