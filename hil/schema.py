@@ -7,6 +7,7 @@ of bounds) with the key path and the line it came from.
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -53,7 +54,14 @@ def parse(cls, data, check: Check, path=()):
 def parse_field(cls, name: str, value, check: Check, path):
     """Parse ``value`` as field ``name`` of ``cls``, with its type and bounds (a value given outside the file)."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return _parse_type(typing.get_type_hints(cls)[name], value, check, path, field.metadata)
+    return _parse_type(_hints(cls)[name], value, check, path, field.metadata)
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    """A schema class's field types: resolving them is most of the cost of checking a value, and a
+    sweep checks thousands of members' changes."""
+    return typing.get_type_hints(cls)
 
 
 _TYPE_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
@@ -158,7 +166,7 @@ def _parse_dataclass(cls, value, check, path):
     if not isinstance(value, dict):
         check.fail(path, f"expected a mapping, got {value!r}")
         return None
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
     for key in value:
         if key not in fields:
@@ -188,7 +196,7 @@ def reference(cls, title: str) -> str:
         if section in seen:
             return
         seen.add(section)
-        hints = typing.get_type_hints(section)
+        hints = _hints(section)
         rows, children = [], []
         for field in dataclasses.fields(section):
             if not field.init or field.metadata.get("internal"):

@@ -37,7 +37,7 @@ from hil import scenario as scenarios
 from hil.expectations import Monitor, Outcome
 from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
 from hil.schema import Check
-from hil.tick import Tick
+from hil.tick import SimState, Tick
 from hil.tick.params import build
 from hil.trace import column, quantity
 
@@ -359,37 +359,55 @@ class DeviceMonitor:
 
 # ---- the program ----------------------------------------------------------------------------------
 
-_PROGRAMS: dict = {}  # (structure, parameter layout, chunk, ticks, block, expectations, traces) -> program
+_PROGRAMS: dict = {}  # (structure, parameter layout, chunk, ticks, block, expectations, traces, devices) -> program
+MEMBERS = "members"  # the vmap axis of a device's members
+DEVICES = "devices"  # the mesh axis members are split over
 
 
-def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tuple, keep_traces: bool):
+def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tuple, keep_traces: bool,
+             devices: tuple):
     """``params (chunk members) -> (monitor states, last rows[, rows])``: one compiled program.
 
-    The tick is traced once: ``blocks`` blocks of ``block`` ticks cover the ``ticks`` rows, the
-    few ticks past the end (fewer than ``blocks``) are flown but neither judged nor returned."""
-    key = (structure, treedef, chunk, ticks, block, expect, keep_traces)
+    The members are split evenly over ``devices`` (``shard_map``); on each, one loop over ticks
+    steps all of its members together (``vmap``) with one shared tick counter, so the sensors due
+    and tick 0 are branches for the batch, not per-member selects (:class:`hil.tick.Tick`). The
+    ticks go in ``blocks`` blocks of ``block``, judged block by block; the few ticks past the end
+    (fewer than ``blocks``) are flown but neither judged nor returned."""
+    key = (structure, treedef, chunk, ticks, block, expect, keep_traces, devices)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
-    tick = Tick(structure)
+    tick = Tick(structure, batch_axis=MEMBERS)
     monitors = [DeviceMonitor(e, tick.layout, structure.rate) for e in expect]
     blocks = -(-ticks // block)
     block = -(-ticks // blocks)
+    shared_tick = SimState(tick=None, vehicle=0, wind=0, channels=0, firmware=0, command=0, acceleration=0)
+    init = jax.vmap(tick.init, out_axes=shared_tick, axis_name=MEMBERS)
+    step = jax.vmap(tick.step, in_axes=(0, shared_tick), out_axes=(shared_tick, 0), axis_name=MEMBERS)
+    reads = [jax.vmap(m.read, in_axes=(0, None, 1, None)) for m in monitors]
 
-    def fly_member(params):
+    def fly_members(params):
+        members = jax.tree_util.tree_leaves(params)[0].shape[0]
+
         def one_block(carry, first):
             state, judged, last = carry
-            state, rows = jax.lax.scan(lambda s, _: tick.step(params, s), state, None, length=block)
+            state, rows = jax.lax.scan(lambda s, _: step(params, s), state, None, length=block)  # (block, members, row)
             numbers = first + jnp.arange(block, dtype=jnp.int64)
             inside = numbers < ticks
-            judged = [m.read(j, numbers, rows, inside) for m, j in zip(monitors, judged)]
+            judged = [read(j, numbers, rows, inside) for read, j in zip(reads, judged)]
             last = jnp.where(first + block >= ticks, rows[jnp.clip(ticks - 1 - first, 0, block - 1)], last)
             return (state, judged, last), (rows if keep_traces else None)
 
-        carry = (tick.init(params), [m.init() for m in monitors], jnp.zeros(tick.width))
+        judged = [jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), m.init())
+                  for m in monitors]
+        carry = (init(params), judged, jnp.zeros((members, tick.width)))
         (_, judged, last), rows = jax.lax.scan(one_block, carry, jnp.arange(blocks, dtype=jnp.int64) * block)
-        return judged, last, (rows.reshape(-1, tick.width)[:ticks] if keep_traces else None)
+        if keep_traces:  # (blocks, block, members, row) -> (members, ticks, row)
+            rows = jnp.moveaxis(rows.reshape(blocks * block, members, tick.width), 1, 0)[:, :ticks]
+        return judged, last, rows
 
-    program = jax.jit(jax.vmap(fly_member))
+    mesh = jax.sharding.Mesh(np.array(devices), (DEVICES,))
+    split = jax.sharding.PartitionSpec(DEVICES)
+    program = jax.jit(jax.shard_map(fly_members, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
     _PROGRAMS[key] = program
     return program
 
@@ -600,30 +618,38 @@ def wilson(passed: int, runs: int, z: float = Z95) -> tuple[float, float]:
 
 
 def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, progress: Progress | None = None,
-        keep_traces: bool = False, block: int = DEFAULT_BLOCK) -> SweepResult:
+        keep_traces: bool = False, block: int = DEFAULT_BLOCK, devices: int | None = None) -> SweepResult:
     """Fly ``runs`` members of ``scenario``'s sweep (its ``sweep.runs`` by default), ``chunk`` at a
-    time through one compiled program; raises :class:`SweepError` for a sweep that cannot fly."""
+    time through one compiled program, split over ``devices`` local devices (default: all of
+    them); raises :class:`SweepError` for a sweep that cannot fly."""
     started = time.perf_counter()
     sweep = plan(scenario, runs)
     runs = sweep.runs
     if scenario.firmware.name not in IN_PROCESS_FIRMWARES:
         raise SweepError(f"firmware {scenario.firmware.name} cannot fly inside the compiled tick; a sweep flies "
                          f"{' or '.join(IN_PROCESS_FIRMWARES)}")
-    chunk = min(chunk or DEFAULT_CHUNK, runs)
-    if chunk < 1:
+    local = jax.local_devices()
+    if devices is not None and not 1 <= devices <= len(local):
+        raise SweepError(f"--devices {devices}: this host has {len(local)} {local[0].platform.upper()} device"
+                         f"{'s' if len(local) > 1 else ''}")
+    spread = tuple(local[:devices or len(local)])
+    if chunk is not None and chunk < 1:
         raise SweepError(f"--chunk {chunk}: give at least one member per chunk")
+    chunk = min(chunk or DEFAULT_CHUNK, runs)
+    chunk = -(-chunk // len(spread)) * len(spread)  # an equal share for every device
     ticks = scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
     block = min(block, ticks)
     seeds, drawn = draws(scenario, sweep, np.arange(runs))
     expect = tuple(scenario.expect)
     reference = None
+    bare = dataclasses.replace(scenario, sweep=None)  # a member's checks need not check the sweep again
     states, last_rows, traces, first_chunk, flight = [], [], [], 0.0, 0.0
     for start in range(0, runs, chunk):
         members = range(start, min(start + chunk, runs))
         built = []
         for member in members:
             picked = {key: values[member] for key, values in drawn.items()}
-            structure, params = build(changed(scenario, {**picked, "seed": seeds[member]}, member),
+            structure, params = build(changed(bare, {**picked, "seed": seeds[member]}, member),
                                       in_process_firmware=True)
             shape = (structure, jax.tree_util.tree_structure(params),
                      [(np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)])
@@ -636,7 +662,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
             built.append(params)
         built += [built[-1]] * (chunk - len(built))  # the last chunk padded: one program per chunk size
         stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
-        program = _program(reference[0], reference[1], chunk, ticks, block, expect, keep_traces)
+        program = _program(reference[0], reference[1], chunk, ticks, block, expect, keep_traces, spread)
         flying = time.perf_counter()
         judged, last, rows = jax.device_get(program(stacked))
         flight += time.perf_counter() - flying

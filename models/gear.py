@@ -27,29 +27,43 @@ def feet(spread: float, depth: float) -> np.ndarray:
 
 def rk4_amplification(z):
     """RK4's stability function: one step multiplies the mode ``exp(λ t)`` by ``R(h λ)``, z = h λ."""
-    return 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
+    return 1 + z * (1 + z / 2 * (1 + z / 3 * (1 + z / 4)))
+
+
+def _stable_radii(directions: np.ndarray) -> np.ndarray:
+    """Along each unit complex ``direction``, how far z can go from 0 with ``|R(z)| <= 1`` all the way."""
+    radii = np.linspace(0.0, _STABILITY_RADIUS, 301)[1:]  # finer than any lobe of RK4's region
+    unstable = np.abs(rk4_amplification(radii[None, :] * directions[:, None])) > 1.0 + 1e-9
+    first = np.argmax(unstable, axis=1)
+    low, high = np.where(first > 0, radii[first - 1], 0.0), radii[first]
+    for _ in range(48):  # a bracket of 0.01 halved to below a double's resolution
+        middle = 0.5 * (low + high)
+        stable = np.abs(rk4_amplification(middle * directions)) <= 1.0 + 1e-9
+        low, high = np.where(stable, middle, low), np.where(stable, high, middle)
+    return low
+
+
+_REAL_RADIUS = float(_stable_radii(np.array([-1.0 + 0.0j]))[0])  # a decaying mode: RK4's limit on the real axis
 
 
 def rk4_stable_step(eigenvalues) -> float:
     """The longest step h with ``|R(h' λ)| <= 1`` for every h' up to h and every eigenvalue λ (s).
 
     Eigenvalues at zero (free motion) never limit the step; with none left the step is unbounded.
+    All eigenvalues are searched at once, real decaying ones not at all: a sweep checks this for
+    every member.
     """
-    limit = np.inf
-    for eigenvalue in np.asarray(eigenvalues, dtype=complex).ravel():
-        size = abs(eigenvalue)
-        if size < 1e-9:
-            continue
-        direction = eigenvalue / size
-        radii = np.linspace(0.0, _STABILITY_RADIUS, 3001)[1:]
-        unstable = np.abs(rk4_amplification(radii * direction)) > 1.0 + 1e-9
-        first = int(np.argmax(unstable))
-        low, high = (radii[first - 1] if first else 0.0), radii[first]
-        for _ in range(60):
-            middle = 0.5 * (low + high)
-            low, high = (middle, high) if abs(rk4_amplification(middle * direction)) <= 1.0 + 1e-9 else (low, middle)
-        limit = min(limit, low / size)
-    return float(limit)
+    eigenvalues = np.asarray(eigenvalues, dtype=complex).ravel()
+    size = np.abs(eigenvalues)
+    eigenvalues, size = eigenvalues[size >= 1e-9], size[size >= 1e-9]
+    if not eigenvalues.size:
+        return float(np.inf)
+    directions = eigenvalues / size
+    decaying = (directions.imag == 0.0) & (directions.real < 0.0)
+    radii = np.full(len(directions), _REAL_RADIUS)
+    if not decaying.all():
+        radii[~decaying] = _stable_radii(directions[~decaying])
+    return float(np.min(radii / size))
 
 
 def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction, slip_speed=SLIP_SPEED):
