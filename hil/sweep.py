@@ -23,10 +23,11 @@ import hashlib
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -617,75 +618,149 @@ def wilson(passed: int, runs: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass
+class Chunk:
+    """What one chunk of members brings back from its program: only the judged states, unless
+    traces are kept."""
+
+    members: range
+    shape: tuple  # (structure, parameter layout, leaf shapes): members of one sweep must share it
+    judged: list[dict[str, np.ndarray]]  # per expectation, its monitor state per member
+    last: np.ndarray  # (members, row) each member's last row
+    rows: np.ndarray | None  # (members, ticks, row) with keep_traces
+    flight_seconds: float
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Everything a chunk is flown from: plain data, so an executor can send it elsewhere."""
+
+    scenario: Scenario  # without its sweep section: a member's checks need not check the sweep again
+    sweep: Sweep
+    chunk: int  # members per program (the last chunk is padded to it)
+    block: int
+    keep_traces: bool
+    devices: int | None  # local devices to split over; None: all
+
+
+def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
+    """The chunk's parameters, stacked (host work), and the shape of its program."""
+    seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
+    built, reference = [], None
+    for index, member in enumerate(members):
+        picked = {key: values[index] for key, values in drawn.items()}
+        structure, params = build(changed(job.scenario, {**picked, "seed": seeds[index]}, member),
+                                  in_process_firmware=True)
+        shape = (structure, jax.tree_util.tree_structure(params),
+                 tuple((np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)))
+        if reference is None:
+            reference = shape
+        elif shape != reference:
+            raise SweepError(f"member {member} ({describe(picked)}) changes the compiled tick (its "
+                             f"{_difference(shape, reference)} differs from member {members.start}'s); a sweep "
+                             "flies one program: disperse only numbers")
+        built.append(params)
+    built += [built[-1]] * (job.chunk - len(built))  # the last chunk padded: one program per chunk size
+    return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
+
+
+def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
+    """Fly a built chunk on this host's devices."""
+    local = jax.local_devices()
+    spread = tuple(local[:job.devices or len(local)])
+    ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
+    program = _program(shape[0], shape[1], job.chunk, ticks, job.block, tuple(job.scenario.expect),
+                       job.keep_traces, spread)
+    flying = time.perf_counter()
+    judged, last, rows = jax.device_get(program(stacked))
+    seconds = time.perf_counter() - flying
+    count = len(members)
+    return Chunk(members, shape, [{k: np.asarray(v)[:count] for k, v in state.items()} for state in judged],
+                 np.asarray(last)[:count], np.asarray(rows)[:count] if job.keep_traces else None, seconds)
+
+
+def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
+    """Build and fly one chunk: what a remote executor runs."""
+    return fly_built(job, members, *build_chunk(job, members))
+
+
+def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
+    """The chunks in order on this host, the next one built on the host while this one flies."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hil-sweep-build") as builder:
+        pending = builder.submit(build_chunk, job, chunks[0])
+        for index, members in enumerate(chunks):
+            shape, stacked = pending.result()
+            if index + 1 < len(chunks):
+                pending = builder.submit(build_chunk, job, chunks[index + 1])
+            yield fly_built(job, members, shape, stacked)
+
+
+def _ray_executor(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
+    from hil import sweep_ray  # an optional extra: hil[ray]
+
+    return sweep_ray.fly(job, chunks)
+
+
+Executor = Callable[[ChunkPlan, list[range]], Iterator[Chunk]]
+EXECUTORS: dict[str, Executor] = {"local": fly_locally, "ray": _ray_executor}
+
+
 def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, progress: Progress | None = None,
-        keep_traces: bool = False, block: int = DEFAULT_BLOCK, devices: int | None = None) -> SweepResult:
+        keep_traces: bool = False, block: int = DEFAULT_BLOCK, devices: int | None = None,
+        executor: str = "local") -> SweepResult:
     """Fly ``runs`` members of ``scenario``'s sweep (its ``sweep.runs`` by default), ``chunk`` at a
     time through one compiled program, split over ``devices`` local devices (default: all of
-    them); raises :class:`SweepError` for a sweep that cannot fly."""
+    them), the chunks flown by ``executor`` (:data:`EXECUTORS`); raises :class:`SweepError` for a
+    sweep that cannot fly."""
     started = time.perf_counter()
     sweep = plan(scenario, runs)
     runs = sweep.runs
     if scenario.firmware.name not in IN_PROCESS_FIRMWARES:
         raise SweepError(f"firmware {scenario.firmware.name} cannot fly inside the compiled tick; a sweep flies "
                          f"{' or '.join(IN_PROCESS_FIRMWARES)}")
+    if executor not in EXECUTORS:
+        raise SweepError(f"--executor {executor}: not one of {', '.join(EXECUTORS)}")
     local = jax.local_devices()
     if devices is not None and not 1 <= devices <= len(local):
         raise SweepError(f"--devices {devices}: this host has {len(local)} {local[0].platform.upper()} device"
                          f"{'s' if len(local) > 1 else ''}")
-    spread = tuple(local[:devices or len(local)])
     if chunk is not None and chunk < 1:
         raise SweepError(f"--chunk {chunk}: give at least one member per chunk")
     chunk = min(chunk or DEFAULT_CHUNK, runs)
-    chunk = -(-chunk // len(spread)) * len(spread)  # an equal share for every device
-    ticks = scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
-    block = min(block, ticks)
+    share = devices or len(local)
+    chunk = -(-chunk // share) * share  # an equal share for every device
+    ticks = scenario.ticks + 1
+    chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, min(block, ticks), keep_traces,
+                           devices)
     seeds, drawn = draws(scenario, sweep, np.arange(runs))
     expect = tuple(scenario.expect)
-    reference = None
-    bare = dataclasses.replace(scenario, sweep=None)  # a member's checks need not check the sweep again
-    states, last_rows, traces, first_chunk, flight = [], [], [], 0.0, 0.0
-    for start in range(0, runs, chunk):
-        members = range(start, min(start + chunk, runs))
-        built = []
-        for member in members:
-            picked = {key: values[member] for key, values in drawn.items()}
-            structure, params = build(changed(bare, {**picked, "seed": seeds[member]}, member),
-                                      in_process_firmware=True)
-            shape = (structure, jax.tree_util.tree_structure(params),
-                     [(np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)])
-            if reference is None:
-                reference = shape
-            elif shape != reference:
-                raise SweepError(f"member {member} ({describe(picked)}) changes the compiled tick (its "
-                                 f"{_difference(shape, reference)} differs from member 0's); a sweep flies one "
-                                 "program: disperse only numbers")
-            built.append(params)
-        built += [built[-1]] * (chunk - len(built))  # the last chunk padded: one program per chunk size
-        stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
-        program = _program(reference[0], reference[1], chunk, ticks, block, expect, keep_traces, spread)
-        flying = time.perf_counter()
-        judged, last, rows = jax.device_get(program(stacked))
-        flight += time.perf_counter() - flying
-        count = len(members)
-        states.append([{k: np.asarray(v)[:count] for k, v in state.items()} for state in judged])
-        last_rows.append(np.asarray(last)[:count])
-        if keep_traces:
-            traces.append(np.asarray(rows)[:count])
+    flown, first_chunk, flight, done = [], 0.0, 0.0, 0
+    for result in EXECUTORS[executor](chunk_plan, [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]):
+        if flown and result.shape != flown[0].shape:
+            raise SweepError(f"member {result.members.start} changes the compiled tick (its "
+                             f"{_difference(result.shape, flown[0].shape)} differs from member "
+                             f"{flown[0].members.start}'s); a sweep flies one program: disperse only numbers")
+        flown.append(result)
+        flight += result.flight_seconds
+        done += len(result.members)
         if not first_chunk:
             first_chunk = time.perf_counter() - started
         if progress is not None:
-            progress(members.stop, runs, time.perf_counter() - started)
+            progress(done, runs, time.perf_counter() - started)
     wall = time.perf_counter() - started
-    layout = Tick(reference[0]).layout
-    monitors = [DeviceMonitor(e, layout, reference[0].rate) for e in expect]
-    final = [{k: np.concatenate([chunk_states[i][k] for chunk_states in states]) for k in states[0][i]}
+    flown.sort(key=lambda c: c.members.start)
+    structure = flown[0].shape[0]
+    layout = Tick(structure).layout
+    monitors = [DeviceMonitor(e, layout, structure.rate) for e in expect]
+    final = [{k: np.concatenate([c.judged[i][k] for c in flown]) for k in flown[0].judged[i]}
              for i in range(len(expect))]
     outcomes = [[m.monitor(state, member).outcome() for m, state in zip(monitors, final)] for member in range(runs)]
     measured = [m.measured(state) for m, state in zip(monitors, final)]
     margins = np.stack([m.margin(state) for m, state in zip(monitors, final)], axis=1) if expect else \
         np.zeros((runs, 0))
     return SweepResult(scenario, sweep, seeds, drawn, list(expect), outcomes, measured, margins,
-                       np.concatenate(last_rows), layout, np.concatenate(traces) if keep_traces else None,
+                       np.concatenate([c.last for c in flown]), layout,
+                       np.concatenate([c.rows for c in flown]) if keep_traces else None,
                        wall, first_chunk, flight, chunk, runs * ticks)
 
 
