@@ -3,7 +3,6 @@
 import contextlib
 import os
 import re
-import shlex
 import signal
 import sys
 import tempfile
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from hil import __version__, wire
+from hil import __version__, targets, wire
 from hil.replay import ReplayError
 from hil.scenario import ScenarioError
+from hil.targets.serial import MAX_BAUD
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-MAX_BAUD = 50_000_000  # beyond any UART; termios and pyserial fail on numbers past 32 bits
 
 
 class _Group(click.Group):
@@ -40,6 +39,8 @@ class _Group(click.Group):
 
 # The commands that trace JAX programs; the others stay quick to start, without JAX.
 TRACING_COMMANDS = ("run", "replay")
+# hil run -h and hil replay -h: an example of each form of target (\b keeps click from rewrapping it).
+TARGETS_HELP = f"\b\nTargets (--target URL):\n{targets.forms_text()}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +62,7 @@ def main(ctx):
         jaxconfig.configure()
 
 
-@main.command()
+@main.command(epilog=TARGETS_HELP)
 @click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Override the scenario's seed (all noise derives from it).")
 @click.option("--duration", type=float, help="Override the run length in seconds (at most 86400, and 2^32 - 1 ticks).")
@@ -69,6 +70,9 @@ def main(ctx):
               help="Change a key of the scenario before flying it (repeatable): KEY is dotted, list items by index "
                    "(vehicle.mass=1.6, firmware.gains.rate=[40,40,20], faults.0.start=2); VALUE is YAML. The log "
                    "records the scenario as flown, so replay flies it again.")
+@click.option("--target", "target_url", metavar="URL",
+              help="What flies, named by a URL (the forms are below). Default: the scenario's own firmware, as its "
+                   "firmware.runs says. --firmware, --firmware-cmd, --port and --udp name the same targets.")
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
               help="Override the scenario's firmware.runs: the C or Python emulated firmware as its own process "
                    "over UDP, or in-process inside the compiled tick (fastest).")
@@ -98,18 +102,20 @@ def main(ctx):
                    "--seed and --duration apply on top of them.")
 @click.option("-v", "--verbose", count=True, help="More detail: compile time, tick cost, firmware messages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def run(scenario_path, seed, duration, changes, runtime, firmware_command, port, baud, udp, bind, realtime, out_path,
-        junit_path, json_path, member, verbose, quiet):
+def run(scenario_path, seed, duration, changes, target_url, runtime, firmware_command, port, baud, udp, bind, realtime,
+        out_path, junit_path, json_path, member, verbose, quiet):
     """Fly SCENARIO and check its expectations.
 
-    With no link options the scenario's emulated firmware is started as its own process and
-    flown over UDP on loopback in lockstep, as fast as the machine allows. --port or --udp fly
-    a real board instead, in real time. Progress shows sim time and the real-time factor; the
-    run ends with one row per expectation and the link's statistics.
+    With no --target the scenario's emulated firmware is started as its own process and
+    flown over UDP on loopback in lockstep, as fast as the machine allows. A board's URL (or
+    --port, --udp) flies a real board instead, in real time. Progress shows sim time and the
+    real-time factor; the run ends with one row per expectation and the link's statistics.
 
     \b
     Examples:
       hil run scenarios/hover.yaml
+      hil run scenarios/hover.yaml --target inproc://quad_pid
+      hil run scenarios/hover.yaml --target 'serial:///dev/ttyACM0?baud=921600'
       hil run scenarios/hover.yaml --firmware in-process
       hil run scenarios/wind_gust.yaml --seed 7 --duration 30 -v
       hil run scenarios/hover.yaml --set vehicle.mass=1.6 --set firmware.gains.rate=[40,40,20]
@@ -119,22 +125,12 @@ def run(scenario_path, seed, duration, changes, runtime, firmware_command, port,
     """
     from hil import jaxconfig, runner, scenario
 
-    if port and udp:
-        raise click.UsageError("give --port or --udp, not both")
+    named = _named_target(target_url, runtime=runtime, firmware_command=firmware_command, port=port, baud=baud,
+                          udp=udp, bind=bind)
     loaded = _sweep_member(scenario_path, member) if member else scenario.load(scenario_path)
     loaded = scenario.with_changes(loaded, changes, option="--set")
     loaded = runner.with_overrides(loaded, seed=seed, duration=duration)
-    board = runner.Board(udp=udp, port=port, baud=baud, bind=bind) if (port or udp) else None
-    if board and (runtime or firmware_command):
-        raise click.UsageError("--firmware and --firmware-cmd start a firmware; they cannot be combined with --port or --udp")
-    if runtime and firmware_command:
-        raise click.UsageError("give --firmware or --firmware-cmd, not both")
-    if firmware_command:
-        _check_firmware_command(firmware_command)
-    if udp:
-        _check_udp(udp, bind)
-    if port:
-        _check_port(port)
+    target = _target_for(named, loaded, realtime)
     out_path = out_path or default_log_path(loaded.name)
     # The log's folders are made by the recorder; the reports' are not.
     for option, path, makes_folders in (("--out", out_path, True), ("--junit", junit_path, False),
@@ -145,14 +141,10 @@ def run(scenario_path, seed, duration, changes, runtime, firmware_command, port,
         jaxconfig.cache_directory("jax")
     except jaxconfig.CacheDirectoryError as error:
         raise click.UsageError(str(error)) from None
-    if loaded.firmware.name == "betaflight":
-        _require_betaflight()
     show_progress = not quiet and sys.stderr.isatty()
-    what = (f"board on {udp or port}" if board else f"firmware: {firmware_command}" if firmware_command
-            else f"firmware {loaded.firmware.name} ({runtime or loaded.firmware.runtime})")
     click.echo(f"hil {__version__}: {loaded.name} from {scenario_path}, seed {loaded.seed}, "
-               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, {what}", err=True)
-    if not quiet and not _structure_compiled(loaded, runtime or loaded.firmware.runtime, board or firmware_command):
+               f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, target {target.url}", err=True)
+    if not quiet and not _structure_compiled(loaded, target):
         click.echo("  compiling the tick: this scenario's structure (its sensors and their rates, gusts, faults, "
                    "waypoints, firmware) has not flown here before; a run that changes only numbers (seed, mass, "
                    "gains, noise, wind, fault times) starts without compiling", err=True)
@@ -165,8 +157,7 @@ def run(scenario_path, seed, duration, changes, runtime, firmware_command, port,
 
     try:
         with _signals_interrupt():
-            result = _fly(scenario=loaded, runtime=runtime, board=board, realtime=realtime,
-                          firmware_command=firmware_command, log_path=out_path,
+            result = _fly(scenario=loaded, target=target, realtime=realtime, log_path=out_path,
                           progress=progress if (show_progress or verbose) and not quiet else None,
                           progress_interval=0.25 if show_progress else 2.0,
                           warn=lambda line: click.echo(line, err=True),
@@ -274,39 +265,36 @@ def default_log_path(name: str, folder: Path = Path("runs")) -> Path:
     return folder / f"{safe}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
 
 
-def _check_firmware_command(command: str) -> None:
-    """The command split as the run will split it (``shlex``), before anything is compiled."""
+def _named_target(url: str | None, **options):
+    """The target ``--target URL`` names, or the old options (``--firmware``, ``--firmware-cmd``,
+    ``--port``/``--baud``, ``--udp``/``--bind``, ``options``) that name the same targets; None
+    when neither does. A URL or a value that names no target is bad usage, before anything is
+    compiled; ``--baud`` and ``--bind`` have defaults and only count with ``--port`` or ``--udp``."""
+    given = [option for name, option in (("runtime", "--firmware"), ("firmware_command", "--firmware-cmd"),
+                                         ("port", "--port"), ("udp", "--udp")) if options.get(name) is not None]
+    if url is not None and given:
+        raise click.UsageError(f"--target and {' and '.join(given)} each name what flies; give one")
     try:
-        argv = shlex.split(command)
-    except ValueError as error:
-        raise click.UsageError(f"--firmware-cmd {command!r}: {str(error).lower()}") from None
-    if not argv:
-        raise click.UsageError("--firmware-cmd is empty: give the command that starts your firmware")
+        if url is None:
+            return targets.from_options(**options)
+        return targets.parse(url)
+    except targets.TargetError as error:
+        raise click.UsageError(str(error) if url is None else f"--target {error}") from None
 
 
-def _check_udp(udp: str, bind: str) -> None:
-    from hil.bridges.link import LinkError
-    from hil.bridges.udp import parse_address
-
-    for option, address, local in (("--udp", udp, False), ("--bind", bind, True)):
-        try:
-            parse_address(address, local=local)
-        except LinkError as error:
-            raise click.UsageError(f"{option}: {error}") from None
-
-
-def _check_port(url: str) -> None:
-    """The serial port or pyserial URL parsed as pyserial will parse it when the board is opened."""
-    import serial
-
+def _target_for(named, loaded, realtime):
+    """The target that flies ``loaded`` (``named``, or else the scenario's own firmware), checked
+    before anything is compiled: a scenario it cannot fly, a pacing it does not keep and a target
+    that is not here (a serial port that does not exist, Betaflight not installed) are bad usage."""
     try:
-        instance = serial.serial_for_url(url, do_not_open=True)
-        parse = getattr(instance, "from_url", None)
-        if parse is not None:
-            parse(url)
-    except Exception as error:  # noqa: BLE001  pyserial's URL parsers also fail with TypeError, KeyError...
-        detail = error if isinstance(error, (ValueError, serial.SerialException)) else "pyserial cannot parse it"
-        raise click.UsageError(f"--port {url!r} is not a serial device or pyserial URL ({detail})") from None
+        target = (named or targets.default(loaded)).for_scenario(loaded)
+        target.realtime_for(realtime)
+    except targets.RunRefused as error:
+        raise click.UsageError(str(error)) from None
+    missing = target.absent()
+    if missing is not None:
+        raise click.UsageError(missing)
+    return target
 
 
 def _check_writable(option: str, path: Path, makes_folders: bool) -> None:
@@ -333,24 +321,13 @@ def _check_output(option: str, output: Path, log: Path, makes_folders: bool) -> 
     _check_writable(option, output, makes_folders)
 
 
-def _require_betaflight() -> None:
-    """A Betaflight scenario needs Betaflight's SITL installed: say how, as bad usage."""
-    from hil.bridges import betaflight
-    from hil.bridges.link import LinkError
-
-    try:
-        betaflight.find_sitl()
-    except LinkError as error:
-        raise click.UsageError(str(error)) from None
-
-
-def _structure_compiled(loaded, runtime: str, elsewhere) -> bool:
-    """Whether a program for the scenario's structure is cached, as the run will fly it (``elsewhere``:
-    a board or a firmware command, which fly the tick one call at a time or in the exchange loop)."""
+def _structure_compiled(loaded, target) -> bool:
+    """Whether a program for the scenario's structure is cached, as ``target`` will fly it: in
+    batches with the firmware in the tick, or over a link a tick per call or in the exchange loop."""
     from hil import runner
     from hil.sim import Simulation
 
-    in_process = runtime == "in-process" and not elsewhere
+    in_process = not target.LINK
     simulation = Simulation(loaded, in_process_firmware=in_process)
     kinds = [f"batch{runner.IN_PROCESS_BATCH}"] if in_process else ["tick", f"exchange{runner.EXCHANGE_BATCH}"]
     return any(simulation.compiled(kind) for kind in kinds)
@@ -448,21 +425,23 @@ def _report_damage(reader) -> int:
     return EXIT_FAILED
 
 
-@main.command("replay")
+@main.command("replay", epilog=TARGETS_HELP)
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
               help="Change the logged scenario before replaying, as hil run --set does (e.g. vehicle.mass=1.6): a "
                    "what-if, or a check that replay notices.")
+@click.option("--target", "target_url", metavar="URL",
+              help="Re-fly the logged scenario (same seed, same faults) on this target (the forms are below) and "
+                   "report where and how far the flight departs from the logged one.")
 @click.option("--firmware", "runtime", type=click.Choice(["c", "python", "in-process"]),
-              help="Re-fly the logged scenario (same seed, same faults) against this emulated firmware and report "
-                   "where and how far the flight departs from the logged one.")
+              help="Re-fly against this emulated firmware, as --target c://, python:// or inproc:// does.")
 @click.option("--firmware-cmd", "firmware_command", metavar="COMMAND",
               help="Re-fly against your own firmware build, as hil run --firmware-cmd ({udp} is its HOST:PORT).")
 @click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="With --firmware or --firmware-cmd: how far (m) the re-flight may stray from the logged flight.")
+              help="With a target: how far (m) the re-flight may stray from the logged flight.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --firmware or --firmware-cmd: where to record the re-flight's own log.")
-def replay_command(path, changes, runtime, firmware_command, tolerance, out_path):
+              help="With a target: where to record the re-flight's own log.")
+def replay_command(path, changes, target_url, runtime, firmware_command, tolerance, out_path):
     """Re-run the physics of a flight log from its logged commands and compare every tick bit for bit.
 
     No firmware is needed: the command in force at every tick is in the log, which is read a
@@ -471,21 +450,20 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
     tick, fields and both values) or when the log is cut or damaged, 2 for bad input.
 
     \b
-    With --firmware or --firmware-cmd it is a regression check of a firmware change instead: the
-    logged scenario flies again against that firmware, and hil reports the first tick the flight
+    With --target (or --firmware, --firmware-cmd) it is a regression check of a firmware change
+    instead: the logged scenario flies again on that target, and hil reports the first tick the flight
     differs, the first tick it strays beyond --tolerance, and the largest differences. Exit 0 when
     the re-flight stays within the tolerance and its expectations hold, 1 otherwise.
     """
     from hil import replay, scenario
 
-    if firmware_command is not None:
-        _check_firmware_command(firmware_command)
+    named = _named_target(target_url, runtime=runtime, firmware_command=firmware_command)
     if out_path is not None:
         _check_output("--out", out_path, path, makes_folders=True)
     reader = _open_log(path)
     flown = scenario.with_changes(replay.scenario_of(reader), changes, option="--set")
-    if runtime or firmware_command:
-        _refly(reader, flown, runtime, firmware_command, tolerance, out_path)
+    if named is not None:
+        _refly(reader, flown, _target_for(named, flown, None), tolerance, out_path)
     result = replay.replay(reader, flown)
     rate = reader.rate
     unchecked = "" if not result.unchecked else "; not checked (no state to replay them from after damage): " + \
@@ -501,22 +479,20 @@ def replay_command(path, changes, runtime, firmware_command, tolerance, out_path
     sys.exit(EXIT_FAILED)
 
 
-def _refly(reader, flown, runtime, firmware_command, tolerance, out_path):
+def _refly(reader, flown, target, tolerance, out_path):
     """Fly ``flown`` again and compare it with the logged flight, tick by tick as it flies, as far
     as the log's ticks follow each other from tick 0."""
     from hil import replay
 
-    if runtime and firmware_command:
-        raise click.UsageError("give --firmware or --firmware-cmd, not both")
     rate = reader.rate
     comparing = replay.FlightComparison(reader.chunks(), reader.layout, rate, tolerance)
     with _signals_interrupt():
-        result = _fly(scenario=flown, runtime=runtime, firmware_command=firmware_command, log_path=out_path,
+        result = _fly(scenario=flown, target=target, log_path=out_path,
                       warn=lambda line: click.echo(line, err=True), readers=[comparing.read])
     if result.failure:
         click.echo(f"the re-flight broke off: {result.failure}", err=True)
     comparison = comparing.comparison()
-    flew = firmware_command or f"{flown.firmware.name} ({runtime})"
+    flew = target.describe(flown)
     click.echo(f"re-flew {comparison.ticks} ticks of {reader.header['scenario']} against {flew}; logged run: "
                f"{reader.header['runtime']}")
     if comparison.first_tick is None:

@@ -2,7 +2,6 @@
 
 import dataclasses
 import platform
-import shlex
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -14,19 +13,17 @@ import jax
 import numpy as np
 
 import hil
-from hil import firmware_process, flightlog, schema, wire
+from hil import flightlog, schema, targets, wire
 from hil import scenario as scenario_module
 from hil.bridges import compiled_exchange as exchange_module
-from hil.bridges.impairment import ImpairedLink
 from hil.bridges.link import Link, LinkError
-from hil.bridges.serial_port import SerialLink
-from hil.bridges.udp import UdpLink
 from hil.expectations import Judge, Outcome
 from hil.faults import LinkFaultPlan
-from hil.scenario import Scenario
+from hil.scenario import QUANTITIES, Scenario
 from hil.record import TickRecord
 from hil.session import LinkStats, Session, SessionError
 from hil.sim import READING_SIZE, CompiledBatch, Simulation
+from hil.targets import RunRefused, Target
 from hil.trace import Reader, Trace
 
 SENSORS_FRAME_OVERHEAD = 16  # bytes: array header, type, seq, tick, fresh, values header, CRC, COBS, delimiter
@@ -52,10 +49,24 @@ def compilations() -> int:
     return _compilations
 
 
+class RunTrace(Trace):
+    """A run's trace, read by field name: ``trace["position"]`` is a column of the layout (a row per
+    tick held, as :meth:`Trace.column`), ``trace["altitude"]`` a quantity the scenario's
+    expectations use (:data:`hil.scenario.QUANTITIES`)."""
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.layout:
+            return self.column(name)
+        if name in QUANTITIES:
+            return self.quantity(name)
+        raise KeyError(f"{name!r} is neither a column of the trace ({', '.join(self.layout)}) nor a quantity "
+                       f"({', '.join(QUANTITIES)})")
+
+
 @dataclass
 class RunResult:
     scenario: Scenario
-    trace: Trace
+    trace: RunTrace
     outcomes: list[Outcome]
     compile_seconds: float
     wall_seconds: float  # the tick loop alone
@@ -68,10 +79,26 @@ class RunResult:
     not_reproducible: str | None = None  # why the flight does not follow from the scenario and seed alone
     firmware_output: str = ""  # the last lines a firmware hil started printed
     interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
+    target: str = ""  # the URL of what flew (hil.targets)
+    log_path: Path | None = None  # the flight log, when the run recorded one
+    # For each outcome, the tick at which its expectation first failed (a reach: its closest
+    # approach); None when it held or no tick tells (the run ended before its window).
+    failed_ticks: tuple[int | None, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.failure is None and all(o.passed for o in self.outcomes)
+
+    def failures(self) -> list[tuple[Outcome, int | None]]:
+        """The expectations that failed, each with the tick it first failed at."""
+        return [(o, tick) for o, tick in zip(self.outcomes, self.failed_ticks) if not o.passed]
+
+    def __repr__(self) -> str:  # short: pytest prints it under a failed ``assert result.passed``
+        held = sum(o.passed for o in self.outcomes)
+        return (f"RunResult({self.scenario.name} on {self.target or self.runtime}: "
+                f"{'passed' if self.passed else 'FAILED'}, {held}/{len(self.outcomes)} expectations held, "
+                f"{self.trace.ticks_done} ticks" + (f", failure {self.failure!r}" if self.failure else "")
+                + (f", log {str(self.log_path)!r}" if self.log_path is not None else "") + ")")
 
     @property
     def real_time_factor(self) -> float:
@@ -127,17 +154,17 @@ ENDING = Ending()
 
 @dataclass(frozen=True)
 class Board:
-    """A flight controller hil does not start: one on a serial port or on the network."""
+    """A flight controller hil does not start: one on a serial port or on the network. The form
+    ``run(board=...)`` took before targets: :meth:`target` is the target it names."""
 
     udp: str | None = None  # HOST:PORT of the board
     port: str | None = None  # serial device or pyserial URL
     baud: int = 921600
     bind: str = "127.0.0.1:0"  # local UDP address; loopback unless told otherwise
 
-    def open(self) -> Link:
-        if self.udp:
-            return UdpLink(self.udp, self.bind)
-        return SerialLink(self.port, self.baud)
+    def target(self) -> Target:
+        """``udp://UDP?bind=BIND`` or ``serial://PORT?baud=BAUD``, as ``--udp``/``--port`` name them."""
+        return targets.from_options(port=self.port, baud=self.baud, udp=self.udp, bind=self.bind)
 
 
 def with_overrides(scenario: Scenario, seed: int | None = None, duration: float | None = None) -> Scenario:
@@ -181,70 +208,24 @@ def _fly(program: CompiledBatch, record: TickRecord, progress, interval) -> floa
     return wall
 
 
-@dataclass
-class _Peer:
-    """The far end of a run's link, filled in as it is opened, so that whatever was opened is closed."""
-
-    firmware: object = None  # the FirmwareProcess or Betaflight SITL hil started, stopped at the end
-    link: Link | None = None
-    session: Session | None = None
-
-
-def _open_firmware(peer: _Peer, scenario: Scenario, simulation: Simulation, flight: "Flight",
-                   board: Board | None, firmware_command: str | None, recorder) -> None:
-    """The board's link, or a firmware started on a free UDP port (the emulated firmware of the
-    flight's runtime, or the user's ``firmware_command``) and its link, with the scenario's link
-    faults injected, and the session on it."""
-    runtime = flight.runtime
-    if board:
-        peer.link = board.open()
-    else:
-        address = f"127.0.0.1:{firmware_process.free_udp_port()}"
-        if firmware_command:
-            argv = shlex.split(firmware_command.replace("{udp}", address))
-            name = repr(shlex.join(argv))
-        else:
-            argv = firmware_process.command(scenario, runtime, address)
-            name = f"{scenario.firmware.name} ({runtime})"
-        peer.firmware = firmware_process.FirmwareProcess(argv, name)
-        peer.link = UdpLink(address)
-    if flight.faults:
-        peer.link = ImpairedLink(peer.link, flight.faults)
-    peer.session = Session(simulation, peer.link, scenario.link, peer.firmware, recorder)
-
-
-def _open_betaflight(peer: _Peer, scenario: Scenario, simulation: Simulation, flight: "Flight", board,
-                     firmware_command, recorder) -> None:
-    """Betaflight's SITL started and configured, its link, and the session that flies it with the
-    pilot (a scenario flown by Betaflight injects no link faults)."""
-    from hil.bridges import betaflight
-
-    settings = scenario.firmware.betaflight
-    peer.firmware = betaflight.BetaflightSitl(settings)
-    peer.link = betaflight.BetaflightLink(settings.motor_order)
-    peer.session = betaflight.BetaflightSession(simulation, peer.link, peer.firmware, recorder)
-
-
 @dataclass(frozen=True)
 class Driver:
-    """One way of flying a run: what it compiles, how it reaches the firmware, and the loop that
-    flies the compiled program into the run's record (:class:`hil.record.TickRecord`)."""
+    """One way of flying a run: what it compiles and the loop that flies the compiled program into
+    the run's record (:class:`hil.record.TickRecord`). The target opens the link a driver flies over."""
 
     compile: Callable[[Simulation], object]
     # In-process (program, record, progress, interval); over a link (session, program, record,
     # progress, interval), between HELLO and GOODBYE.
     loop: Callable
-    opens: Callable | None = None  # fills a _Peer: its link and session; None: the firmware flies in the tick
-    words: str = ""  # the mode in the link's statistics
+    words: str = ""  # the mode in the link's statistics; empty: the firmware flies in the tick, no link
 
 
 DRIVERS = {
     "in-process": Driver(lambda simulation: simulation.compile_batch(IN_PROCESS_BATCH), _fly),
-    "lockstep": Driver(Simulation.compile, Session.fly_lockstep, _open_firmware, "lockstep"),
+    "lockstep": Driver(Simulation.compile, Session.fly_lockstep, "lockstep"),
     "lockstep exchange": Driver(lambda simulation: simulation.compile_exchange_loop(EXCHANGE_BATCH),
-                                Session.fly_lockstep, _open_firmware, "lockstep"),
-    "real time": Driver(Simulation.compile, Session.fly_realtime, _open_firmware, "real time"),
-    "Betaflight real time": Driver(Simulation.compile, Session.fly_realtime, _open_betaflight, "real time"),
+                                Session.fly_lockstep, "lockstep"),
+    "real time": Driver(Simulation.compile, Session.fly_realtime, "real time"),
     # Replay (hil.replay.replay) flies simulation.compile_batch(REPLAY_BATCH) with a log's commands.
 }
 
@@ -253,10 +234,16 @@ DRIVERS = {
 class Flight:
     """How a run flies, resolved from its arguments before anything is compiled."""
 
-    runtime: str  # what flies: in-process, c, python, sitl, board (a board hil does not start), custom
+    target: Target  # what flies (hil.targets), as it flies this scenario
     mode: str  # its driver, a key of DRIVERS
     faults: LinkFaultPlan  # the scenario's link faults, injected between hil and the firmware
     no_loop_because: str | None = None  # lockstep: why the compiled exchange was wanted and does not fly
+
+    @property
+    def runtime(self) -> str:
+        """What flies, as a run's result and log name it: in-process, c, python, sitl, board (one hil
+        does not start), custom (your own firmware command)."""
+        return self.target.runtime
 
     @property
     def driver(self) -> Driver:
@@ -283,19 +270,22 @@ class _Flown:
 
 # ---- a run: resolve, build, open the link, handshake, drive, evaluate ----------------------------
 
-def run(scenario: Scenario, runtime: str | None = None, board: Board | None = None, realtime: bool | None = None,
+def run(scenario: Scenario, target: Target | str | None = None, *, realtime: bool | None = None,
         progress: Progress | None = None, progress_interval: float = 0.25, warn: Callable[[str], None] = print,
-        firmware_command: str | None = None, log_path: Path | None = None,
-        compiled_exchange: bool = True, firmware_lines: int = FIRMWARE_LINES,
-        readers: Sequence[Reader] = ()) -> RunResult:
+        log_path: Path | None = None, compiled_exchange: bool = True, firmware_lines: int = FIRMWARE_LINES,
+        readers: Sequence[Reader] = (), runtime: str | None = None, board: Board | None = None,
+        firmware_command: str | None = None) -> RunResult:
     """Fly ``scenario`` and evaluate its expectations.
 
-    ``runtime`` overrides the scenario's ``firmware.runs`` (``c``, ``python``, ``in-process``);
-    ``board`` flies a real flight controller instead, in real time unless ``realtime`` is False.
-    ``firmware_command`` starts your own firmware (a SITL build speaking the native protocol):
-    a command line in which ``{udp}`` stands for the HOST:PORT it must bind. Emulated firmware
-    flies in lockstep unless ``realtime`` is True. ``log_path``: where to record the flight log.
-    ``compiled_exchange``: in lockstep, exchange frames inside the compiled tick loop where the
+    ``target`` is what flies (:mod:`hil.targets`): a :class:`hil.targets.Target` or its URL
+    (``"c://quad_pid"``, ``"serial:///dev/ttyACM0?baud=921600"``, ...); by default the scenario's
+    own firmware, as its ``firmware.runs`` says. The arguments that named it before targets stay,
+    as aliases of the same targets: ``runtime`` (``c``, ``python``, ``in-process``), ``board``
+    (a :class:`Board`) and ``firmware_command`` (your own firmware: a command line in which
+    ``{udp}`` stands for the HOST:PORT it must bind). ``realtime`` paces the run on the wall clock
+    (True) or waits for each reply (False); by default the target's pacing: lockstep for a
+    firmware hil starts, real time for a board and Betaflight's SITL. ``log_path``: where to
+    record the flight log. ``compiled_exchange``: in lockstep, exchange frames inside the compiled tick loop where the
     system compilers can build it (:mod:`hil.bridges.compiled_exchange`); False calls the tick
     once per tick and exchanges in Python (the results are the same, only slower).
     ``firmware_lines``: how many of a started firmware's last lines of output the result keeps
@@ -303,24 +293,26 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     :class:`Interrupted`) stops the firmware, closes the log with a footer that says the run was
     interrupted, and goes on up; so does one noted while the run ends (:data:`ENDING`). ``readers`` are given
     the run's rows as they are finished, in tick order (:attr:`hil.trace.Trace.readers`): the
-    trace itself keeps only a window of a long run.
+    trace itself keeps only a window of a long run. :class:`RunRefused` (nothing started) when
+    the target cannot fly the scenario, or a URL names no target.
     """
     started = time.perf_counter()
-    flight = _resolve(scenario, runtime, board, realtime, firmware_command, compiled_exchange)
-    simulation = Simulation(scenario, in_process_firmware=flight.driver.opens is None)
+    target = _target(scenario, target, runtime, board, firmware_command)
+    flight = _resolve(scenario, target, realtime, compiled_exchange)
+    simulation = Simulation(scenario, in_process_firmware=not target.LINK)
     program = flight.driver.compile(simulation)
     compile_seconds = time.perf_counter() - started
-    record, judge = _record(scenario, simulation, flight.runtime, log_path, readers)
+    record, judge = _record(scenario, simulation, target, log_path, readers)
     before = compilations()
     try:
-        if flight.driver.opens is None:
+        if not target.LINK:
             flown = _fly_in_process(flight, program, record, progress, progress_interval)
         else:
-            flown = _fly_over_link(scenario, simulation, program, record, flight, board, firmware_command, progress,
-                                   progress_interval, warn, firmware_lines)
+            flown = _fly_over_link(scenario, simulation, program, record, flight, progress, progress_interval, warn,
+                                   firmware_lines)
         interrupted = flown.interrupted or ENDING.interruption
         result = _evaluate(scenario, flight, program, record, judge, flown, interrupted, compile_seconds,
-                           compilations() - before)
+                           compilations() - before, log_path)
         if record.recorder is not None:
             record.recorder.close(_footer(result))
     finally:
@@ -330,36 +322,47 @@ def run(scenario: Scenario, runtime: str | None = None, board: Board | None = No
     return result
 
 
-def _resolve(scenario: Scenario, runtime: str | None, board: Board | None, realtime: bool | None,
-             firmware_command: str | None, compiled_exchange: bool) -> Flight:
-    """What flies the run and which driver flies it; :class:`RunRefused` when it cannot be flown.
-    Emulated firmware flies in lockstep unless told otherwise, a board and Betaflight's SITL in
-    real time; lockstep flies the compiled exchange where it is built and no link faults are injected."""
-    runtime = "board" if board else "custom" if firmware_command else (runtime or scenario.firmware.runtime)
-    _check_runtime(scenario, runtime, realtime)
+def _target(scenario: Scenario, target: Target | str | None, runtime: str | None, board: Board | None,
+            firmware_command: str | None) -> Target:
+    """What flies ``scenario``: ``target`` (parsed if a URL), or the one its aliases name, or the
+    scenario's own firmware; as it flies this scenario (:meth:`hil.targets.Target.for_scenario`)."""
+    aliased = board.target() if board is not None else None
+    if aliased is None:
+        aliased = targets.from_options(runtime=runtime, firmware_command=firmware_command)
+    elif runtime or firmware_command:
+        raise RunRefused("a board is flown as it is: give board= or runtime= / firmware_command=, not both")
+    if target is not None and aliased is not None:
+        raise RunRefused("give a target or the arguments it replaces (runtime=, board=, firmware_command=), not both")
+    if isinstance(target, str):
+        target = targets.parse(target)
+    return (target or aliased or targets.default(scenario)).for_scenario(scenario)
+
+
+def _resolve(scenario: Scenario, target: Target, realtime: bool | None, compiled_exchange: bool) -> Flight:
+    """Which driver flies ``target``: in-process without a link, else as the target paces it (real
+    time or lockstep); lockstep flies the compiled exchange where it is built and no link faults
+    are injected."""
     faults = LinkFaultPlan(scenario)
-    if runtime == "in-process":
-        return Flight(runtime, "in-process", faults)
-    if runtime == "sitl":
-        return Flight(runtime, "Betaflight real time", faults)
-    if realtime if realtime is not None else board is not None:
-        return Flight(runtime, "real time", faults)
+    if not target.LINK:
+        return Flight(target, "in-process", faults)
+    if target.realtime_for(realtime):
+        return Flight(target, "real time", faults)
     if faults or not compiled_exchange:
-        return Flight(runtime, "lockstep", faults)
+        return Flight(target, "lockstep", faults)
     why_not = exchange_module.unavailable()
     if why_not is None:
-        return Flight(runtime, "lockstep exchange", faults)
-    return Flight(runtime, "lockstep", faults, why_not.splitlines()[0])
+        return Flight(target, "lockstep exchange", faults)
+    return Flight(target, "lockstep", faults, why_not.splitlines()[0])
 
 
-def _record(scenario: Scenario, simulation: Simulation, runtime: str, log_path: Path | None,
+def _record(scenario: Scenario, simulation: Simulation, target: Target, log_path: Path | None,
             readers: Sequence[Reader]) -> tuple[TickRecord, Judge]:
     """The run's record (its trace, and its log if ``log_path`` is given), and the judge of its
     expectations, which reads the trace's rows as they are finished, as ``readers`` do."""
-    trace = Trace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
+    trace = RunTrace.for_run(scenario.ticks + 1, simulation.layout, simulation.rate)
     judge = Judge(scenario, trace)
     trace.readers += readers
-    recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, runtime),
+    recorder = None if log_path is None else flightlog.Recorder(log_path, _header(scenario, simulation, target),
                                                                   trace)
     return TickRecord(trace, recorder), judge
 
@@ -377,17 +380,16 @@ def _fly_in_process(flight: Flight, program: CompiledBatch, record: TickRecord, 
 
 
 def _fly_over_link(scenario: Scenario, simulation: Simulation, program, record: TickRecord, flight: Flight,
-                   board: Board | None, firmware_command: str | None, progress, interval, warn,
-                   firmware_lines: int) -> _Flown:
-    """Open the link (starting the firmware, or reaching the board), say HELLO, fly, and end the
-    run: GOODBYE, the firmware stopped and its last output read, the link closed; all that after
-    the flight runs while the run is ending (:data:`ENDING`)."""
-    peer = _Peer()
+                   progress, interval, warn, firmware_lines: int) -> _Flown:
+    """Open the link (the target starts its firmware, or reaches the board), say HELLO, fly, and
+    end the run: GOODBYE, the firmware stopped and its last output read, the link closed; all
+    that after the flight runs while the run is ending (:data:`ENDING`)."""
+    peer = targets.Peer()
     failure = interrupted = goodbye = None
     firmware_output = ""
     setup_started = loop_started = time.perf_counter()
     try:
-        flight.driver.opens(peer, scenario, simulation, flight, board, firmware_command, record.recorder)
+        flight.target.open(peer, scenario, simulation, flight.faults, record.recorder)
         for line in line_budget_warnings(simulation, peer.link):
             warn(line)
         peer.session.handshake()
@@ -416,48 +418,47 @@ def _fly_over_link(scenario: Scenario, simulation: Simulation, program, record: 
 
 
 def _evaluate(scenario: Scenario, flight: Flight, program, record: TickRecord, judge: Judge, flown: _Flown,
-              interrupted: KeyboardInterrupt | None, compile_seconds: float, compilations_during_run: int) -> RunResult:
+              interrupted: KeyboardInterrupt | None, compile_seconds: float, compilations_during_run: int,
+              log_path: Path | None) -> RunResult:
     """The run's result: its expectations judged on the ticks done, and how it ended."""
     failure, final = flown.failure, record.state
     if interrupted is not None:
         failure = f"interrupted by {_interruption(interrupted)}"
         final = None  # an interrupted call may have taken the flight's state with it (its buffers are donated)
-    result = RunResult(scenario, record.trace, judge.outcomes() if record.ticks_done else [], compile_seconds,
+    outcomes = judge.outcomes() if record.ticks_done else []
+    result = RunResult(scenario, record.trace, outcomes, compile_seconds,
                        flown.wall_seconds, compilations_during_run, None if final is None else program.unravel(final),
                        flight.runtime, record.stats, failure, flown.startup_seconds,
                        firmware_output=flown.firmware_output,
-                       interrupted=None if interrupted is None else _interruption(interrupted))
+                       interrupted=None if interrupted is None else _interruption(interrupted),
+                       target=flight.target.url, log_path=log_path,
+                       failed_ticks=_failed_ticks(judge, outcomes, record.trace.rate_hz))
     if result.link_stats is not None:
         result.not_reproducible = result.link_stats.not_reproducible
     return result
 
 
-class RunRefused(ValueError):
-    """The run asked for cannot be flown (bad usage): nothing was started."""
+def _failed_ticks(judge: Judge, outcomes: list[Outcome], rate_hz: float) -> tuple[int | None, ...]:
+    """For each outcome, the tick its expectation first failed at, from its monitor: the first tick
+    out of bounds, or a reach's closest approach (their times are tick / rate exactly)."""
+    ticks = []
+    for monitor, outcome in zip(judge.monitors, outcomes):
+        when = None
+        if not outcome.passed and monitor.first_bad is not None:
+            when = monitor.first_bad[0]
+        elif not outcome.passed and monitor.closest is not None:
+            when = monitor.closest[1]
+        ticks.append(None if when is None else round(when * rate_hz))
+    return tuple(ticks)
 
 
-def _check_runtime(scenario: Scenario, runtime: str, realtime: bool | None) -> None:
-    """The firmware runs only as ``scenario.FIRMWARE_RUNTIMES`` says; a board or your own firmware
-    (``--firmware-cmd``) speaks hil's protocol, which Betaflight's SITL does not; the SITL flies in
-    real time only."""
-    allowed = scenario_module.FIRMWARE_RUNTIMES[scenario.firmware.name]
-    speaks_hil = runtime in ("board", "custom")
-    if not (runtime in allowed or speaks_hil and "sitl" not in allowed):
-        if "sitl" in allowed:
-            raise RunRefused(f"scenario {scenario.name} flies Betaflight's SITL with a pilot on its sticks; "
-                             f"{runtime} firmware speaks hil's own protocol and flies a mission")
-        raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, which runs as "
-                         f"{' or '.join(allowed)}, not {runtime}")
-    if runtime == "sitl" and realtime is False:
-        raise RunRefused("Betaflight's SITL keeps its own clock and flies in real time only; drop --lockstep")
-
-
-def _header(scenario: Scenario, simulation: Simulation, runtime: str) -> dict:
+def _header(scenario: Scenario, simulation: Simulation, target: Target) -> dict:
     import jaxlib
 
     return {
         "format": 1, "hil": hil.__version__, "scenario": scenario.name, "scenario_text": scenario.source,
-        "seed": scenario.seed, "duration": scenario.duration, "rate_hz": simulation.rate, "runtime": runtime,
+        "seed": scenario.seed, "duration": scenario.duration, "rate_hz": simulation.rate, "runtime": target.runtime,
+        "target": target.url,
         "layout": {name: list(span) for name, span in simulation.layout.items()},
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
                      "python": platform.python_version(), "platform": platform.platform(),
