@@ -3,6 +3,9 @@ fresh pytest process (pytester), the plugin found through its entry point, the t
 on the command line."""
 
 import shutil
+import subprocess
+import sys
+import threading
 import xml.etree.ElementTree as ElementTree
 
 import pytest
@@ -10,7 +13,7 @@ import yaml
 
 from support import ROOT, SCENARIOS
 from test_targets import board
-from hil import flightlog, scenario
+from hil import flightlog, pytest_plugin, scenario, targets
 
 pytest_plugins = ["pytester"]
 
@@ -99,6 +102,40 @@ def test_a_failed_flight_names_the_expectation_tick_and_log_and_junit_keeps_the_
     assert logged["test_a_heavier_vehicle_stays_level_in_the_simulation"] == [
         str(pytester.path / "logs" / "test_hover.py_test_a_heavier_vehicle_stays_level_in_the_simulation-"
                                      "inproc_quad_pid-1.hillog")]
+
+
+def test_sessions_at_once_never_share_a_log(pytester, team):
+    """What pytest -n does: sessions flying the same test into one log folder at the same time."""
+    team()
+    sessions = [subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k",
+                                  "test_hover_holds", "--hil-target", "c://quad_pid", "--hil-log-dir", "logs",
+                                  "--basetemp", str(pytester.path / f"tmp{i}")],
+                                 cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for i in range(2)]
+    outputs = [session.communicate(timeout=600)[0] for session in sessions]
+    assert [session.returncode for session in sessions] == [0, 0], outputs
+    logs = sorted((pytester.path / "logs").iterdir())
+    assert [log.name for log in logs] == [f"test_hover.py_test_hover_holds-c_quad_pid-{n}.hillog" for n in (1, 2)]
+    assert all(flightlog.read(log).complete for log in logs)
+
+
+def test_a_board_flies_one_test_at_a_time_and_a_started_firmware_is_not_held():
+    board_target = targets.parse("serial:///dev/ttyACM0")
+    order = []
+
+    def second():
+        with pytest_plugin._held(board_target):
+            order.append("second")
+
+    with pytest_plugin._held(board_target):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(0.5)  # it waits for the board however long this holds it
+        order.append("first")
+    waiting.join()
+    assert order == ["first", "second"]
+    with pytest_plugin._held(targets.parse("c://quad_pid")), pytest_plugin._held(targets.parse("c://quad_pid")):
+        pass  # each run of c:// has a port of its own: nothing to wait for
 
 
 @pytest.mark.slow  # four 20 s flights

@@ -121,11 +121,16 @@ def test_hil_replay_target_re_flies_a_log_on_another_target(short_hover, tmp_pat
 @pytest.mark.slow
 @pytest.mark.skipif(betaflight_missing() is not None, reason=f"{betaflight_missing()}")
 def test_hil_run_target_flies_betaflight_s_sitl(tmp_path):
+    """Flown to its end on the SITL, in real time; whether Betaflight holds its expectations on a
+    loaded machine is tests/test_betaflight.py's matter (its real-time loop misses ticks under load)."""
     done = hil("run", str(SCENARIOS / "betaflight_hover.yaml"), "-q", "--target", "betaflight-sitl://",
                "--out", str(tmp_path / "bf.hillog"), timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stdout + done.stderr
     log = flightlog.read(tmp_path / "bf.hillog")
     assert log.header["target"] == "betaflight-sitl://" and log.header["runtime"] == "sitl"
+    assert log.complete and log.footer["failure"] is None and len(log.ticks) == 24001
+    assert any(name == "link" and value.startswith("betaflight sitl") and value.endswith("real time")
+               for name, value in log.footer["link"])
 
 
 # ---- one way in: the old options and Board build the targets the URLs name --------------------------
