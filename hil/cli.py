@@ -587,8 +587,14 @@ def plot_command(path, output):
               help="Also write sweep.png in the out folder: per measured value a histogram against its bound, and "
                    "a fan of north, east and altitude of members 0-31 (failures in red). Those 32 members fly "
                    "a second time with their traces kept, unless --keep-traces kept every member's.")
+@click.option("--devices", type=click.IntRange(1, 65536), help="Split each chunk's members over this many of the "
+              "machine's devices (default: all of them: one per core on a CPU-only machine, else each GPU).")
+@click.option("--executor", default="local", show_default=True, metavar="NAME",
+              help="Who flies the chunks: local (this process), or ray (a Ray cluster: the one RAY_ADDRESS names, "
+                   "else one started on this machine; pip install 'hil[ray]'). A member's results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
-def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep_traces, plot, quiet):
+def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep_traces, plot, devices, executor,
+                  quiet):
     """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
 
     The scenario's `sweep:` section says how many members fly, what differs between them
@@ -635,7 +641,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
     try:
-        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces)
+        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
+                           devices=devices, executor=executor)
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)

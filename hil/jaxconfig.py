@@ -8,6 +8,8 @@ settings. hil's entry points (``hil`` on the command line, the emulated firmware
 - synchronous CPU dispatch: a tick loop makes one small call at a time, and asynchronous
   dispatch costs ~100 µs per call there for no overlap gained.
 - XLA's CPU scheduler without thread hand-offs between tiny kernels;
+- one CPU device per core this process may run on, so that ``hil sweep`` splits its members over
+  the cores (``shard_map``); a program on one device, as every single run's, runs as before;
 - the persistent compilation cache, so a warm start skips XLA compilation, in ``jax/`` of hil's
   cache directory: ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil`` (``~/.cache/hil``).
   Every cached artefact (``jax/``, ``ticks/``, ``firmware/``) lives there, in folders only their
@@ -38,7 +40,8 @@ def configure() -> None:
     if _configured:
         return
     given = os.environ.get("XLA_FLAGS", "")
-    missing = [flag for flag in _XLA_FLAGS if flag.split("=")[0] not in given]  # a user's own value wins
+    flags = (*_XLA_FLAGS, f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}")
+    missing = [flag for flag in flags if flag.split("=")[0] not in given]  # a user's own value wins
     if missing:
         os.environ["XLA_FLAGS"] = " ".join([given, *missing]).strip()
 

@@ -360,21 +360,19 @@ class DeviceMonitor:
 
 # ---- the program ----------------------------------------------------------------------------------
 
-_PROGRAMS: dict = {}  # (structure, parameter layout, chunk, ticks, block, expectations, traces, devices) -> program
+_PROGRAMS: dict = {}  # (structure, parameter layout, ticks, block, expectations, traces) -> program
 MEMBERS = "members"  # the vmap axis of a device's members
-DEVICES = "devices"  # the mesh axis members are split over
 
 
-def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tuple, keep_traces: bool,
-             devices: tuple):
-    """``params (chunk members) -> (monitor states, last rows[, rows])``: one compiled program.
+def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_traces: bool):
+    """``params (members) -> (monitor states, last rows[, rows])``: the program one device flies.
 
-    The members are split evenly over ``devices`` (``shard_map``); on each, one loop over ticks
-    steps all of its members together (``vmap``) with one shared tick counter, so the sensors due
-    and tick 0 are branches for the batch, not per-member selects (:class:`hil.tick.Tick`). The
-    ticks go in ``blocks`` blocks of ``block``, judged block by block; the few ticks past the end
-    (fewer than ``blocks``) are flown but neither judged nor returned."""
-    key = (structure, treedef, chunk, ticks, block, expect, keep_traces, devices)
+    One loop over ticks steps all of its members together (``vmap``) with one shared tick
+    counter, so the sensors due and tick 0 are branches for the batch, not per-member selects
+    (:class:`hil.tick.Tick`). The ticks go in ``blocks`` blocks of ``block``, judged block by
+    block; the few ticks past the end (fewer than ``blocks``) are flown but neither judged nor
+    returned."""
+    key = (structure, treedef, ticks, block, expect, keep_traces)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
     tick = Tick(structure, batch_axis=MEMBERS)
@@ -406,9 +404,7 @@ def _program(structure, treedef, chunk: int, ticks: int, block: int, expect: tup
             rows = jnp.moveaxis(rows.reshape(blocks * block, members, tick.width), 1, 0)[:, :ticks]
         return judged, last, rows
 
-    mesh = jax.sharding.Mesh(np.array(devices), (DEVICES,))
-    split = jax.sharding.PartitionSpec(DEVICES)
-    program = jax.jit(jax.shard_map(fly_members, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
+    program = jax.jit(fly_members)
     _PROGRAMS[key] = program
     return program
 
@@ -665,18 +661,27 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
 
 
 def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
-    """Fly a built chunk on this host's devices."""
+    """Fly a built chunk on this host's devices: an equal share on each, each device running the
+    same program at once (one thread each). A device's program is the same whatever the number of
+    devices, so a member's bits depend only on how many members a device flies at a time."""
     local = jax.local_devices()
-    spread = tuple(local[:job.devices or len(local)])
+    spread = local[:job.devices or len(local)]
     ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
-    program = _program(shape[0], shape[1], job.chunk, ticks, job.block, tuple(job.scenario.expect),
-                       job.keep_traces, spread)
+    program = _program(shape[0], shape[1], ticks, job.block, tuple(job.scenario.expect), job.keep_traces)
+    share = job.chunk // len(spread)
+
+    def on(index):
+        part = jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked)
+        return jax.device_get(program(jax.device_put(part, spread[index])))
+
     flying = time.perf_counter()
-    judged, last, rows = jax.device_get(program(stacked))
+    with ThreadPoolExecutor(max_workers=len(spread), thread_name_prefix="hil-sweep-device") as devices:
+        parts = list(devices.map(on, range(len(spread))))
+    judged, last, rows = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
     seconds = time.perf_counter() - flying
     count = len(members)
-    return Chunk(members, shape, [{k: np.asarray(v)[:count] for k, v in state.items()} for state in judged],
-                 np.asarray(last)[:count], np.asarray(rows)[:count] if job.keep_traces else None, seconds)
+    return Chunk(members, shape, [{k: v[:count] for k, v in state.items()} for state in judged], last[:count],
+                 rows[:count] if job.keep_traces else None, seconds)
 
 
 def fly_chunk(job: ChunkPlan, members: range) -> Chunk:

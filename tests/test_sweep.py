@@ -1,8 +1,8 @@
 """hil sweep: dispersed members of a scenario flown as one compiled program, judged on the device.
 
 The rule these tests hold (docs/sweep.md): a member's numbers are bit-identical whatever the
-number of members when the chunk size is the same; with another chunk size they agree within
-1e-12; flown alone (``hil.runner.run``, in-process) a member has the same verdicts and its
+number of members, the chunking and the number of devices when each device flies as many members
+at a time; otherwise they agree within 1e-12; flown alone (``hil.runner.run``, in-process) a member has the same verdicts and its
 trajectory within 1e-9.
 """
 
@@ -60,6 +60,19 @@ def test_member_i_is_the_same_whatever_the_number_of_members_and_the_chunking(ba
         assert 0 < flown.passed[:, index].sum() < 64 or index == 0, (EXPECT[index]["name"], flown.passed[:, index].sum())
     assert not np.array_equal(flown.traces[0], flown.traces[1])
     print(f"members 0-63 at chunk 64 against chunk 32: largest difference {largest:.3g}")
+
+
+def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
+    import jax
+    assert len(jax.local_devices()) == 2  # jaxconfig: one CPU device per core, and the suite runs on two
+    alone = sweep.fly(base, runs=64, chunk=16, devices=1, keep_traces=True)  # 16 members a device, as flown's
+    wider = sweep.fly(base, runs=64, chunk=32, devices=1, keep_traces=True)  # 32 a device
+    assert np.array_equal(alone.traces, flown.traces)
+    assert alone.outcomes == flown.outcomes
+    assert np.array_equal(wider.passed, flown.passed)
+    largest = float(np.max(np.abs(wider.traces - flown.traces)))
+    assert largest <= 1e-12, largest
+    print(f"one device, 32 members a device, against two devices, 16 each: largest difference {largest:.3g}")
 
 
 def test_a_member_flown_alone_has_the_same_verdicts_and_trajectory(base, flown):
