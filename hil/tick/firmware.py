@@ -13,6 +13,16 @@ from hil.models.pytree import replace
 FIRMWARES: dict[str, ModuleType] = {"quad_pid": quad_pid, "open_loop": open_loop, "quad_pid_c": quad_pid_c}
 
 
+def custom_call(structure) -> str | None:
+    """The XLA FFI target the in-process firmware calls, built and registered first (a firmware in
+    C has ``TARGET`` and ``load()``); None for a firmware in JAX."""
+    module = FIRMWARES.get(structure.firmware) if structure.firmware else None
+    if module is None or not hasattr(module, "load"):
+        return None
+    module.load()
+    return module.TARGET
+
+
 def params(scenario):
     return FIRMWARES[scenario.firmware.name].params_from_scenario(scenario)
 
