@@ -39,6 +39,7 @@ from hil.expectations import Monitor, Outcome
 from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
 from hil.schema import Check
 from hil.tick import SimState, Tick
+from hil.tick.firmware import FIRMWARES
 from hil.tick.params import build
 from hil.trace import column, quantity
 
@@ -47,7 +48,6 @@ Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95
 WORST = 5  # members listed per expectation in the summary
 DEFAULT_CHUNK = 256
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
-IN_PROCESS_FIRMWARES = ("quad_pid", "open_loop", "quad_pid_c")
 SUMMARY, TABLE, TRACES = "summary.json", "members.csv", "traces.npz"  # what a sweep writes in its folder
 
 Progress = Callable[[int, int, float], None]  # (members done, members, seconds since the start)
@@ -720,9 +720,9 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     started = time.perf_counter()
     sweep = plan(scenario, runs)
     runs = sweep.runs
-    if scenario.firmware.name not in IN_PROCESS_FIRMWARES:
+    if scenario.firmware.name not in FIRMWARES:
         raise SweepError(f"firmware {scenario.firmware.name} cannot fly inside the compiled tick; a sweep flies "
-                         f"{' or '.join(IN_PROCESS_FIRMWARES)}")
+                         f"{' or '.join(FIRMWARES)}")
     if executor not in EXECUTORS:
         raise SweepError(f"--executor {executor}: not one of {', '.join(EXECUTORS)}")
     local = jax.local_devices()
