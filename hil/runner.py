@@ -19,10 +19,10 @@ from hil.bridges import compiled_exchange as exchange_module
 from hil.bridges.link import Link, LinkError
 from hil.expectations import Judge, Outcome
 from hil.faults import LinkFaultPlan
-from hil.scenario import QUANTITIES, Scenario
+from hil.scenario import QUANTITIES, SENSOR_FIELDS, Scenario
 from hil.record import TickRecord
 from hil.session import LinkStats, Session, SessionError
-from hil.sim import READING_SIZE, CompiledBatch, Simulation
+from hil.sim import CompiledBatch, Simulation
 from hil.targets import RunRefused, Target
 from hil.trace import Reader, Trace
 
@@ -486,7 +486,7 @@ def line_budget_warnings(simulation: Simulation, link: Link) -> list[str]:
     # Per tick: a SENSORS frame with its header, CRC, COBS overhead and delimiter, plus 5 bytes a
     # float for each sensor due; the ACTUATORS reply goes the other way on a full-duplex line.
     per_second = simulation.rate * SENSORS_FRAME_OVERHEAD + sum(
-        simulation.rate / s.decimation * READING_SIZE[s.name] * FLOAT32_BYTES for s in simulation.sensors)
+        simulation.rate / s.decimation * SENSOR_FIELDS[s.name] * FLOAT32_BYTES for s in simulation.sensors)
     if per_second <= capacity:
         return []
     return [f"warning: the sensors need about {per_second:.0f} B/s but {link.describe()} carries {capacity:.0f} B/s; "

@@ -19,8 +19,8 @@ from hil.bridges import compiled_exchange
 from hil.bridges.compiled_exchange import Exchange
 from hil.bridges.link import Link, LinkError, Undelivered
 from hil.record import TickRecord
-from hil.scenario import LinkSettings
-from hil.sim import MOTORS, READING_SIZE, CompiledExchangeLoop, CompiledTick, Simulation
+from hil.scenario import SENSOR_FIELDS, LinkSettings
+from hil.sim import MOTORS, CompiledExchangeLoop, CompiledTick, Simulation
 from hil.timings import Timings
 
 HELLO_INTERVAL = 0.2  # s between HELLOs while waiting for the firmware's
@@ -139,7 +139,7 @@ class LinkStats:
 
 def our_hello(simulation: Simulation) -> wire.Hello:
     return wire.Hello(0, wire.PROTOCOL_VERSION, "hil", "quadrotor", MOTORS, simulation.rate,
-                      tuple(wire.SensorSpec(s.name, READING_SIZE[s.name], simulation.rate / s.decimation)
+                      tuple(wire.SensorSpec(s.name, SENSOR_FIELDS[s.name], simulation.rate / s.decimation)
                             for s in simulation.sensors))
 
 

@@ -27,11 +27,10 @@ from jax import export
 from hil import jaxconfig, tick_cache
 from hil.bridges import compiled_exchange
 from hil.pages import SharedInput, StatePages
-from hil.scenario import SENSOR_FIELDS, Scenario
+from hil.scenario import Scenario
 from hil.tick import MOTORS, SimState, Tick, firmware
 from hil.tick import params as tick_params
 
-READING_SIZE = SENSOR_FIELDS  # floats in each sensor's reading
 PROGRAMS_KEPT = 16  # compiled programs a process keeps, most recently used first
 
 

@@ -7,7 +7,6 @@ import jax
 import numpy as np
 
 from hil import runner, scenario
-from hil.sim import READING_SIZE  # noqa: F401  (the layout names below come from hil.sim)
 
 
 def fly(path, **overrides):
