@@ -1,0 +1,279 @@
+/*
+ * The flight controller's main loop on a bare STM32F405: hil's native protocol (docs/protocol.md)
+ * on USART1, served as main_posix.c serves it, with the firmware main_posix.c links
+ * (firmware_quad_pid.c: the quad_pid controller).
+ *
+ * It answers every HELLO with its own, replies to every SENSORS with ACTUATORS for the same tick,
+ * reports the controller's news as STATUS and sends a HEARTBEAT after 0.2 s of silence. A board
+ * does not exit: a HELLO it cannot work with is refused with GOODBYE, and after hil's GOODBYE the
+ * motors stop and it waits for the next HELLO. It has no console, so frames dropped on the line
+ * are reported to hil as a STATUS warning after the next ACTUATORS, with the counters so far.
+ *
+ * The controller's settings are the options main_posix.c takes (quad_pid.command_line), baked in
+ * at build time as BOARD_ARGUMENTS by board_params.h (hil.firmware_stubs.c_build writes it).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "board.h"
+#include "board_params.h"
+#include "hil_firmware.h"
+#include "hil_proto.h"
+
+#define BAUD 921600u
+#define HEARTBEAT_MS 200u /* of silence before a HEARTBEAT, as main_posix.c */
+
+static const hil_firmware *fw = &hil_firmware_this;
+static const char *const arguments[] = {BOARD_ARGUMENTS};
+
+static struct {
+    uint32_t seq;          /* our next frame counter */
+    int have_last_seq;
+    uint32_t last_seq;     /* hil's previous frame */
+    int active;            /* a HELLO has been accepted and no GOODBYE has come since */
+    hil_layout layout;
+    uint32_t tick_rate_hz;
+    uint32_t latest_tick;
+    uint32_t last_sent;    /* board_millis() of our last frame */
+    double readings[HIL_MAX_SENSORS][HIL_MAX_VALUES];
+    double *reading_ptr[HIL_MAX_SENSORS];
+    int fresh[HIL_MAX_SENSORS];
+    double motors[HIL_MAX_VALUES]; /* the throttles in force: what a board drives its ESCs with */
+    uint32_t reported_drops;       /* frames dropped plus bytes overrun, as last reported */
+} session;
+
+static hil_reader reader;
+static char config_error[256]; /* why the baked-in settings were refused; empty when they were taken */
+
+static void send_frame(const uint8_t *frame, size_t length)
+{
+    if (length == 0) return; /* over a protocol limit: cannot happen with what this program sends */
+    usart_write(frame, length);
+    session.seq++;
+    session.last_sent = board_millis();
+}
+
+static void send_hello(void)
+{
+    static hil_hello hello;
+    uint8_t frame[HIL_FRAME_BUFFER];
+    uint32_t next = session.seq;
+    size_t k;
+    memset(&hello, 0, sizeof hello);
+    hello.version = HIL_PROTOCOL_VERSION;
+    hil_str_set(&hello.role, "firmware");
+    hil_str_set(&hello.vehicle, fw->vehicle);
+    hello.actuators = fw->actuators;
+    hello.tick_rate_hz = 0; /* any */
+    hello.sensor_count = (uint32_t)fw->need_count;
+    for (k = 0; k < fw->need_count; k++) {
+        hil_str_set(&hello.sensors[k].name, fw->needs[k].name);
+        hello.sensors[k].fields = fw->needs[k].fields;
+        hello.sensors[k].rate_hz = fw->sensor_rate(k);
+    }
+    /* HELLO always carries seq 0 and does not advance the counter (docs/protocol.md, section 3). */
+    send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
+    session.seq = next;
+}
+
+static void send_status(uint32_t tick, uint32_t severity, const char *text)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    send_frame(frame, hil_encode_status(frame, sizeof frame, session.seq, tick, severity, text));
+}
+
+static void send_goodbye(uint32_t tick, uint32_t code, const char *reason)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    send_frame(frame, hil_encode_goodbye(frame, sizeof frame, session.seq, tick, code, reason));
+}
+
+static void stop_motors(void)
+{
+    memset(session.motors, 0, sizeof session.motors);
+}
+
+/* The session ends, from either side: motors off, wait for the next HELLO. */
+static void end_session(void)
+{
+    session.active = 0;
+    stop_motors();
+}
+
+static void refuse(uint32_t code, const char *reason)
+{
+    send_goodbye(0, code, reason);
+    end_session();
+}
+
+static void on_hello(const hil_hello *hello)
+{
+    char reason[HIL_MAX_TEXT + 1];
+    size_t which = 0;
+    hil_layout_result mapped;
+
+    send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
+    if (config_error[0] != '\0') {
+        snprintf(reason, sizeof reason, "firmware parameters: %.150s", config_error);
+        refuse(HIL_GOODBYE_ERROR, reason);
+        return;
+    }
+    if (hello->version != HIL_PROTOCOL_VERSION) {
+        snprintf(reason, sizeof reason, "protocol version: hil speaks %lu, firmware %u", (unsigned long)hello->version,
+                 HIL_PROTOCOL_VERSION);
+        refuse(HIL_GOODBYE_VERSION_MISMATCH, reason);
+        return;
+    }
+    if (!hil_str_equals(&hello->vehicle, fw->vehicle)) {
+        snprintf(reason, sizeof reason, "vehicle: hil flies '%.*s', firmware '%s'", 80, hello->vehicle.text,
+                 fw->vehicle);
+        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
+        return;
+    }
+    if (hello->actuators != fw->actuators) {
+        snprintf(reason, sizeof reason, "actuators: hil has %lu, firmware sends %lu", (unsigned long)hello->actuators,
+                 (unsigned long)fw->actuators);
+        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
+        return;
+    }
+    if (hello->tick_rate_hz == 0) {
+        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, "tick rate: hil sent 0 Hz; the firmware needs it to tell the time");
+        return;
+    }
+    mapped = hil_layout_map(&session.layout, hello, fw->needs, fw->need_count, &which);
+    if (mapped == HIL_LAYOUT_MISSING) {
+        snprintf(reason, sizeof reason, "sensor %s: the firmware needs it, hil's HELLO does not have it",
+                 fw->needs[which].name);
+        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
+        return;
+    }
+    if (mapped != HIL_LAYOUT_OK) {
+        uint32_t k, fields = 0;
+        for (k = 0; k < hello->sensor_count; k++)
+            if (hil_str_equals(&hello->sensors[k].name, fw->needs[which].name)) fields = hello->sensors[k].fields;
+        snprintf(reason, sizeof reason, "sensor %s: hil sends %lu fields, firmware expects %lu", fw->needs[which].name,
+                 (unsigned long)fields, (unsigned long)fw->needs[which].fields);
+        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
+        return;
+    }
+    /* A (new) session: start from the initial state. */
+    session.active = 1;
+    session.tick_rate_hz = hello->tick_rate_hz;
+    memset(session.readings, 0, sizeof session.readings);
+    stop_motors();
+    fw->reset();
+}
+
+static uint32_t drops(void)
+{
+    uint32_t total = usart_dropped(), k;
+    for (k = 1; k < HIL_ERROR_KINDS; k++) total += reader.counters.errors[k];
+    return total;
+}
+
+/* Frames dropped since the last report, as a STATUS warning with every counter so far. */
+static void report_drops(uint32_t tick)
+{
+    char text[HIL_MAX_TEXT + 1];
+    const uint32_t *e = reader.counters.errors;
+    uint32_t now = drops();
+    if (now == session.reported_drops) return;
+    session.reported_drops = now;
+    snprintf(text, sizeof text,
+             "link: dropped frames: crc %lu, cobs %lu, msgpack %lu, message %lu, oversize %lu; garbage %lu B, "
+             "overrun %lu B",
+             (unsigned long)e[HIL_ERR_CRC], (unsigned long)e[HIL_ERR_COBS], (unsigned long)e[HIL_ERR_MSGPACK],
+             (unsigned long)e[HIL_ERR_MESSAGE], (unsigned long)e[HIL_ERR_OVERSIZE],
+             (unsigned long)reader.counters.garbage_bytes, (unsigned long)usart_dropped());
+    send_status(tick, HIL_WARNING, text);
+}
+
+static void on_sensors(const hil_message *msg)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    char text[HIL_MAX_TEXT + 1];
+    uint32_t severity;
+    if (!session.active) return;
+    if (!hil_unpack_sensors(&session.layout, &msg->u.sensors, session.reading_ptr, session.fresh))
+        return; /* values do not match the fresh mask: dropped */
+    fw->step(session.reading_ptr, session.fresh, (double)msg->tick / (double)session.tick_rate_hz, session.motors);
+    send_frame(frame, hil_encode_actuators(frame, sizeof frame, session.seq, msg->tick, session.motors,
+                                           fw->actuators));
+    while (fw->report(text, sizeof text, &severity)) send_status(msg->tick, severity, text);
+    report_drops(msg->tick);
+}
+
+static void on_message(const hil_message *msg)
+{
+    if (msg->type != HIL_HELLO && session.have_last_seq && msg->seq == session.last_seq) return; /* a duplicate */
+    session.have_last_seq = 1;
+    session.last_seq = msg->seq;
+    if (msg->tick > session.latest_tick || msg->type == HIL_HELLO) session.latest_tick = msg->tick;
+    switch (msg->type) {
+    case HIL_HELLO:
+        if (hil_str_equals(&msg->u.hello.role, "hil")) on_hello(&msg->u.hello);
+        break;
+    case HIL_SENSORS:
+        on_sensors(msg);
+        break;
+    case HIL_GOODBYE:
+        end_session();
+        break;
+    default:
+        break; /* HEARTBEAT, STATUS, ACTUATORS: nothing to do */
+    }
+}
+
+/* The baked-in settings, parsed as main_posix.c parses its command line. */
+static void configure(void)
+{
+    size_t i, count = sizeof arguments / sizeof arguments[0];
+    for (i = 0; i < count; i++) {
+        const char *option = arguments[i], *value = NULL;
+        int arity = fw->option_arity(option);
+        if (arity < 0) {
+            snprintf(config_error, sizeof config_error, "unknown option '%s'", option);
+            return;
+        }
+        if (arity == 1) {
+            if (i + 1 >= count) {
+                snprintf(config_error, sizeof config_error, "%s needs a value", option);
+                return;
+            }
+            value = arguments[++i];
+        }
+        if (!fw->option(option, value, config_error, sizeof config_error)) return;
+    }
+    if (!fw->finish(config_error, sizeof config_error)) return;
+    config_error[0] = '\0';
+}
+
+int main(void)
+{
+    static hil_message msg;
+    uint8_t bytes[64];
+    size_t k;
+
+    board_clock_init();
+    usart_init(BAUD);
+    for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
+    hil_reader_init(&reader);
+    session.seq = 1; /* 0 belongs to HELLO */
+    configure();
+    if (config_error[0] == '\0') fw->reset();
+    session.last_sent = board_millis();
+    for (;;) {
+        size_t n = usart_read(bytes, sizeof bytes), offset = 0;
+        while (offset < n) {
+            size_t used;
+            int event = hil_reader_feed(&reader, bytes + offset, n - offset, &used, &msg, NULL);
+            offset += used;
+            if (event == HIL_READER_MESSAGE) on_message(&msg);
+        }
+        if (board_millis() - session.last_sent >= HEARTBEAT_MS) {
+            uint8_t frame[HIL_FRAME_BUFFER];
+            send_frame(frame, hil_encode_heartbeat(frame, sizeof frame, session.seq, session.latest_tick));
+        }
+        if (n == 0) usart_wait_for_input();
+    }
+}
