@@ -152,6 +152,66 @@ def build_ffi_library(target: str, source: Path, include: Path, include_version:
     return _cached(target, key, steps)
 
 
+BOARD_DIR = Path(__file__).resolve().parent / "board"
+CROSS_COMPILER = "arm-none-eabi-gcc"
+CROSS_INSTALL = ("apt-get install -y --no-install-recommends gcc-arm-none-eabi picolibc-arm-none-eabi "
+                 "qemu-system-arm")
+# The STM32F405: a Cortex-M4 with a single-precision FPU; its flash and SRAM (CCM RAM left unused).
+CROSS_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "--specs=picolibc.specs")
+BOARD_MEMORY = ("-Wl,--defsym=__flash=0x08000000", "-Wl,--defsym=__flash_size=0x100000",
+                "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x20000",
+                "-Wl,--defsym=__stack_size=0x2000")
+BOARD_SOURCES = ("startup.c", "usart.c", "board_main.c")
+BOARD_C_SOURCES = ("hil_proto.c", "quad_pid.c", "firmware_quad_pid.c")
+
+
+def board_parameters_header(arguments: list[str]) -> str:
+    """board_params.h for ``arguments`` (what main_posix.c takes on its command line, e.g.
+    ``quad_pid.command_line(params)``): the settings board_main.c parses at start-up."""
+    def literal(text: str) -> str:
+        if not text.isascii() or not text.isprintable():
+            raise ValueError(f"board parameter {text!r}: only printable ASCII can be baked into the image")
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    body = ", ".join(map(literal, arguments)) if arguments else '""'
+    return ("/* The firmware's settings, as main_posix.c takes them on its command line: written by\n"
+            " * hil.firmware_stubs.c_build.board_parameters_header. */\n"
+            f"#define BOARD_ARGUMENTS {body}\n")
+
+
+def build_board(arguments: list[str]) -> Path:
+    """The STM32F405 image (an ELF, which QEMU's ``-kernel`` and a debug probe both load) of the
+    board firmware with ``arguments`` baked in: one image per parameter set, cached under a hash of
+    them, every source, the cross-compiler and the flags. Raises RuntimeError with the install line
+    when the cross toolchain is missing."""
+    command = compiler("CROSS_CC", CROSS_COMPILER)
+    found = shutil.which(command[0])
+    if found is None:
+        raise RuntimeError(f"no cross-compiler for the STM32F405 board: {command[0]!r} was not found; on Debian "
+                           f"or Ubuntu: {CROSS_INSTALL}")
+    resolved = os.path.realpath(found)
+    header = board_parameters_header(arguments)
+    flags = FLAGS + CROSS_FLAGS
+    sources = [BOARD_DIR / name for name in BOARD_SOURCES] + [SOURCE_DIR / name for name in BOARD_C_SOURCES]
+    key = _key("board_stm32f405", [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
+                                   ("flags", "\0".join(flags + BOARD_MEMORY).encode()),
+                                   ("parameters", header.encode())],
+               sorted(BOARD_DIR.glob("*.h")) + sources)
+
+    def steps(output: Path, scratch: Path):
+        (scratch / "board_params.h").write_text(header)
+        return [[*command, *flags, *BOARD_MEMORY, "-I", str(scratch), "-I", str(BOARD_DIR), "-I", str(SOURCE_DIR),
+                 "-o", str(output), *map(str, sources), "-lm"]]
+
+    try:
+        return _cached("board_stm32f405", key, steps)
+    except RuntimeError as error:
+        if "picolibc" not in str(error):
+            raise
+        raise RuntimeError(f"{error}\npicolibc for arm-none-eabi is missing; on Debian or Ubuntu: {CROSS_INSTALL}") \
+            from None
+
+
 def build_test_vectors() -> Path:
     """The ``test_vectors`` program: hil_proto driven from stdin (see c/test_vectors.c)."""
     return build("test_vectors")

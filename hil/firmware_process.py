@@ -1,6 +1,8 @@
 """Start, watch and stop an emulated firmware as its own process."""
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +54,42 @@ def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple["FirmwarePr
     output = board.last_output()
     board.close()
     raise RuntimeError(f"the C firmware made no pseudo-terminal within {timeout:g} s: {output or '(no output)'}")
+
+
+QEMU = "qemu-system-arm"
+QEMU_MACHINE = "netduinoplus2"  # an STM32F405: its memory map and USART1, which -serial pty puts on a terminal
+QEMU_TERMINAL = re.compile(r"char device redirected to (\S+)")
+
+
+def board_arguments(scenario: Scenario) -> list[str]:
+    """The scenario's firmware settings as the board image takes them: main_posix.c's options."""
+    name = scenario.firmware.name
+    return FIRMWARES[name].command_line(FIRMWARES[name].params_from_scenario(scenario))
+
+
+def start_qemu(scenario: Scenario, timeout: float = 10.0) -> tuple["QemuBoard", str]:
+    """The scenario's firmware as an STM32F405 image (built now unless cached) flown on QEMU, its
+    USART1 on a new pseudo-terminal: as :func:`start_on_pty`, the process (``with`` it to stop it)
+    and the terminal to open as the board's serial port. QEMU's output goes to a file, from which
+    the terminal's name is read; QEMU dies with hil."""
+    from hil.firmware_stubs import c_build
+
+    image = c_build.build_board(board_arguments(scenario))
+    if shutil.which(QEMU) is None:
+        raise RuntimeError(f"QEMU is not installed ({QEMU} was not found); on Debian or Ubuntu: "
+                           f"{c_build.CROSS_INSTALL}")
+    board = QemuBoard([QEMU, "-M", QEMU_MACHINE, "-nographic", "-kernel", str(image), "-serial", "pty",
+                       "-monitor", "none"], f"{scenario.firmware.name} (STM32F405 image on QEMU {QEMU_MACHINE})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and board.exit_code is None:
+        found = QEMU_TERMINAL.search(board.last_output())  # a warning of QEMU's may come first
+        if found:
+            return board, found.group(1)
+        time.sleep(0.01)
+    output, status = board.last_output(), board.exit_code
+    board.close()
+    why = f"exited with status {status}" if status is not None else f"made no pseudo-terminal within {timeout:g} s"
+    raise RuntimeError(f"QEMU {why} booting {image}: {output or '(no output)'}")
 
 
 class Activity(NamedTuple):
@@ -216,3 +254,12 @@ class FirmwareProcess:
             os.close(self._lifeline)
             self._lifeline = -1
         self._output.close()
+
+
+class QemuBoard(FirmwareProcess):
+    """QEMU flying a board image. A board does not leave on GOODBYE (it waits for the next HELLO),
+    so stopping it terminates QEMU at once rather than waiting for it to exit."""
+
+    def stop(self) -> int:
+        self._signal_group(signal.SIGTERM)
+        return super().stop()
