@@ -169,12 +169,13 @@ from hil.targets.betaflight import BetaflightTarget  # noqa: E402  (each kind su
 from hil.targets.cmd import CommandTarget  # noqa: E402
 from hil.targets.inproc import InProcessTarget  # noqa: E402
 from hil.targets.process import ProcessTarget  # noqa: E402
+from hil.targets.qemu import QemuTarget  # noqa: E402
 from hil.targets.serial import SerialTarget  # noqa: E402
 from hil.targets.udp import UdpTarget  # noqa: E402
 
 # In the order their schemes are tried: the serial kind claims any scheme pyserial has a handler for.
 TARGETS: tuple[type[Target], ...] = (InProcessTarget, ProcessTarget, UdpTarget, SerialTarget, BetaflightTarget,
-                                     CommandTarget)
+                                     CommandTarget, QemuTarget)
 
 
 def forms() -> list[tuple[str, str]]:

@@ -1,0 +1,168 @@
+"""hil's C firmware as a bare-metal STM32F405 image (firmware_stubs/board/) flown on QEMU's
+netduinoplus2 over its USART1, which QEMU puts on a pseudo-terminal: every link real but the
+silicon. Skipped, with the install line, where the cross toolchain or QEMU is absent."""
+
+import os
+import random
+import re
+import shutil
+import signal
+
+import pytest
+
+from click.testing import CliRunner
+
+from support import SCENARIOS
+from hil import cli, firmware_process, flightlog, runner, scenario, targets, wire
+from hil.firmware_stubs import c_build
+
+needs_toolchain = pytest.mark.skipif(shutil.which(c_build.CROSS_COMPILER) is None,
+                                     reason=f"needs the ARM cross toolchain: {c_build.CROSS_INSTALL}")
+needs_qemu = pytest.mark.skipif(
+    shutil.which(c_build.CROSS_COMPILER) is None or shutil.which(firmware_process.QEMU) is None,
+    reason=f"needs the ARM cross toolchain and QEMU: {c_build.CROSS_INSTALL}")
+
+SHORT_EXPECT = [{"name": "stays level", "never_above": {"quantity": "tilt_deg", "bound": 15}},
+                {"name": "stays over home", "within": {"quantity": "north", "after": 0, "min": -0.5, "max": 0.5}}]
+
+
+@pytest.fixture
+def short_hover(scenario_file):
+    """hover.yaml cut to 3 s, with expectations a flight that short meets."""
+    return scenario.load(scenario_file("hover.yaml", duration=3.0, expect=SHORT_EXPECT))
+
+
+def at_tick(tick: int, action):
+    """A progress callback (runner.run's ``progress``, reported at every chance with
+    ``progress_interval=0``) that calls ``action()`` once, at the first report from ``tick`` on."""
+    done = []
+
+    def report(k: int, last: int, elapsed: float) -> None:
+        if not done and k >= tick:
+            done.append(True)
+            action()
+
+    return report
+
+
+def qemu_children() -> list[int]:
+    """The QEMU processes this process started (hil starts QEMU in its own session, as a child)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                text = stat.read().decode(errors="replace")
+        except OSError:
+            continue
+        name, fields = text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 2:].split()
+        if name == firmware_process.QEMU[:15] and int(fields[1]) == os.getpid():
+            found.append(int(entry))
+    return found
+
+
+@needs_qemu
+def test_hover_flown_on_the_qemu_board_in_lockstep_passes_with_the_posix_firmware_s_log(short_hover, tmp_path):
+    loaded = short_hover
+    board = runner.run(loaded, target="qemu://stm32f405", log_path=tmp_path / "qemu.hillog")
+    posix = runner.run(loaded, runtime="c", log_path=tmp_path / "posix.hillog")
+    assert board.failure is None and board.passed and posix.failure is None, board.failure or posix.failure
+    assert board.link_stats.lost_replies == 0 and board.link_stats.counters.errors() == {}
+    a, b = flightlog.read(tmp_path / "qemu.hillog"), flightlog.read(tmp_path / "posix.hillog")
+    assert a.header["target"] == "qemu://stm32f405" and a.header["runtime"] == "qemu" and a.complete
+    assert len(a.rows) == len(b.rows) == loaded.ticks + 1
+    assert [r.tobytes() for r in a.rows] == [r.tobytes() for r in b.rows]
+    assert "terminating on signal 15" in board.firmware_output  # QEMU was stopped when the run ended
+    assert not qemu_children()
+
+
+@needs_qemu
+def test_killing_qemu_mid_run_fails_the_run_naming_the_tick_and_qemu_s_last_output(short_hover):
+    def kill():
+        (pid,) = qemu_children()
+        os.kill(pid, signal.SIGTERM)
+
+    result = runner.run(short_hover, target="qemu://stm32f405", progress=at_tick(1000, kill), progress_interval=0)
+    assert result.failure is not None and not result.passed
+    said = re.match(r"QEMU exited with status 0 at tick (\d+), its last output: 'qemu-system-arm: terminating on "
+                    r"signal 15 from pid \d+", result.failure)
+    assert said, result.failure
+    # killed at the first progress report from tick 1000 on: the run ends at the next write or read
+    assert 1000 <= int(said.group(1)) <= result.trace.ticks_done < short_hover.ticks
+    assert "char device redirected to /dev/pts/" in result.firmware_output  # what the CLI shows under the failure
+    assert not qemu_children()
+
+
+def line_noise(seed: int) -> bytes:
+    """A burst of noise between two frames: a run too long for any frame, short random runs, a
+    frame with its CRC broken, each ended by a delimiter (the last one lets the next frame through
+    whole)."""
+    rng = random.Random(seed)
+    noise = bytes(rng.randrange(1, 256) for _ in range(600)) + b"\x00"
+    for _ in range(10):
+        noise += bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 60))) + b"\x00"
+    frame = bytearray(wire.encode(wire.Heartbeat(7, 5)))
+    frame[3] = frame[3] % 255 + 1  # another non-zero byte: COBS still decodes, the CRC no longer holds
+    return noise + bytes(frame)
+
+
+@needs_qemu
+def test_a_burst_of_line_noise_on_the_board_s_uart_is_survived_and_counted(short_hover):
+    noise = line_noise(16)
+    expected = wire.FrameReader()
+    assert expected.feed(noise) == []
+    counted, errors = expected.counters, expected.counters.errors
+
+    board, terminal = firmware_process.start_qemu(short_hover)
+
+    def burst():  # into the board's receiver, as noise on the line would come, between two frames
+        line = os.open(terminal, os.O_WRONLY | os.O_NOCTTY)
+        try:
+            assert os.write(line, noise) == len(noise)
+        finally:
+            os.close(line)
+
+    with board:
+        result = runner.run(short_hover, board=runner.Board(port=terminal, baud=921600), realtime=False,
+                            progress=at_tick(1000, burst), progress_interval=0)
+    assert result.failure is None and result.passed
+    assert result.link_stats.actuators_received == short_hover.ticks + 1 and result.link_stats.lost_replies == 0
+    reports = [(tick, text) for tick, severity, text in result.link_stats.status_messages if text.startswith("link:")]
+    assert reports == [(reports[0][0], f"link: dropped frames: crc {errors.get('crc', 0)}, cobs {errors.get('cobs', 0)}, "
+                                       f"msgpack {errors.get('msgpack', 0)}, message {errors.get('message', 0)}, "
+                                       f"oversize {errors.get('oversize', 0)}; garbage {counted.garbage_bytes} B, "
+                                       f"overrun 0 B")]
+    assert 1000 <= reports[0][0] < short_hover.ticks and errors["oversize"] == 1 and errors["crc"] >= 1
+
+
+@needs_toolchain
+def test_the_image_is_built_once_per_parameter_set(short_hover):
+    arguments = firmware_process.board_arguments(short_hover)
+    image = c_build.build_board(arguments)
+    built = image.stat().st_mtime_ns
+    assert c_build.build_board(arguments) == image and image.stat().st_mtime_ns == built
+    assert image.read_bytes()[:4] == b"\x7fELF"
+    assert "--land" not in arguments and c_build.build_board([*arguments, "--land"]) != image
+
+
+def test_a_missing_cross_compiler_names_the_install_line(monkeypatch):
+    monkeypatch.setenv("CROSS_CC", "no-such-arm-none-eabi-gcc")
+    with pytest.raises(RuntimeError, match="'no-such-arm-none-eabi-gcc' was not found.*apt-get install -y "
+                                           "--no-install-recommends gcc-arm-none-eabi picolibc-arm-none-eabi "
+                                           "qemu-system-arm"):
+        c_build.build_board([])
+
+
+def test_hil_run_on_qemu_without_qemu_exits_2_with_the_install_line(monkeypatch):
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *rest, **options:
+                        None if name == firmware_process.QEMU else which(name, *rest, **options))
+    result = CliRunner().invoke(cli.main, ["run", str(SCENARIOS / "hover.yaml"), "--target", "qemu://stm32f405"])
+    assert result.exit_code == 2, result.output
+    assert "qemu-system-arm not found" in result.output and c_build.CROSS_INSTALL in result.output
+
+
+def test_qemu_urls():
+    assert targets.parse("qemu://stm32f405") == targets.QemuTarget()
+    assert targets.parse("qemu://stm32f405?pacing=realtime").url == "qemu://stm32f405?pacing=realtime"
+    with pytest.raises(targets.TargetError, match="no board 'stm32f722' hil builds for QEMU; give qemu://stm32f405"):
+        targets.parse("qemu://stm32f722")
