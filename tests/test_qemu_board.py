@@ -1,6 +1,7 @@
 """hil's C firmware as a bare-metal STM32F405 image (firmware_stubs/board/) flown on QEMU's
 netduinoplus2 over its USART1, which QEMU puts on a pseudo-terminal: every link real but the
-silicon. Skipped, with the install line, where the cross toolchain or QEMU is absent."""
+silicon. What needs the cross toolchain or QEMU is skipped, with the install line, where they are
+absent."""
 
 import os
 import random
@@ -46,7 +47,8 @@ def at_tick(tick: int, action):
 
 
 def qemu_children() -> list[int]:
-    """The QEMU processes this process started (hil starts QEMU in its own session, as a child)."""
+    """The QEMU processes this process started (hil starts QEMU in its own session, as a child).
+    /proc names a process by its first 15 bytes, all of qemu-system-arm."""
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -166,3 +168,13 @@ def test_qemu_urls():
     assert targets.parse("qemu://stm32f405?pacing=realtime").url == "qemu://stm32f405?pacing=realtime"
     with pytest.raises(targets.TargetError, match="no board 'stm32f722' hil builds for QEMU; give qemu://stm32f405"):
         targets.parse("qemu://stm32f722")
+
+
+@needs_qemu
+def test_settings_the_board_refuses_end_the_run_naming_the_setting(short_hover):
+    arguments = [*firmware_process.board_arguments(short_hover), "--param", "wingspan=1.2"]
+    board, terminal = firmware_process.start_qemu(short_hover, arguments=arguments)
+    with board:
+        result = runner.run(short_hover, board=runner.Board(port=terminal, baud=921600), realtime=False)
+    assert result.failure is not None and not result.passed
+    assert "firmware parameters: --param: unknown parameter 'wingspan'" in result.failure, result.failure
