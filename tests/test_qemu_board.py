@@ -8,6 +8,9 @@ import random
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -178,3 +181,30 @@ def test_settings_the_board_refuses_end_the_run_naming_the_setting(short_hover):
         result = runner.run(short_hover, board=runner.Board(port=terminal, baud=921600), realtime=False)
     assert result.failure is not None and not result.passed
     assert "firmware parameters: --param: unknown parameter 'wingspan'" in result.failure, result.failure
+
+
+@needs_qemu
+def test_qemu_dies_with_the_process_that_started_it(tmp_path):
+    """However hil ends, even killed outright, the QEMU it started does not fly on."""
+    starter = ("import os, signal, sys\n"
+               "from hil import firmware_process, scenario\n"
+               f"board, _ = firmware_process.start_qemu(scenario.load({str(SCENARIOS / 'hover.yaml')!r}))\n"
+               "print(board.process.pid, flush=True)\n"
+               "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    qemu = int(done.stdout)
+    deadline = time.monotonic() + 60  # generous, for a loaded machine
+    while alive(qemu):
+        assert time.monotonic() < deadline, f"QEMU (process {qemu}) outlived the process that started it"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2:].split()[0] not in "ZX"
