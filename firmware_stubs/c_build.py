@@ -1,6 +1,7 @@
-"""Build the C firmware programs of ``firmware_stubs/c/`` with the system compiler, cached; and
-hil's own native parts, XLA FFI calls (:func:`build_ffi_library`): the lockstep exchange, which
-uses hil_proto.c, and quad_pid.c flown inside a sweep's tick.
+"""Build the C firmware programs of ``firmware_stubs/c/`` with the system compiler, cached; the
+STM32F405 board image of ``firmware_stubs/board/`` with the ARM cross-compiler
+(:func:`build_board`); and hil's own native parts, XLA FFI calls (:func:`build_ffi_library`): the
+lockstep exchange, which uses hil_proto.c, and quad_pid.c flown inside a sweep's tick.
 
 ``build("hil_quad_pid")`` returns the path of a binary compiled from the C sources with
 ``$CC`` (default ``cc``) and warnings as errors. Binaries live in ``firmware/`` of hil's private
@@ -196,7 +197,8 @@ def build_board(arguments: list[str]) -> Path:
     key = _key("board_stm32f405", [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
                                    ("flags", "\0".join(flags + BOARD_MEMORY).encode()),
                                    ("parameters", header.encode())],
-               sorted(BOARD_DIR.glob("*.h")) + sources)
+               # board_params.h there is the Makefile's, for a real board: this build writes its own
+               sorted(h for h in BOARD_DIR.glob("*.h") if h.name != "board_params.h") + sources)
 
     def steps(output: Path, scratch: Path):
         (scratch / "board_params.h").write_text(header)

@@ -230,7 +230,9 @@ static void configure(void)
     size_t i, count = sizeof arguments / sizeof arguments[0];
     for (i = 0; i < count; i++) {
         const char *option = arguments[i], *value = NULL;
-        int arity = fw->option_arity(option);
+        int arity;
+        if (option[0] == '\0') continue; /* no settings are written as one empty string: C has no empty arrays */
+        arity = fw->option_arity(option);
         if (arity < 0) {
             snprintf(config_error, sizeof config_error, "unknown option '%s'", option);
             return;
