@@ -1,7 +1,8 @@
 """What hil flies, named by a URL as pyserial names ports.
 
 ``inproc://quad_pid``, ``c://quad_pid``, ``udp://192.168.1.50:9000``,
-``serial:///dev/ttyACM0?baud=921600``, ``betaflight-sitl://``, ``cmd://my_sitl --udp {udp}``: each
+``serial:///dev/ttyACM0?baud=921600``, ``betaflight-sitl://``, ``cmd://my_sitl --udp {udp}``,
+``qemu://stm32f405``: each
 kind of target is one module of this package and one entry of :data:`TARGETS`; :func:`parse` turns
 a URL into its :class:`Target`. A kind owns
 
