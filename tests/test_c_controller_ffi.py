@@ -28,7 +28,8 @@ def _unavailable() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_unavailable() is not None, reason=f"no C controller in the tick: {_unavailable()}")
+pytestmark = [pytest.mark.skipif(_unavailable() is not None, reason=f"no C controller in the tick: {_unavailable()}"),
+              pytest.mark.slow]  # sweeps of the JAX and the C controller, some 50 s in all
 
 MEMBERS = 16
 # Bounds near the middle of the members' values, so that each splits the members: a member flown

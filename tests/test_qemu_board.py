@@ -65,6 +65,7 @@ def qemu_children() -> list[int]:
     return found
 
 
+@pytest.mark.slow  # some 25 s: QEMU hands over one byte at a time
 @needs_qemu
 def test_hover_flown_on_the_qemu_board_in_lockstep_passes_with_the_posix_firmware_s_log(short_hover, tmp_path):
     loaded = short_hover
@@ -110,6 +111,7 @@ def line_noise(seed: int) -> bytes:
     return noise + bytes(frame)
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_a_burst_of_line_noise_on_the_board_s_uart_is_survived_and_counted(short_hover):
     noise = line_noise(16)

@@ -34,6 +34,9 @@ def hil(*args, timeout=600):
     return subprocess.run(hil_command(*map(str, args)), capture_output=True, text=True, timeout=timeout)
 
 
+pytestmark = pytest.mark.slow  # a sweep, members flown alone and replayed: some 80 s in all
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     """The sweep, flown by ``hil sweep --junit --keep-traces --plot``, and what it wrote."""
