@@ -29,8 +29,8 @@ CXX_FLAGS = ("-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC")
 
 # The C files of each program; every header in SOURCE_DIR goes into the hash as well.
 TARGETS = {
-    "hil_quad_pid": ("hil_proto.c", "quad_pid.c", "firmware_quad_pid.c", "main_posix.c"),
-    "hil_open_loop": ("hil_proto.c", "open_loop.c", "main_posix.c"),
+    "hil_quad_pid": ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad_pid.c", "main_posix.c"),
+    "hil_open_loop": ("hil_proto.c", "hil_firmware.c", "open_loop.c", "main_posix.c"),
     "test_vectors": ("hil_proto.c", "test_vectors.c"),
     "quad_pid_replay": ("quad_pid.c", "quad_pid_replay.c"),
 }
@@ -163,7 +163,7 @@ BOARD_MEMORY = ("-Wl,--defsym=__flash=0x08000000", "-Wl,--defsym=__flash_size=0x
                 "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x20000",
                 "-Wl,--defsym=__stack_size=0x2000")
 BOARD_SOURCES = ("startup.c", "usart.c", "board_main.c")
-BOARD_C_SOURCES = ("hil_proto.c", "quad_pid.c", "firmware_quad_pid.c")
+BOARD_C_SOURCES = ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad_pid.c")
 
 
 def board_parameters_header(arguments: list[str]) -> str:

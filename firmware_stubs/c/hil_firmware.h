@@ -1,7 +1,9 @@
 /*
  * What main_posix.c needs from an emulated firmware: its identity, the sensors it needs, its
  * command-line options and one step per SENSORS message. One implementation is linked into
- * each program: firmware_quad_pid.c (hil_quad_pid), open_loop.c (hil_open_loop).
+ * each program: firmware_quad_pid.c (hil_quad_pid), open_loop.c (hil_open_loop). hil_firmware.c
+ * holds what any program serving the protocol does with one (the HELLO it sends, the check of
+ * hil's).
  */
 #ifndef HIL_FIRMWARE_H
 #define HIL_FIRMWARE_H
@@ -38,5 +40,12 @@ typedef struct hil_firmware {
 } hil_firmware;
 
 extern const hil_firmware hil_firmware_this;
+
+/* The HELLO `fw` answers with (seq 0, which does not advance a sender's counter: docs/protocol.md section 3). */
+void hil_firmware_hello(const hil_firmware *fw, hil_hello *hello);
+/* 1 when hil's HELLO suits `fw`, its sensors mapped into `layout`; else 0 with the GOODBYE code
+ * and the reason to send. */
+int hil_firmware_accept(const hil_firmware *fw, const hil_hello *hello, hil_layout *layout, uint32_t *code,
+                        char *reason, size_t reason_size);
 
 #endif /* HIL_FIRMWARE_H */

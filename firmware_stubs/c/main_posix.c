@@ -460,25 +460,10 @@ static void send_hello(void)
 {
     static hil_hello hello;
     uint8_t frame[HIL_FRAME_BUFFER];
-    size_t k;
-    memset(&hello, 0, sizeof hello);
-    hello.version = HIL_PROTOCOL_VERSION;
-    hil_str_set(&hello.role, "firmware");
-    hil_str_set(&hello.vehicle, fw->vehicle);
-    hello.actuators = fw->actuators;
-    hello.tick_rate_hz = 0; /* any */
-    hello.sensor_count = (uint32_t)fw->need_count;
-    for (k = 0; k < fw->need_count; k++) {
-        hil_str_set(&hello.sensors[k].name, fw->needs[k].name);
-        hello.sensors[k].fields = fw->needs[k].fields;
-        hello.sensors[k].rate_hz = fw->sensor_rate(k);
-    }
-    /* HELLO always carries seq 0 and does not advance the counter (docs/protocol.md, section 3). */
-    {
-        uint32_t next = session.seq;
-        send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
-        session.seq = next;
-    }
+    uint32_t next = session.seq;
+    hil_firmware_hello(fw, &hello);
+    send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
+    session.seq = next;
 }
 
 static void send_status(uint32_t tick, uint32_t severity, const char *text)
@@ -524,41 +509,10 @@ static void refuse(uint32_t code, const char *reason)
 static void on_hello(const hil_hello *hello)
 {
     char reason[HIL_MAX_TEXT + 1];
-    size_t which = 0;
-    hil_layout_result mapped;
+    uint32_t code;
 
     send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
-    if (hello->version != HIL_PROTOCOL_VERSION) {
-        snprintf(reason, sizeof reason, "protocol version: hil speaks %lu, firmware %u", (unsigned long)hello->version,
-                 HIL_PROTOCOL_VERSION);
-        refuse(HIL_GOODBYE_VERSION_MISMATCH, reason);
-    }
-    if (!hil_str_equals(&hello->vehicle, fw->vehicle)) {
-        snprintf(reason, sizeof reason, "vehicle: hil flies '%.*s', firmware '%s'", 80, hello->vehicle.text,
-                 fw->vehicle);
-        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
-    }
-    if (hello->actuators != fw->actuators) {
-        snprintf(reason, sizeof reason, "actuators: hil has %lu, firmware sends %lu", (unsigned long)hello->actuators,
-                 (unsigned long)fw->actuators);
-        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
-    }
-    if (hello->tick_rate_hz == 0) {
-        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, "tick rate: hil sent 0 Hz; the firmware needs it to tell the time");
-    }
-    mapped = hil_layout_map(&session.layout, hello, fw->needs, fw->need_count, &which);
-    if (mapped == HIL_LAYOUT_MISSING) {
-        snprintf(reason, sizeof reason, "sensor %s: the firmware needs it, hil's HELLO does not have it",
-                 fw->needs[which].name);
-        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
-    } else if (mapped != HIL_LAYOUT_OK) {
-        uint32_t k, fields = 0;
-        for (k = 0; k < hello->sensor_count; k++)
-            if (hil_str_equals(&hello->sensors[k].name, fw->needs[which].name)) fields = hello->sensors[k].fields;
-        snprintf(reason, sizeof reason, "sensor %s: hil sends %lu fields, firmware expects %lu", fw->needs[which].name,
-                 (unsigned long)fields, (unsigned long)fw->needs[which].fields);
-        refuse(HIL_GOODBYE_LAYOUT_MISMATCH, reason);
-    }
+    if (!hil_firmware_accept(fw, hello, &session.layout, &code, reason, sizeof reason)) refuse(code, reason);
     /* A (new) session: start from the initial state. */
     session.active = 1;
     session.tick_rate_hz = hello->tick_rate_hz;
