@@ -7,6 +7,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 
+# For sweeps of hover cut to 2 s (dispersed_hover): bounds near the middle of the members' values
+# (measured), so that each expectation passes for some members and fails for others, and a
+# member flown differently would change its verdict.
+SPLITTING_EXPECT = [
+    {"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 1.8}},
+    {"name": "stays low", "never_above": {"quantity": "altitude", "bound": 0.9}},
+    {"name": "over home", "within": {"quantity": "north", "after": 1.0, "min": -0.05, "max": 0.05}},
+    {"name": "climbs gently", "never_below": {"quantity": "velocity_down", "bound": -1.5}},
+    {"name": "climbs high", "reach": {"point": [0, 0, -0.88], "tolerance": 0.05, "before": 2.0}},
+]
+HOVER_DISPERSIONS = [
+    {"key": "vehicle.mass", "uniform": {"low": 1.35, "high": 1.65}},
+    {"key": "environment.wind.steady", "normal": {"mean": [0, 0, 0], "sigma": [1.0, 1.0, 0.1]}},
+    {"key": "sensors.imu.gyro_bias_random_walk", "normal": {"mean": 4.0e-5, "sigma": 2.0e-5, "min": 0}},
+]
+
+
+def dispersed_hover(expect, runs: int, seed: int, require: float = 0.9, dispersions=HOVER_DISPERSIONS):
+    """hover.yaml cut to 2 s, armed at 0.2 s, with these expectations and a sweep section."""
+    from hil import scenario
+
+    return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {
+        "duration": 2.0, "firmware.arm_at": 0.2, "expect": expect,
+        "sweep": {"runs": runs, "seed": seed, "require": require, "dispersions": dispersions}})
+
 
 def scenario_problems(text: str) -> list[str]:
     """Every problem scenario validation finds in ``text``, as the lines a user would read."""

@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from support import SCENARIOS
+from support import SPLITTING_EXPECT, dispersed_hover
 
 from hil import runner, scenario, sweep
 from hil.firmware_stubs import quad_pid, quad_pid_c
@@ -32,23 +32,12 @@ pytestmark = [pytest.mark.skipif(_unavailable() is not None, reason=f"no C contr
               pytest.mark.slow]  # sweeps of the JAX and the C controller, some 50 s in all
 
 MEMBERS = 16
-# Bounds near the middle of the members' values, so that each splits the members: a member flown
-# differently by the C controller would change its verdict.
-EXPECT = [
-    {"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 1.8}},
-    {"name": "stays low", "never_above": {"quantity": "altitude", "bound": 0.9}},
-    {"name": "over home", "within": {"quantity": "north", "after": 1.0, "min": -0.05, "max": 0.05}},
-]
-SWEEP = {"runs": MEMBERS, "seed": 14, "require": 0.9, "dispersions": [
-    {"key": "vehicle.mass", "uniform": {"low": 1.35, "high": 1.65}},
-    {"key": "environment.wind.steady", "normal": {"mean": [0, 0, 0], "sigma": [1.0, 1.0, 0.1]}},
-    {"key": "sensors.imu.gyro_bias_random_walk", "normal": {"mean": 4.0e-5, "sigma": 2.0e-5, "min": 0}}]}
+EXPECT = SPLITTING_EXPECT[:3]  # each splits the members: a member flown differently by C would change its verdict
 
 
 @pytest.fixture(scope="module")
 def base():
-    return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {
-        "duration": 2.0, "firmware.arm_at": 0.2, "expect": EXPECT, "sweep": SWEEP})
+    return dispersed_hover(EXPECT, runs=MEMBERS, seed=14)
 
 
 def flying_c(loaded):

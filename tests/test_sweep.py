@@ -17,27 +17,14 @@ from hil import runner, scenario, sweep
 from hil.expectations import Judge, Outcome
 from hil.tick.params import build
 from hil.trace import Trace
-from support import SCENARIOS
+from support import SPLITTING_EXPECT, dispersed_hover
 
-# Bounds near the middle of the members' values (measured on this sweep), so that about half of
-# the members pass each: a member flown differently in the batch would change its verdict.
-EXPECT = [
-    {"name": "level", "never_above": {"quantity": "tilt_deg", "bound": 1.8}},
-    {"name": "stays low", "never_above": {"quantity": "altitude", "bound": 0.9}},
-    {"name": "over home", "within": {"quantity": "north", "after": 1.0, "min": -0.05, "max": 0.05}},
-    {"name": "climbs gently", "never_below": {"quantity": "velocity_down", "bound": -1.5}},
-    {"name": "climbs high", "reach": {"point": [0, 0, -0.88], "tolerance": 0.05, "before": 2.0}},
-]
-SWEEP = {"runs": 64, "seed": 11, "require": 0.9, "dispersions": [
-    {"key": "vehicle.mass", "uniform": {"low": 1.35, "high": 1.65}},
-    {"key": "environment.wind.steady", "normal": {"mean": [0, 0, 0], "sigma": [1.0, 1.0, 0.1]}},
-    {"key": "sensors.imu.gyro_bias_random_walk", "normal": {"mean": 4.0e-5, "sigma": 2.0e-5, "min": 0}}]}
+EXPECT = SPLITTING_EXPECT
 
 
 @pytest.fixture(scope="module")
 def base():
-    return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {
-        "duration": 2.0, "firmware.arm_at": 0.2, "expect": EXPECT, "sweep": SWEEP})
+    return dispersed_hover(EXPECT, runs=64, seed=11)
 
 
 @pytest.fixture(scope="module")
