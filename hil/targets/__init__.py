@@ -133,6 +133,14 @@ class Target:
                              f"{self.runtime} firmware speaks hil's own protocol and flies a mission")
         return self
 
+    def refuse_unless_firmware_runs_here(self, scenario: Scenario) -> None:
+        """:class:`RunRefused` unless the scenario's firmware runs as this target's runtime
+        (``FIRMWARE_RUNTIMES``: ``c``, ``python``, ``in-process``, ``sitl``)."""
+        allowed = FIRMWARE_RUNTIMES[scenario.firmware.name]
+        if self.runtime not in allowed:
+            raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, which runs as "
+                             f"{' or '.join(allowed)}, not {self.runtime}")
+
     def realtime_for(self, realtime: bool | None) -> bool:
         """Whether the run is paced in real time: as asked (``--realtime``/``--lockstep``), else as
         the URL says (``pacing=``), else the kind's default."""

@@ -11,7 +11,7 @@ names a program of your own build; without a path, the one ``pip install 'hil[be
 import os
 from dataclasses import dataclass
 
-from hil.scenario import FIRMWARE_RUNTIMES, Scenario
+from hil.scenario import Scenario
 from hil.targets import Peer, RunRefused, Target, Url
 
 
@@ -39,10 +39,7 @@ class BetaflightTarget(Target):
         return f"Betaflight's SITL{f' ({self.program})' if self.program else ''}"
 
     def for_scenario(self, scenario: Scenario) -> "BetaflightTarget":
-        allowed = FIRMWARE_RUNTIMES[scenario.firmware.name]
-        if self.RUNTIME not in allowed:
-            raise RunRefused(f"scenario {scenario.name} flies firmware {scenario.firmware.name}, which runs as "
-                             f"{' or '.join(allowed)}, not {self.RUNTIME}")
+        self.refuse_unless_firmware_runs_here(scenario)
         return self
 
     def realtime_for(self, realtime: bool | None) -> bool:

@@ -15,12 +15,9 @@ def refuse_runtime(target: Target, scenario: Scenario) -> None:
     """:class:`RunRefused` unless the scenario's firmware runs as ``target.runtime`` (``c``,
     ``python``, ``in-process``), or when the target names another firmware than the scenario's."""
     Target.for_scenario(target, scenario)  # a Betaflight scenario is refused there
+    target.refuse_unless_firmware_runs_here(scenario)
     name = scenario.firmware.name
-    allowed = FIRMWARE_RUNTIMES[name]
     named = target.firmware
-    if target.runtime not in allowed:
-        raise RunRefused(f"scenario {scenario.name} flies firmware {name}, which runs as {' or '.join(allowed)}, "
-                         f"not {target.runtime}")
     if named is not None and named != name:
         raise RunRefused(f"target {target.url} flies firmware {named}, and scenario {scenario.name} is written for "
                          f"firmware {name} (its settings are {name}'s); give {target.url.split('://')[0]}://{name}")
