@@ -164,6 +164,8 @@ BOARD_MEMORY = ("-Wl,--defsym=__flash=0x08000000", "-Wl,--defsym=__flash_size=0x
                 "-Wl,--defsym=__stack_size=0x2000")
 BOARD_SOURCES = ("startup.c", "usart.c", "board_main.c")
 BOARD_C_SOURCES = ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad_pid.c")
+# The controller's arithmetic in an image: the F405's FPU does float32 in hardware, float64 in software.
+PRECISIONS = {"float64": (), "float32": ("-DQUAD_PID_FLOAT32",)}
 
 
 def board_parameters_header(arguments: list[str]) -> str:
@@ -180,11 +182,14 @@ def board_parameters_header(arguments: list[str]) -> str:
             f"#define BOARD_ARGUMENTS {body}\n")
 
 
-def build_board(arguments: list[str]) -> Path:
+def build_board(arguments: list[str], precision: str = "float64") -> Path:
     """The STM32F405 image (an ELF, which QEMU's ``-kernel`` and a debug probe both load) of the
     board firmware with ``arguments`` baked in: one image per parameter set, cached under a hash of
-    them, every source, the cross-compiler and the flags. Raises RuntimeError with the install line
+    them, every source, the cross-compiler and the flags. ``precision`` (a key of
+    :data:`PRECISIONS`) is the controller's arithmetic. Raises RuntimeError with the install line
     when the cross toolchain is missing."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"no board build in {precision!r}; give one of {', '.join(PRECISIONS)}")
     command = compiler("CROSS_CC", CROSS_COMPILER)
     found = shutil.which(command[0])
     if found is None:
@@ -192,7 +197,7 @@ def build_board(arguments: list[str]) -> Path:
                            f"or Ubuntu: {CROSS_INSTALL}")
     resolved = os.path.realpath(found)
     header = board_parameters_header(arguments)
-    flags = FLAGS + CROSS_FLAGS
+    flags = FLAGS + CROSS_FLAGS + PRECISIONS[precision]
     sources = [BOARD_DIR / name for name in BOARD_SOURCES] + [SOURCE_DIR / name for name in BOARD_C_SOURCES]
     key = _key("board_stm32f405", [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
                                    ("flags", "\0".join(flags + BOARD_MEMORY).encode()),

@@ -67,16 +67,17 @@ def board_arguments(scenario: Scenario) -> list[str]:
     return FIRMWARES[name].command_line(FIRMWARES[name].params_from_scenario(scenario))
 
 
-def start_qemu(scenario: Scenario, timeout: float = 10.0,
-               arguments: list[str] | None = None) -> tuple["QemuBoard", str]:
+def start_qemu(scenario: Scenario, timeout: float = 10.0, arguments: list[str] | None = None,
+               precision: str = "float64") -> tuple["QemuBoard", str]:
     """The scenario's firmware as an STM32F405 image (built now unless cached) flown on QEMU, its
     USART1 on a new pseudo-terminal: as :func:`start_on_pty`, the process (``with`` it to stop it)
     and the terminal to open as the board's serial port. QEMU's output goes to a file, from which
     the terminal's name is read; QEMU dies with hil. ``arguments``: the settings baked into the
-    image, by default the scenario's (:func:`board_arguments`)."""
+    image, by default the scenario's (:func:`board_arguments`); ``precision``: the controller's
+    arithmetic in the image (``c_build.PRECISIONS``)."""
     from hil.firmware_stubs import c_build
 
-    image = c_build.build_board(board_arguments(scenario) if arguments is None else arguments)
+    image = c_build.build_board(board_arguments(scenario) if arguments is None else arguments, precision)
     if shutil.which(QEMU) is None:
         raise RuntimeError(f"QEMU is not installed ({QEMU} was not found); on Debian or Ubuntu: "
                            f"{c_build.CROSS_INSTALL}")

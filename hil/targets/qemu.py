@@ -16,6 +16,7 @@ from hil.scenario import Scenario
 from hil.targets import Peer, RunRefused, Target, TargetError, Url, pacing, pacing_query, with_query
 
 BOARDS = ("stm32f405",)
+DEFAULT_PRECISION = "float64"
 BAUD = 921600  # the board's USART1; QEMU's pty passes bytes at any rate
 STOP_GRACE = 2.0  # s for QEMU to exit once its pty has closed
 
@@ -24,21 +25,29 @@ STOP_GRACE = 2.0  # s for QEMU to exit once its pty has closed
 class QemuTarget(Target):
     board: str = "stm32f405"
     realtime: bool | None = None  # the URL's pacing; None: lockstep
+    precision: str | None = None  # the controller's arithmetic in the image; None: DEFAULT_PRECISION
 
     SCHEMES = ("qemu",)
-    FORMS = (("qemu://stm32f405", "the C firmware as an STM32F405 image on QEMU, its UART on a pty, in lockstep"),)
+    FORMS = (("qemu://stm32f405", "the C firmware as an STM32F405 image on QEMU, its UART on a pty, in lockstep"),
+             ("qemu://stm32f405?precision=float32", "the same, its controller built in single precision"))
     RUNTIME = "qemu"
 
     @classmethod
     def from_url(cls, url: Url) -> "QemuTarget":
-        board, parameters = url.split(("pacing",))
+        from hil.firmware_stubs.c_build import PRECISIONS
+
+        board, parameters = url.split(("pacing", "precision"))
         if board not in BOARDS:
             raise TargetError(f"no board {board!r} hil builds for QEMU; give qemu://{' or qemu://'.join(BOARDS)}")
-        return cls(board, pacing(parameters.get("pacing")))
+        precision = parameters.get("precision")
+        if precision is not None and precision not in PRECISIONS:
+            raise TargetError(f"precision={precision}: give precision={' or precision='.join(PRECISIONS)}")
+        return cls(board, pacing(parameters.get("pacing")), precision)
 
     @property
     def url(self) -> str:
-        return with_query(f"qemu://{self.board}", pacing_query(self.realtime))
+        return with_query(f"qemu://{self.board}", pacing_query(self.realtime),
+                          f"precision={self.precision}" if self.precision else "")
 
     def describe(self, scenario: Scenario) -> str:
         return f"{scenario.firmware.name} as an {self.board.upper()} image on QEMU"
@@ -63,7 +72,7 @@ class QemuTarget(Target):
     def connect(self, peer: Peer, scenario: Scenario) -> None:
         from hil import firmware_process
 
-        peer.firmware, terminal = firmware_process.start_qemu(scenario)
+        peer.firmware, terminal = firmware_process.start_qemu(scenario, precision=self.precision or DEFAULT_PRECISION)
         peer.link = _board_link(terminal, peer.firmware)
 
 
