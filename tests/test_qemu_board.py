@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from click.testing import CliRunner
@@ -68,17 +69,48 @@ def qemu_children() -> list[int]:
 @pytest.mark.slow  # some 25 s: QEMU hands over one byte at a time
 @needs_qemu
 def test_hover_flown_on_the_qemu_board_in_lockstep_passes_with_the_posix_firmware_s_log(short_hover, tmp_path):
-    loaded = short_hover
-    board = runner.run(loaded, target="qemu://stm32f405", log_path=tmp_path / "qemu.hillog")
+    loaded = short_hover  # the board's controller in double precision, as the POSIX firmware's
+    board = runner.run(loaded, target="qemu://stm32f405?precision=float64", log_path=tmp_path / "qemu.hillog")
     posix = runner.run(loaded, runtime="c", log_path=tmp_path / "posix.hillog")
     assert board.failure is None and board.passed and posix.failure is None, board.failure or posix.failure
     assert board.link_stats.lost_replies == 0 and board.link_stats.counters.errors() == {}
     a, b = flightlog.read(tmp_path / "qemu.hillog"), flightlog.read(tmp_path / "posix.hillog")
-    assert a.header["target"] == "qemu://stm32f405" and a.header["runtime"] == "qemu" and a.complete
+    assert a.header["target"] == "qemu://stm32f405?precision=float64" and a.header["runtime"] == "qemu" and a.complete
     assert len(a.rows) == len(b.rows) == loaded.ticks + 1
     assert [r.tobytes() for r in a.rows] == [r.tobytes() for r in b.rows]
     assert "terminating on signal 15" in board.firmware_output  # QEMU was stopped when the run ended
     assert not qemu_children()
+
+
+def largest_differences(log: flightlog.FlightLog, reference: flightlog.FlightLog) -> tuple[float, float]:
+    """The largest position (m) and attitude (rad) difference between two flights' rows."""
+    a, b = np.array(log.rows), np.array(reference.rows)
+    (p, _), (q, _) = log.header["layout"]["position"], log.header["layout"]["attitude"]
+    (rp, _), (rq, _) = reference.header["layout"]["position"], reference.header["layout"]["attitude"]
+    position = np.linalg.norm(a[:, p:p + 3] - b[:, rp:rp + 3], axis=1).max()
+    dot = np.abs(np.sum(a[:, q:q + 4] * b[:, rq:rq + 4], axis=1))  # q and -q are one attitude
+    return float(position), float(2 * np.arccos(np.minimum(dot, 1.0)).max())
+
+
+@pytest.mark.slow  # some 40 s: 6 s of hover on QEMU, and the in-process flight's compilation
+@needs_qemu
+def test_a_float32_image_flies_hover_within_a_millimetre_of_the_jax_controller(scenario_file, tmp_path):
+    """The board's default build: its controller in single precision, the F405 FPU's."""
+    loaded = scenario.load(scenario_file("hover.yaml", duration=6.0, expect=SHORT_EXPECT))  # climbing from 2 s
+    assert targets.qemu.DEFAULT_PRECISION == "float32"
+    board = runner.run(loaded, target="qemu://stm32f405", log_path=tmp_path / "qemu.hillog")
+    posix = runner.run(loaded, runtime="c", log_path=tmp_path / "posix.hillog")
+    jax = runner.run(loaded, target="inproc://quad_pid", log_path=tmp_path / "jax.hillog")
+    assert board.failure is None and board.passed and posix.passed and jax.passed, board.failure
+    log, double, reference = (flightlog.read(tmp_path / f"{name}.hillog") for name in ("qemu", "posix", "jax"))
+    assert len(log.rows) == len(double.rows) == len(reference.rows) == loaded.ticks + 1
+    # Not the double-precision controller's flight (the POSIX firmware's, which QEMU's float64 image
+    # flies to the bit), but within a millimetre and 0.006 degrees of it and of the JAX controller's.
+    # Both firmwares differ from JAX by about 0.1 mm: the wire carries the readings as float32.
+    assert [r.tobytes() for r in log.rows] != [r.tobytes() for r in double.rows]
+    for other in (double, reference):
+        position, attitude = largest_differences(log, other)
+        assert position < 1e-3 and attitude < 1e-4, (position, attitude)
 
 
 @needs_qemu

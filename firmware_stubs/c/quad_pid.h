@@ -1,6 +1,8 @@
 /*
  * quad_pid: C port of hil's emulated quadrotor flight controller (firmware_stubs/quad_pid.py),
- * in double precision with the same constants, phases and arithmetic.
+ * in double precision with the same constants, phases and arithmetic; or, built with
+ * -DQUAD_PID_FLOAT32, in single precision for an FPU that has no double (the STM32F4's Cortex-M4F).
+ * Either way readings come in and throttles go out as double, and the parameters stay double.
  *
  * Run quad_pid_step for every tick with the latest reading of each sensor, which of them are
  * new at this tick, and the time (tick / tick rate). The controller updates only when the IMU
@@ -38,6 +40,13 @@ enum quad_pid_phase { QUAD_PID_WAITING = 0, QUAD_PID_SPIN_UP = 1, QUAD_PID_MISSI
 #define QUAD_PID_TOUCHDOWN_TIME 0.5      /* ... held this long (s) means landed */
 #define QUAD_PID_GRAVITY 9.80665         /* m/s^2 */
 
+/* The controller's state and arithmetic: double, or float with QUAD_PID_FLOAT32. */
+#ifdef QUAD_PID_FLOAT32
+typedef float quad_pid_real;
+#else
+typedef double quad_pid_real;
+#endif
+
 /* Every field of QuadPidParams. Vectors are (north, east, down) or (x, y, z); the mixer maps
  * [collective, torque x, y, z] to the 4 rotor thrusts, row-major: mixer[4 * rotor + input]. */
 typedef struct quad_pid_params {
@@ -64,19 +73,19 @@ typedef struct quad_pid_params {
 } quad_pid_params;
 
 typedef struct quad_pid_state {
-    double attitude[4];          /* w, x, y, z: body FRD -> world NED */
-    double gyro_bias[3];         /* Mahony integral term, rad/s, added to the gyro */
-    double position[3];
-    double velocity[3];
-    double baro_reference;       /* pressure altitude (m) at the first baro sample */
+    quad_pid_real attitude[4];   /* w, x, y, z: body FRD -> world NED */
+    quad_pid_real gyro_bias[3];  /* Mahony integral term, rad/s, added to the gyro */
+    quad_pid_real position[3];
+    quad_pid_real velocity[3];
+    quad_pid_real baro_reference;/* pressure altitude (m) at the first baro sample */
     int baro_ready, gps_ready;
-    double velocity_integral[3];
-    double rate_integral[3];
+    quad_pid_real velocity_integral[3];
+    quad_pid_real rate_integral[3];
     int waypoint;                /* index of the active waypoint */
-    double hold;                 /* s spent within acceptance of it */
+    quad_pid_real hold;          /* s spent within acceptance of it */
     int phase;                   /* enum quad_pid_phase */
-    double low_thrust;           /* s of thrust below the touchdown threshold while landing */
-    double command[4];
+    quad_pid_real low_thrust;    /* s of thrust below the touchdown threshold while landing */
+    quad_pid_real command[4];
 } quad_pid_state;
 
 /* Latest reading of each sensor (docs/protocol.md section 5). */

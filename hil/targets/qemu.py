@@ -16,7 +16,7 @@ from hil.scenario import Scenario
 from hil.targets import Peer, RunRefused, Target, TargetError, Url, pacing, pacing_query, with_query
 
 BOARDS = ("stm32f405",)
-DEFAULT_PRECISION = "float64"
+DEFAULT_PRECISION = "float32"  # the F405 FPU's: docs/boards.md has the figures
 BAUD = 921600  # the board's USART1; QEMU's pty passes bytes at any rate
 STOP_GRACE = 2.0  # s for QEMU to exit once its pty has closed
 
