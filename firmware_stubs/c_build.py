@@ -32,7 +32,7 @@ TARGETS = {
     "hil_quad_pid": ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad_pid.c", "main_posix.c"),
     "hil_open_loop": ("hil_proto.c", "hil_firmware.c", "open_loop.c", "main_posix.c"),
     "test_vectors": ("hil_proto.c", "test_vectors.c"),
-    "quad_pid_replay": ("quad_pid.c", "quad_pid_replay.c"),
+    "quad_pid_replay": ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "quad_pid_replay.c"),
 }
 
 
@@ -168,24 +168,10 @@ BOARD_C_SOURCES = ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad
 PRECISIONS = {"float64": (), "float32": ("-DQUAD_PID_FLOAT32",)}
 
 
-def board_parameters_header(arguments: list[str]) -> str:
-    """board_params.h for ``arguments`` (what main_posix.c takes on its command line, e.g.
-    ``quad_pid.command_line(params)``): the settings board_main.c parses at start-up."""
-    def literal(text: str) -> str:
-        if not text.isascii() or not text.isprintable():
-            raise ValueError(f"board parameter {text!r}: only printable ASCII can be baked into the image")
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    body = ", ".join(map(literal, arguments)) if arguments else '""'
-    return ("/* The firmware's settings, as main_posix.c takes them on its command line: written by\n"
-            " * hil.firmware_stubs.c_build.board_parameters_header. */\n"
-            f"#define BOARD_ARGUMENTS {body}\n")
-
-
-def build_board(arguments: list[str], precision: str = "float64") -> Path:
+def build_board(precision: str = "float64") -> Path:
     """The STM32F405 image (an ELF, which QEMU's ``-kernel`` and a debug probe both load) of the
-    board firmware with ``arguments`` baked in: one image per parameter set, cached under a hash of
-    them, every source, the cross-compiler and the flags. ``precision`` (a key of
+    board firmware: one image for every scenario (hil sends it the controller's parameters after
+    HELLO), cached under a hash of every source, the cross-compiler and the flags. ``precision`` (a key of
     :data:`PRECISIONS`) is the controller's arithmetic. Raises RuntimeError with the install line
     when the cross toolchain is missing."""
     if precision not in PRECISIONS:
@@ -196,18 +182,14 @@ def build_board(arguments: list[str], precision: str = "float64") -> Path:
         raise RuntimeError(f"no cross-compiler for the STM32F405 board: {command[0]!r} was not found; on Debian "
                            f"or Ubuntu: {CROSS_INSTALL}")
     resolved = os.path.realpath(found)
-    header = board_parameters_header(arguments)
     flags = FLAGS + CROSS_FLAGS + PRECISIONS[precision]
     sources = [BOARD_DIR / name for name in BOARD_SOURCES] + [SOURCE_DIR / name for name in BOARD_C_SOURCES]
     key = _key("board_stm32f405", [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
-                                   ("flags", "\0".join(flags + BOARD_MEMORY).encode()),
-                                   ("parameters", header.encode())],
-               # board_params.h there is the Makefile's, for a real board: this build writes its own
-               sorted(h for h in BOARD_DIR.glob("*.h") if h.name != "board_params.h") + sources)
+                                   ("flags", "\0".join(flags + BOARD_MEMORY).encode())],
+               sorted(BOARD_DIR.glob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sources)
 
     def steps(output: Path, scratch: Path):
-        (scratch / "board_params.h").write_text(header)
-        return [[*command, *flags, *BOARD_MEMORY, "-I", str(scratch), "-I", str(BOARD_DIR), "-I", str(SOURCE_DIR),
+        return [[*command, *flags, *BOARD_MEMORY, "-I", str(BOARD_DIR), "-I", str(SOURCE_DIR),
                  "-o", str(output), *map(str, sources), "-lm"]]
 
     try:

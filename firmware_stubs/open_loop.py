@@ -26,18 +26,26 @@ def params_from_scenario(scenario) -> OpenLoopParams:
 SENSOR_NEEDS = ()
 
 
-def command_line(params: OpenLoopParams) -> list[str]:
-    return ["--param", "throttle=" + ",".join(repr(float(v)) for v in params.throttle)]
+PARAMETER_SET = "open_loop"
 
 
-def params_from_command_line(params: list[str], waypoints: list[str], land: bool) -> OpenLoopParams:
-    for item in params:
-        name, _, text = item.partition("=")
-        if name == "throttle":
-            values = [float(v) for v in text.split(",")]
-            if len(values) == 4:
-                return OpenLoopParams(throttle=jnp.asarray(values))
-    raise ValueError("open_loop needs --param throttle=T0,T1,T2,T3")
+def wire_parameters(params: OpenLoopParams) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The constant throttles as a firmware takes them (PARAM messages or ``--param``)."""
+    return (("throttle", tuple(float(v) for v in params.throttle)),)
+
+
+def params_from_wire(pairs) -> OpenLoopParams:
+    """The inverse of :func:`wire_parameters`; ValueError names what is wrong."""
+    throttle = None
+    for name, values in pairs:
+        if name != "throttle":
+            raise ValueError(f"parameter {name}: unknown parameter: open_loop takes only throttle=T0,T1,T2,T3")
+        if len(values) != 4:
+            raise ValueError(f"parameter throttle: expected 4 values, got {len(values)}")
+        throttle = values
+    if throttle is None:
+        raise ValueError("missing parameters: throttle")
+    return OpenLoopParams(throttle=jnp.asarray(throttle))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Run a JAX controller of this package as a separate firmware process speaking the native protocol.
 
-    python -m hil.firmware_stubs.quad_pid --udp 127.0.0.1:9000 --param ... --waypoint ...
+    python -m hil.firmware_stubs.quad_pid --udp 127.0.0.1:9000 --param NAME=V[,V...] ...
     python -m hil.firmware_stubs.quad_pid --port /dev/ttyUSB0 --baud 921600 ...
 
 The process behaves as a board would (docs/protocol.md, sections 6, 7 and 9): it answers each
 HELLO with its own, replies to every SENSORS with ACTUATORS for the same tick, reports phase
 changes as STATUS, exits 0 on GOODBYE and 3 when nothing arrives for ``--idle-timeout`` s.
 Once its step is compiled and it listens, it prints one line, ``<name>: ready on <link>``: hil
-counts its HELLO timeout from then, not from a start that imports JAX first.
+counts its HELLO timeout from then, not from a start that imports JAX first. Its parameters are
+the command line's ``--param NAME=V[,V...]`` (``hil.firmware_stubs.command_line``): it compiles its
+step before HELLO, so it does not ask hil for them as the C firmware does.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hil import jaxconfig, wire
+from hil.firmware_stubs import parse_assignments
 from hil.bridges.link import LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.bridges.udp import UdpLink
@@ -33,8 +36,6 @@ def parse_arguments(argv):
     where.add_argument("--port", metavar="URL", help="serial port or pyserial URL")
     parser.add_argument("--baud", type=int, default=921600)
     parser.add_argument("--param", action="append", default=[], metavar="NAME=V[,V...]")
-    parser.add_argument("--waypoint", action="append", default=[], metavar="N,E,D,YAW_RAD,HOLD_S")
-    parser.add_argument("--land", action="store_true")
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     return parser.parse_args(argv)
 
@@ -43,7 +44,7 @@ def main(controller, argv=None) -> None:
     jaxconfig.configure()  # before the controller's step is traced, and before JAX's backend starts
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
-        params = controller.params_from_command_line(args.param, args.waypoint, args.land)
+        params = controller.params_from_wire(parse_assignments(args.param))
     except ValueError as error:
         sys.exit(f"{controller.__name__}: {error}")
     try:

@@ -230,53 +230,56 @@ def params_from_scenario(scenario) -> QuadPidParams:
     )
 
 
-def command_line(params: QuadPidParams) -> list[str]:
-    """The controller's configuration as the arguments an emulated firmware process takes.
+PARAMETER_SET = "quad_pid"
+MISSION_FIELDS = ("waypoints", "waypoint_yaw", "waypoint_hold", "land")
+WAYPOINT_FIELDS = 5  # N, E, D (m), yaw (rad), hold (s)
+_VECTOR_FIELDS = ("inertia", "max_speed", "gain_position", "gain_velocity", "gain_velocity_integral", "gain_attitude",
+                  "gain_rate", "gain_rate_integral")
+# Values per parameter but the mission: 3 for a vector, 16 for the mixer (row-major), 1 for a number.
+_SIZES = {name: 16 if name == "mixer" else 3 if name in _VECTOR_FIELDS else 1
+          for name in QuadPidParams.__dataclass_fields__ if name not in MISSION_FIELDS}
 
-    ``--param NAME=V[,V...]`` for every field of :class:`QuadPidParams` but the mission (numbers
-    in full ``repr`` precision, arrays flattened row-major), ``--waypoint N,E,D,YAW_RAD,HOLD_S``
-    per waypoint in order, and ``--land`` when the mission ends with a landing.
-    """
-    args = []
-    for name in QuadPidParams.__dataclass_fields__:
-        if name in ("waypoints", "waypoint_yaw", "waypoint_hold", "land"):
-            continue
-        values = np.ravel(np.asarray(getattr(params, name), dtype=np.float64))
-        args += ["--param", f"{name}=" + ",".join(repr(float(v)) for v in values)]
+
+def wire_parameters(params: QuadPidParams) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The controller's parameters as a firmware takes them (PARAM messages or ``--param``): every
+    field of :class:`QuadPidParams` but the mission, arrays flattened row-major; then one
+    ``waypoint`` (N, E, D, yaw in rad, hold in s) per waypoint in order; then ``land`` (0 or 1)."""
+    pairs = [(name, tuple(np.ravel(np.asarray(getattr(params, name), dtype=np.float64)).tolist()))
+             for name in QuadPidParams.__dataclass_fields__ if name not in MISSION_FIELDS]
     for position, yaw, hold in zip(np.asarray(params.waypoints), np.asarray(params.waypoint_yaw),
                                    np.asarray(params.waypoint_hold)):
-        args += ["--waypoint", ",".join(repr(float(v)) for v in (*position, yaw, hold))]
-    if params.land:
-        args.append("--land")
-    return args
+        pairs.append(("waypoint", tuple(float(v) for v in (*position, yaw, hold))))
+    pairs.append(("land", (1.0 if params.land else 0.0,)))
+    return tuple(pairs)
 
 
-def params_from_command_line(params: list[str], waypoints: list[str], land: bool) -> QuadPidParams:
-    """The inverse of :func:`command_line`: ``params`` are the ``NAME=V[,V...]`` strings."""
-    values = {}
-    for item in params:
-        name, _, text = item.partition("=")
-        if name not in QuadPidParams.__dataclass_fields__ or name in ("waypoints", "waypoint_yaw", "waypoint_hold", "land"):
-            raise ValueError(f"unknown parameter {name!r}")
-        numbers = [float(v) for v in text.split(",")]
-        values[name] = numbers[0] if len(numbers) == 1 and name not in _VECTOR_FIELDS else np.array(numbers)
-    if "mixer" in values:
-        values["mixer"] = values["mixer"].reshape(4, 4)
-    missing = [n for n in QuadPidParams.__dataclass_fields__ if n not in values
-               and n not in ("waypoints", "waypoint_yaw", "waypoint_hold", "land")]
+def params_from_wire(pairs) -> QuadPidParams:
+    """The inverse of :func:`wire_parameters`; ValueError names a parameter that is unknown, has the
+    wrong number of values, or is missing."""
+    values, waypoints, land = {}, [], False
+    for name, numbers in pairs:
+        expected = WAYPOINT_FIELDS if name == "waypoint" else 1 if name == "land" else _SIZES.get(name)
+        if expected is None:
+            raise ValueError(f"parameter {name}: unknown parameter")
+        if len(numbers) != expected:
+            raise ValueError(f"parameter {name}: expected {expected} value{'s' * (expected > 1)}, got {len(numbers)}")
+        if name == "waypoint":
+            waypoints.append(numbers)
+        elif name == "land":
+            land = bool(numbers[0])
+        else:
+            values[name] = np.array(numbers) if expected > 1 else numbers[0]
+    missing = [name for name in _SIZES if name not in values]
     if missing:
         raise ValueError(f"missing parameters: {', '.join(missing)}")
     if not waypoints:
-        raise ValueError("at least one --waypoint N,E,D,YAW_RAD,HOLD_S is needed")
-    rows = np.array([[float(v) for v in w.split(",")] for w in waypoints])
-    if rows.shape[1] != 5:
-        raise ValueError("each --waypoint is N,E,D,YAW_RAD,HOLD_S")
+        raise ValueError("no waypoint: give at least one (waypoint=N,E,D,YAW_RAD,HOLD_S)")
+    values["mixer"] = values["mixer"].reshape(4, 4)
+    rows = np.array(waypoints)
     return QuadPidParams(**values, waypoints=jnp.asarray(rows[:, :3]), waypoint_yaw=jnp.asarray(rows[:, 3]),
                          waypoint_hold=jnp.asarray(rows[:, 4]), land=land)
 
 
-_VECTOR_FIELDS = ("inertia", "mixer", "max_speed", "gain_position", "gain_velocity", "gain_velocity_integral",
-                  "gain_attitude", "gain_rate", "gain_rate_integral")
 
 SENSOR_NEEDS = (("imu", 6), ("baro", 2), ("mag", 3), ("gps", 6))
 

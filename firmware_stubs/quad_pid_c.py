@@ -33,15 +33,15 @@ STATE_FIELDS = (("attitude", 4), ("gyro_bias", 3), ("position", 3), ("velocity",
                 ("baro_ready", 1), ("gps_ready", 1), ("velocity_integral", 3), ("rate_integral", 3),
                 ("waypoint", 1), ("hold", 1), ("phase", 1), ("low_thrust", 1), ("command", 4))
 STATE_SIZE = sum(size for _, size in STATE_FIELDS)
-MISSION = ("waypoints", "waypoint_yaw", "waypoint_hold", "land")
-# The other fields of QuadPidParams, in the order of quad_pid.c's --param table (and of
-# quad_pid.command_line): 51 numbers, then `land` as 0 or 1.
-PARAM_FIELDS = tuple(name for name in quad_pid.QuadPidParams.__dataclass_fields__ if name not in MISSION)
+# The fields of QuadPidParams but the mission, in the order of quad_pid.c's parameter table (and of
+# quad_pid.wire_parameters): 51 numbers, then `land` as 0 or 1.
+PARAM_FIELDS = tuple(name for name in quad_pid.QuadPidParams.__dataclass_fields__ if name not in quad_pid.MISSION_FIELDS)
 PARAM_SIZE = 52
 SENSORS = tuple(name for name, _ in quad_pid.SENSOR_NEEDS)
 READING_SIZE = sum(size for _, size in quad_pid.SENSOR_NEEDS)
 
 params_from_scenario = quad_pid.params_from_scenario
+PARAMETER_SET, wire_parameters = quad_pid.PARAMETER_SET, quad_pid.wire_parameters
 
 
 def init(params: quad_pid.QuadPidParams) -> np.ndarray:

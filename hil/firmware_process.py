@@ -11,6 +11,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
+from hil.firmware_stubs import command_line
 from hil.scenario import Scenario
 from hil.tick.firmware import FIRMWARES
 
@@ -27,16 +28,19 @@ def free_udp_port() -> int:
 
 def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
     """The command line that starts the scenario's firmware in ``runtime`` (``c`` or ``python``)
-    on ``udp`` (HOST:PORT), or with ``udp`` None, as a board on its own pseudo-terminal (C only)."""
+    on ``udp`` (HOST:PORT), or with ``udp`` None, as a board on its own pseudo-terminal (C only).
+    The C firmware takes its parameters from the session (PARAM messages), as a board does; the
+    Python one, which compiles its step before HELLO, on its command line."""
     name = scenario.firmware.name
-    arguments = FIRMWARES[name].command_line(FIRMWARES[name].params_from_scenario(scenario))
     link = ["--udp", udp] if udp is not None else ["--pty"]
     if runtime == "c":
         from hil.firmware_stubs import c_build
 
-        return [str(c_build.build(f"hil_{name}")), *link, *arguments]
+        return [str(c_build.build(f"hil_{name}")), *link]
     if udp is None:
         raise ValueError("only the C firmware runs on its own pseudo-terminal")
+    module = FIRMWARES[name]
+    arguments = command_line(module.wire_parameters(module.params_from_scenario(scenario)))
     return [sys.executable, "-m", f"hil.firmware_stubs.{name}", *link, *arguments]
 
 
@@ -61,23 +65,16 @@ QEMU_MACHINE = "netduinoplus2"  # an STM32F405: its memory map and USART1, which
 QEMU_TERMINAL = re.compile(r"char device redirected to (\S+)")
 
 
-def board_arguments(scenario: Scenario) -> list[str]:
-    """The scenario's firmware settings as the board image takes them: main_posix.c's options."""
-    name = scenario.firmware.name
-    return FIRMWARES[name].command_line(FIRMWARES[name].params_from_scenario(scenario))
-
-
-def start_qemu(scenario: Scenario, timeout: float = 10.0, arguments: list[str] | None = None,
-               precision: str = "float64") -> tuple["QemuBoard", str]:
+def start_qemu(scenario: Scenario, timeout: float = 10.0, precision: str = "float64") -> tuple["QemuBoard", str]:
     """The scenario's firmware as an STM32F405 image (built now unless cached) flown on QEMU, its
     USART1 on a new pseudo-terminal: as :func:`start_on_pty`, the process (``with`` it to stop it)
     and the terminal to open as the board's serial port. QEMU's output goes to a file, from which
-    the terminal's name is read; QEMU dies with hil. ``arguments``: the settings baked into the
-    image, by default the scenario's (:func:`board_arguments`); ``precision``: the controller's
+    the terminal's name is read; QEMU dies with hil. The image is the same for every scenario: the
+    session gives it the scenario's parameters after HELLO. ``precision``: the controller's
     arithmetic in the image (``c_build.PRECISIONS``)."""
     from hil.firmware_stubs import c_build
 
-    image = c_build.build_board(board_arguments(scenario) if arguments is None else arguments, precision)
+    image = c_build.build_board(precision)
     if shutil.which(QEMU) is None:
         raise RuntimeError(f"QEMU is not installed ({QEMU} was not found); on Debian or Ubuntu: "
                            f"{c_build.CROSS_INSTALL}")

@@ -178,8 +178,13 @@ class Session:
     catch_up = True
     spin_before_deadline = SPIN_BEFORE_DEADLINE  # s of each real-time period spent spinning
 
-    def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None, recorder=None):
+    def __init__(self, simulation: Simulation, link: Link, settings: LinkSettings, firmware=None, recorder=None,
+                 parameters: wire.ParameterSet | None = None, firmware_name: str = ""):
         self.simulation = simulation
+        # What a firmware whose HELLO asks for parameters is given (the scenario's firmware
+        # section, ``firmware_name``), or None when the scenario has none to give.
+        self.parameters = parameters
+        self.firmware_name = firmware_name
         self.link = link
         if recorder is not None:  # a hil.flightlog.Recorder: it logs every frame, as it goes
             link.tap = recorder.packet
@@ -243,7 +248,8 @@ class Session:
         return latest if ready is None else min(ready + self.settings.hello_timeout, latest)
 
     def handshake(self) -> wire.Hello:
-        """Send HELLO until the firmware's arrives; check that both sides agree.
+        """Send HELLO until the firmware's arrives; check that both sides agree; give the firmware
+        its parameters when its HELLO asks for them.
 
         Garbage is collected first: between HELLO and tick 0 the firmware waits, and a firmware
         left waiting sends a HEARTBEAT, which would take a sequence number in one run and not in
@@ -263,6 +269,8 @@ class Session:
                         raise SessionError("the firmware does not match this run: " + "; ".join(p for _, p in problems),
                                            problems[0][0])
                     self.peer_hello = message
+                    if message.params:
+                        self._give_parameters(message.params)
                     return message
                 if isinstance(message, wire.Goodbye):
                     raise SessionError(f"the firmware said goodbye during HELLO: {message.reason} (code {message.code})")
@@ -275,6 +283,38 @@ class Session:
             f"no HELLO from the firmware on {self.link.describe()} within {self.settings.hello_timeout:g} s "
             f"(hil speaks protocol version {wire.PROTOCOL_VERSION}). Check that the board runs firmware with the hil "
             f"protocol, that the port and baud rate (or address) are right, and that nothing else holds the port.")
+
+    def _give_parameters(self, wanted: str) -> None:
+        """Send the firmware its parameters, one PARAM at a time, each sent again every
+        HELLO_INTERVAL until its PARAM_ACK comes (docs/protocol.md section 6); the firmware's
+        GOODBYE refuses one, naming it."""
+        given = self.parameters
+        if given is None or given.name != wanted:
+            has = f"has parameter set {given.name!r}" if given is not None else "has no parameters to give"
+            raise SessionError(f"the firmware asks for parameter set {wanted!r}; the scenario's firmware "
+                               f"{self.firmware_name or '(none)'} {has}", wire.GOODBYE_PARAMETER)
+        count = len(given.entries)
+        for index, (name, values) in enumerate(given.entries):
+            deadline = time.perf_counter() + self.settings.hello_timeout
+            while not self._acknowledged(index, count, name, values, deadline):
+                self._check_firmware(0)
+                if time.perf_counter() >= deadline:
+                    raise SessionTimeout(
+                        f"the firmware on {self.link.describe()} took {index} of its {count} parameters, then did not "
+                        f"acknowledge parameter {name} within {self.settings.hello_timeout:g} s (link.hello_timeout)")
+
+    def _acknowledged(self, index: int, count: int, name: str, values: tuple, deadline: float) -> bool:
+        """Send PARAM ``index`` once; True when its PARAM_ACK comes within HELLO_INTERVAL."""
+        self._send(wire.Param, 0, index, count, name, values)
+        wait_until = min(deadline, time.perf_counter() + HELLO_INTERVAL)
+        while (remaining := wait_until - time.perf_counter()) > 0:
+            message = self.link.receive(remaining)
+            if isinstance(message, wire.ParamAck) and message.index == index:
+                return True
+            if isinstance(message, wire.Goodbye):
+                raise SessionError(f"the firmware refused its parameters: {message.reason} (code {message.code})",
+                                   wire.GOODBYE_PARAMETER)
+        return False
 
     def send_tick(self, tick: int, row: np.ndarray) -> None:
         """Tell the firmware what tick ``tick`` (its ``row`` of the trace) sensed: a SENSORS frame."""

@@ -9,6 +9,7 @@ frame longer than :data:`MAX_FRAME` is dropped while it is still being read, and
 unpacked with caps on every array, string and binary length.
 """
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ MAX_ENCODED = MAX_FRAME + 1  # a whole frame, delimiter included: the largest da
 MAX_TEXT = 200  # bytes of UTF-8 in a STATUS or GOODBYE text
 MAX_VALUES = 64  # floats in one SENSORS or ACTUATORS message
 MAX_SENSORS = 16
+MAX_PARAM_VALUES = 48  # floats in one PARAM: 48 float64 and a name fit the payload limit
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: every float on the wire fits one
 
-HELLO, SENSORS, ACTUATORS, HEARTBEAT, STATUS, GOODBYE = 1, 2, 3, 4, 5, 6
+HELLO, SENSORS, ACTUATORS, HEARTBEAT, STATUS, GOODBYE, PARAM, PARAM_ACK = 1, 2, 3, 4, 5, 6, 7, 8
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
-GOODBYE_NORMAL, GOODBYE_VERSION_MISMATCH, GOODBYE_LAYOUT_MISMATCH, GOODBYE_TIMEOUT, GOODBYE_ERROR = range(5)
+(GOODBYE_NORMAL, GOODBYE_VERSION_MISMATCH, GOODBYE_LAYOUT_MISMATCH, GOODBYE_TIMEOUT, GOODBYE_ERROR,
+ GOODBYE_PARAMETER) = range(6)
 UINT32 = 2**32
 
 
@@ -67,6 +70,9 @@ class Hello:
     tick_rate_hz: int
     sensors: tuple[SensorSpec, ...]
     tick: int = 0
+    # A firmware's only: the parameter set it takes over the link before tick 0 ("" for none). A
+    # HELLO without it has 9 elements, one with it 10.
+    params: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,36 @@ class Goodbye:
     reason: str
 
 
-Message = Union[Hello, Sensors, Actuators, Heartbeat, Status, Goodbye]
+@dataclass(frozen=True)
+class Param:
+    """Parameter ``index`` of a set of ``count`` that hil gives a firmware before tick 0."""
+
+    seq: int
+    tick: int
+    index: int
+    count: int
+    name: str
+    values: tuple[float, ...]  # written as float64: a parameter is the scenario's number to the bit
+
+
+@dataclass(frozen=True)
+class ParamAck:
+    """The firmware took PARAM ``index``; for the last of the set, it also took the set as a whole."""
+
+    seq: int
+    tick: int
+    index: int
+
+
+@dataclass(frozen=True)
+class ParameterSet:
+    """What hil gives a firmware whose HELLO asks for parameter set ``name``: one PARAM per entry."""
+
+    name: str
+    entries: tuple[tuple[str, tuple[float, ...]], ...]
+
+
+Message = Union[Hello, Sensors, Actuators, Heartbeat, Status, Goodbye, Param, ParamAck]
 
 
 # ---- framing -----------------------------------------------------------------------------------
@@ -185,6 +220,15 @@ def _finite32(value: float) -> bool:
     return -FLOAT32_MAX <= value <= FLOAT32_MAX
 
 
+def _finite64(values, name: str) -> list[float]:
+    """Floats to write as float64, each finite; raises :class:`NonFinite`."""
+    floats = [float(v) for v in values]
+    if not all(map(math.isfinite, floats)):
+        bad = next(i for i, v in enumerate(floats) if not math.isfinite(v))
+        raise NonFinite(name, bad, floats[bad])
+    return floats
+
+
 def _f32(values, name: str) -> list[float]:
     """Floats to write, each finite and within float32; raises :class:`NonFinite` (the wire has no NaN)."""
     floats = [float(v) for v in values]
@@ -195,11 +239,18 @@ def _f32(values, name: str) -> list[float]:
 
 
 def pack(message: Message) -> bytes:
-    """The msgpack payload of a message (floats as float32, integers in their shortest form)."""
+    """The msgpack payload of a message (floats as float32 but PARAM's, integers in their shortest form)."""
+    if isinstance(message, Param):
+        if len(message.values) > MAX_PARAM_VALUES:
+            raise ValueError(f"parameter {message.name}: {len(message.values)} values, the limit is {MAX_PARAM_VALUES}")
+        return msgpack.packb([PARAM, message.seq, message.tick, message.index, message.count, message.name,
+                              _finite64(message.values, f"parameter {message.name}")], use_single_float=False)
     if isinstance(message, Hello):
         body = [HELLO, message.seq, message.tick, message.version, message.role, message.vehicle,
                 message.actuators, message.tick_rate_hz,
                 [[s.name, s.fields, *_f32((s.rate_hz,), f"sensor {s.name} rate_hz")] for s in message.sensors]]
+        if message.params:
+            body.append(message.params)
     elif isinstance(message, Sensors):
         body = [SENSORS, message.seq, message.tick, message.fresh, _f32(message.values, "values")]
     elif isinstance(message, Actuators):
@@ -210,6 +261,8 @@ def pack(message: Message) -> bytes:
         body = [STATUS, message.seq, message.tick, message.severity, message.text]
     elif isinstance(message, Goodbye):
         body = [GOODBYE, message.seq, message.tick, message.code, message.reason]
+    elif isinstance(message, ParamAck):
+        body = [PARAM_ACK, message.seq, message.tick, message.index]
     else:
         raise TypeError(f"not a protocol message: {message!r}")
     return msgpack.packb(body, use_single_float=True)
@@ -240,15 +293,17 @@ def _text(value, name) -> str:
     return value
 
 
-def _floats(value, name) -> tuple[float, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, float) for v in value):
-        raise FrameError("message", f"{name} must be an array of floats")
-    if not all(map(_finite32, value)):
-        raise FrameError("message", f"{name} must be finite and within float32, got {value!r}")
+def _floats(value, name, finite=_finite32, limit=MAX_VALUES) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) > limit or not all(isinstance(v, float) for v in value):
+        raise FrameError("message", f"{name} must be an array of floats, at most {limit}")
+    if not all(map(finite, value)):
+        within = "finite" if finite is math.isfinite else "finite and within float32"
+        raise FrameError("message", f"{name} must be {within}, got {value!r}")
     return tuple(value)
 
 
-_ARITY = {HELLO: 9, SENSORS: 5, ACTUATORS: 4, HEARTBEAT: 3, STATUS: 5, GOODBYE: 5}
+_ARITY = {HELLO: (9, 10), SENSORS: (5,), ACTUATORS: (4,), HEARTBEAT: (3,), STATUS: (5,), GOODBYE: (5,), PARAM: (7,),
+          PARAM_ACK: (4,)}
 
 
 def parse(payload: bytes) -> Message:
@@ -259,8 +314,9 @@ def parse(payload: bytes) -> Message:
     kind = body[0]
     if not isinstance(kind, int) or isinstance(kind, bool) or kind not in _ARITY:
         raise FrameError("message", f"unknown message type {kind!r}")
-    if len(body) != _ARITY[kind]:
-        raise FrameError("message", f"message type {kind} has {_ARITY[kind]} elements, got {len(body)}")
+    if len(body) not in _ARITY[kind]:
+        raise FrameError("message", f"message type {kind} has {' or '.join(map(str, _ARITY[kind]))} elements, "
+                                    f"got {len(body)}")
     seq, tick = _uint(body[1], "seq"), _uint(body[2], "tick")
     if kind == HELLO:
         sensors = body[8]
@@ -276,7 +332,8 @@ def parse(payload: bytes) -> Message:
                                     float(entry[2])))
         role = _text(body[4], "role")
         return Hello(seq, _uint(body[3], "version"), role, _text(body[5], "vehicle"),
-                     _uint(body[6], "actuators", MAX_VALUES + 1), _uint(body[7], "tick_rate_hz"), tuple(specs), tick)
+                     _uint(body[6], "actuators", MAX_VALUES + 1), _uint(body[7], "tick_rate_hz"), tuple(specs), tick,
+                     _text(body[9], "params") if len(body) == 10 else "")
     if kind == SENSORS:
         return Sensors(seq, tick, _uint(body[3], "fresh"), _floats(body[4], "values"))
     if kind == ACTUATORS:
@@ -285,7 +342,15 @@ def parse(payload: bytes) -> Message:
         return Heartbeat(seq, tick)
     if kind == STATUS:
         return Status(seq, tick, _uint(body[3], "severity", len(SEVERITIES)), _text(body[4], "text"))
-    return Goodbye(seq, tick, _uint(body[3], "code"), _text(body[4], "reason"))
+    if kind == GOODBYE:
+        return Goodbye(seq, tick, _uint(body[3], "code"), _text(body[4], "reason"))
+    if kind == PARAM:
+        count = _uint(body[4], "count")
+        if count == 0:
+            raise FrameError("message", "PARAM count must be at least 1")
+        return Param(seq, tick, _uint(body[3], "index", count), count, _text(body[5], "name"),
+                     _floats(body[6], "values", math.isfinite, MAX_PARAM_VALUES))
+    return ParamAck(seq, tick, _uint(body[3], "index"))
 
 
 def decode(encoded: bytes) -> Message:

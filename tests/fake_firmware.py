@@ -3,6 +3,7 @@
     python tests/fake_firmware.py --udp HOST:PORT [--version N] [--silent-after TICK]
                                   [--crash-after TICK] [--throttle T] [--mischief] [--bad-reply KIND:TICK]
                                   [--busy-at TICK:SECONDS] [--stop-at TICK] [--status-flood N]
+                                  [--asks-for SET --params-out PATH [--drop-acks N]]
 
 --mischief answers every SENSORS, with a throttle that changes with the tick, and around some
 replies sends what a link must cope with: a STATUS, a datagram of garbage, a duplicate of the
@@ -15,9 +16,14 @@ reply, a late reply to the tick before.
 --busy-at TICK:SECONDS computes (spins a CPU) for SECONDS before replying to TICK: a slow firmware.
 --stop-at TICK stops itself (SIGSTOP) instead of replying to TICK. --status-flood N sends N
 warning STATUS messages before every reply.
+
+--asks-for SET names a parameter set in its HELLO; it writes the (name, values) pairs it takes
+from hil's PARAMs to --params-out as JSON, and leaves the first --drop-acks PARAMs unacknowledged
+(lost acknowledgements: hil must send those again).
 """
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -41,6 +47,9 @@ def main():
     parser.add_argument("--busy-at", default=None, metavar="TICK:SECONDS")
     parser.add_argument("--stop-at", type=int, default=None)
     parser.add_argument("--status-flood", type=int, default=0)
+    parser.add_argument("--asks-for", default="")
+    parser.add_argument("--params-out")
+    parser.add_argument("--drop-acks", type=int, default=0)
     args = parser.parse_args()
     busy_tick, busy_seconds = (int(args.busy_at.split(":")[0]), float(args.busy_at.split(":")[1])) \
         if args.busy_at else (None, 0.0)
@@ -50,6 +59,7 @@ def main():
     sock.bind((host, int(port)))
     sock.settimeout(10.0)
     seq = 0
+    taken, unanswered = [], args.drop_acks
 
     def send(message, peer):
         nonlocal seq
@@ -75,7 +85,18 @@ def main():
             sys.exit(3)
         message = wire.decode(data[:-1])
         if isinstance(message, wire.Hello):
-            send(wire.Hello(seq, args.version, "firmware", "quadrotor", 4, 0, (wire.SensorSpec("imu", 6, 0.0),)), peer)
+            send(wire.Hello(seq, args.version, "firmware", "quadrotor", 4, 0, (wire.SensorSpec("imu", 6, 0.0),),
+                            params=args.asks_for), peer)
+        elif isinstance(message, wire.Param):
+            if message.index == len(taken):
+                taken.append((message.name, message.values))
+            if unanswered:
+                unanswered -= 1
+                continue
+            send(wire.ParamAck(seq, 0, message.index), peer)
+            if len(taken) == message.count:
+                with open(args.params_out, "w") as out:
+                    json.dump(taken, out)
         elif isinstance(message, wire.Sensors):
             if args.crash_after is not None and message.tick >= args.crash_after:
                 print(f"fake firmware: giving up at tick {message.tick}", flush=True)

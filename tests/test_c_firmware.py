@@ -24,7 +24,7 @@ import pytest
 
 from support import ROOT
 from hil import wire
-from hil.firmware_stubs import c_build
+from hil.firmware_stubs import c_build, command_line
 
 pytestmark = pytest.mark.skipif(shutil.which((c_build.compiler() or ["cc"])[0]) is None,
                                 reason="no C compiler ($CC or cc)")
@@ -66,6 +66,11 @@ def canon(m: wire.Message) -> str:
         parts = [1, m.seq, m.tick, m.version, _s(m.role), _s(m.vehicle), m.actuators, m.tick_rate_hz, len(m.sensors)]
         for s in m.sensors:
             parts += [_s(s.name), s.fields, _f(s.rate_hz)]
+        parts.append(_s(m.params))
+    elif isinstance(m, wire.Param):
+        parts = [7, m.seq, m.tick, m.index, m.count, _s(m.name), len(m.values), *map(_f, m.values)]
+    elif isinstance(m, wire.ParamAck):
+        parts = [8, m.seq, m.tick, m.index]
     elif isinstance(m, wire.Sensors):
         parts = [2, m.seq, m.tick, m.fresh, len(m.values), *map(_f, m.values)]
     elif isinstance(m, wire.Actuators):
@@ -87,7 +92,8 @@ def python_decode(encoded: bytes) -> str:
 
 
 def doc_vectors() -> dict[str, bytes]:
-    names = ["hello_hil", "hello_firmware", "sensors", "actuators", "heartbeat", "status", "goodbye"]
+    names = ["hello_hil", "hello_firmware", "sensors", "actuators", "heartbeat", "status", "goodbye",
+             "hello_firmware_params", "param", "param_ack", "goodbye_parameter"]
     text = (ROOT / "docs" / "protocol.md").read_text()
     frames = [bytes.fromhex(m) for m in re.findall(r"^frame\s+([0-9a-f ]+)$", text, re.MULTILINE)]
     return dict(zip(names, frames)) if len(frames) == len(names) else {}
@@ -103,6 +109,10 @@ VECTOR_MESSAGES = {
     "heartbeat": wire.Heartbeat(3, 0),
     "status": wire.Status(21, 20, 1, "armed"),
     "goodbye": wire.Goodbye(4000, 20000, 0, "run complete"),
+    "hello_firmware_params": wire.Hello(0, 1, "firmware", "quadrotor", 4, 1000, SENSOR_LAYOUT, params="quad_pid"),
+    "param": wire.Param(1, 0, 4, 22, "inertia", (0.012, 0.012, 0.022)),
+    "param_ack": wire.ParamAck(5, 0, 4),
+    "goodbye_parameter": wire.Goodbye(6, 0, wire.GOODBYE_PARAMETER, "parameter mass: expected 1 value, got 3"),
 }
 COBS_INPUTS = {
     "cobs_00": b"\x00", "cobs_00_00": b"\x00\x00", "cobs_11_22_00_33": b"\x11\x22\x00\x33",
@@ -146,12 +156,19 @@ def random_message(rng: random.Random) -> wire.Message:
     def floats(n):
         return tuple(rng.choice(FLOATS) if rng.random() < 0.3 else rng.uniform(-1e5, 1e5) for _ in range(n))
 
-    kind = rng.randrange(1, 7)
+    kind = rng.randrange(1, 9)
     if kind == wire.HELLO:
         sensors = tuple(wire.SensorSpec(random_text(rng, 20), rng.randrange(65), rng.choice([0.0, 10.0, 333.3, 1e4]))
                         for _ in range(rng.randrange(0, 17)))
         return wire.Hello(uint(), uint(), random_text(rng, 60), random_text(rng, 60), rng.randrange(65), uint(),
-                          sensors, uint())
+                          sensors, uint(), rng.choice(["", "", random_text(rng, 30)]))
+    if kind == wire.PARAM:
+        count = rng.randrange(1, 2**32)
+        values = tuple(rng.choice([*FLOATS, 1e300, -5e-324, 0.1]) if rng.random() < 0.3 else rng.uniform(-1e9, 1e9)
+                       for _ in range(rng.randrange(wire.MAX_PARAM_VALUES + 1)))
+        return wire.Param(uint(), uint(), rng.randrange(count), count, random_text(rng, 40), values)
+    if kind == wire.PARAM_ACK:
+        return wire.ParamAck(uint(), uint(), uint())
     if kind == wire.SENSORS:
         return wire.Sensors(uint(), uint(), uint(), floats(rng.randrange(65)))
     if kind == wire.ACTUATORS:
@@ -460,7 +477,7 @@ def test_the_c_controller_tracks_the_python_one():
         expected.append((int(state.phase), int(state.waypoint), np.asarray(command)))
         lines.append(" ".join([_f(t)] + [str(int(fresh[n])) for n in ("imu", "baro", "mag", "gps")]
                               + [_f(v) for n in ("imu", "baro", "mag", "gps") for v in readings[n]]))
-    args = quad_pid.command_line(params)
+    args = command_line(quad_pid.wire_parameters(params))
     result = subprocess.run([str(c_build.build("quad_pid_replay")), *args], input="\n".join(lines) + "\n",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -483,7 +500,7 @@ def hover_arguments(**overrides) -> list[str]:
     from hil.firmware_stubs import quad_pid
 
     params = quad_pid.params_from_scenario(scenario.load(ROOT / "scenarios" / "hover.yaml"))
-    args = quad_pid.command_line(params)
+    args = command_line(quad_pid.wire_parameters(params))
     for name, value in overrides.items():
         index = next(i for i, a in enumerate(args) if a.startswith(f"{name}="))
         args[index] = f"{name}={value}"
@@ -532,7 +549,7 @@ def udp_firmware(firmware):
 
     def start(*extra, arguments=None):
         port = free_udp_port()
-        process = subprocess.Popen([str(firmware), "--udp", f"127.0.0.1:{port}", *(arguments or hover_arguments()),
+        process = subprocess.Popen([str(firmware), "--udp", f"127.0.0.1:{port}", *(hover_arguments() if arguments is None else arguments),
                                     *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         processes.append(process)
         hil = Hil(("127.0.0.1", port))
@@ -605,6 +622,89 @@ def test_udp_session_hello_lockstep_status_and_goodbye(udp_firmware):
     hil.close()
 
 
+def hover_parameters(**overrides) -> tuple:
+    """hover.yaml's quad_pid parameters as PARAMs carry them, with ``overrides`` (name: values)."""
+    from hil import scenario
+    from hil.firmware_stubs import quad_pid
+
+    pairs = quad_pid.wire_parameters(quad_pid.params_from_scenario(scenario.load(ROOT / "scenarios" / "hover.yaml")))
+    return tuple((name, overrides.get(name, values)) for name, values in pairs)
+
+
+def fly(hil, ticks: int) -> list[tuple[float, ...]]:
+    """SENSORS at rest for ``ticks`` ticks in lockstep; the throttles of each reply."""
+    replies = []
+    for tick in range(ticks):
+        hil.send(wire.Sensors, tick, *sensors_for(tick))
+        replies.append(hil.receive(skip=(wire.Heartbeat, wire.Status)).values)
+    return replies
+
+
+def test_without_param_options_it_asks_hil_for_its_parameters_and_flies_them_as_given_on_its_command_line(
+        udp_firmware):
+    pairs = hover_parameters(arm_at=(0.005,))
+    process, hil = udp_firmware(arguments=[])
+    reply = handshake(hil, process)
+    assert isinstance(reply, wire.Hello) and reply.params == "quad_pid"
+    hil.send(wire.Sensors, 0, *sensors_for(0))  # before its parameters: not answered
+    answers = []
+    for index, (name, values) in enumerate(pairs):
+        hil.send(wire.Param, 0, index, len(pairs), name, values)
+        answers.append(hil.receive())
+    assert answers == [wire.ParamAck(answer.seq, 0, index) for index, answer in enumerate(answers)]
+    by_link = fly(hil, 30)
+
+    configured, other = udp_firmware(arguments=command_line(pairs))
+    assert handshake(other, configured).params == ""  # configured on its command line: it asks for nothing
+    assert fly(other, 30) == by_link  # the same controller, bit for bit
+    assert by_link[0] == (0.0,) * 4 and by_link[10] == pytest.approx((0.08,) * 4)  # armed at 5 ms: spinning up
+    for end in (hil, other):
+        end.send(wire.Goodbye, 30, wire.GOODBYE_NORMAL, "run complete")
+    assert process.wait(5) == 0 and configured.wait(5) == 0
+
+
+def test_a_param_sent_again_is_acknowledged_again_one_out_of_order_is_dropped_and_a_bad_one_refused(udp_firmware):
+    pairs = hover_parameters()
+    process, hil = udp_firmware(arguments=[])
+    handshake(hil, process)
+    for index in (0, 0, 1, 1):  # each sent twice, as hil does when an acknowledgement is lost
+        hil.send(wire.Param, 0, index, len(pairs), *pairs[index])
+        ack = hil.receive()
+        assert isinstance(ack, wire.ParamAck) and ack.index == index
+    hil.send(wire.Param, 0, 3, len(pairs), *pairs[3])  # 2 was lost: dropped, not answered
+    hil.socket.settimeout(0.05)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # nothing but the HEARTBEATs of a firmware left waiting
+        try:
+            assert isinstance(hil.receive(skip=()), wire.Heartbeat)
+        except socket.timeout:
+            pass
+    hil.socket.settimeout(5.0)
+    hil.send(wire.Param, 0, 2, len(pairs), "gps_period", (0.1, 0.1, 0.1))
+    goodbye = hil.receive()
+    assert isinstance(goodbye, wire.Goodbye) and goodbye.code == wire.GOODBYE_PARAMETER
+    assert goodbye.reason == "parameter gps_period: expected 1 value, got 3"
+    assert process.wait(5) == 1
+    stderr = process.communicate()[1]
+    assert stderr == "hil_quad_pid: parameter refused: parameter gps_period: expected 1 value, got 3\n"
+    hil.close()
+
+
+def test_a_set_without_a_parameter_it_needs_is_refused_after_its_last_naming_what_is_missing(udp_firmware):
+    pairs = [pair for pair in hover_parameters() if pair[0] not in ("mass", "acceptance")]
+    process, hil = udp_firmware(arguments=[])
+    handshake(hil, process)
+    for index, pair in enumerate(pairs[:-1]):
+        hil.send(wire.Param, 0, index, len(pairs), *pair)
+        assert isinstance(hil.receive(), wire.ParamAck)
+    hil.send(wire.Param, 0, len(pairs) - 1, len(pairs), *pairs[-1])
+    goodbye = hil.receive()
+    assert goodbye.code == wire.GOODBYE_PARAMETER
+    assert goodbye.reason == "parameters: missing parameters: mass, acceptance"
+    assert process.wait(5) == 1
+    hil.close()
+
+
 def test_udp_peer_is_the_first_hello_sender(udp_firmware):
     process, hil = udp_firmware()
     handshake(hil, process)
@@ -659,11 +759,15 @@ def test_idle_timeout_exits_3(firmware):
 @pytest.mark.parametrize("change, message", [
     (lambda a: a + ["--param", "mass=1.5"], None),  # a parameter given twice: the last one counts
     (lambda a: a[:2], "missing parameters: baro_period"),
-    (lambda a: a + ["--param", "wingspan=3"], "unknown parameter 'wingspan'"),
-    (lambda a: a + ["--param", "inertia=1,2"], "inertia: expected 3 values, got 2"),
-    (lambda a: a + ["--param", "mass=heavy"], "not a list of numbers"),
-    (lambda a: a + ["--waypoint", "1,2,3"], "expected N,E,D,YAW_RAD,HOLD_S"),
-    (lambda a: [x for x in a if not x.startswith("0.0,0.0,-2.0") and x != "--waypoint"], "at least one --waypoint"),
+    (lambda a: a + ["--param", "wingspan=3"], "parameter wingspan: unknown parameter"),
+    (lambda a: a + ["--param", "inertia=1,2"], "parameter inertia: expected 3 values, got 2"),
+    (lambda a: a + ["--param", "mass=heavy"], "parameter mass: 'heavy' is not a list of finite numbers"),
+    (lambda a: a + ["--param", "mass=nan"], "parameter mass: 'nan' is not a list of finite numbers"),
+    (lambda a: a + ["--param", "waypoint=1,2,3"], "parameter waypoint: expected 5 values (N,E,D,YAW_RAD,HOLD_S), got 3"),
+    (lambda a: a + ["--param", "land=2"], "parameter land: expected one value, 0 or 1"),
+    (lambda a: a + ["--param", "mass"], "--param 'mass': expected NAME=V[,V...]"),
+    (lambda a: [x for i, x in enumerate(a) if "waypoint=" not in a[i] + a[min(i + 1, len(a) - 1)]],
+     "no waypoint: give at least one"),
 ])
 def test_bad_arguments_exit_2_with_one_line(firmware, change, message):
     args = change(hover_arguments())
@@ -769,6 +873,8 @@ def test_floats_that_are_not_finite_float32_are_refused_both_ways_as_hil_wire_do
             payloads += [msgpack.packb(body, use_single_float=single) for body in (
                 [3, 1, 2, [0.5, value, 0.5, 0.5]], [2, 1, 2, 1, [value] * 6],
                 [1, 0, 0, 1, "firmware", "quadrotor", 4, 0, [["imu", 6, value]]])]
+            if value != 1e39:  # a PARAM's values are float64: finite is all they must be
+                payloads.append(msgpack.packb([7, 1, 0, 0, 1, "mass", [value]], use_single_float=single))
     out = run_lines(test_vectors, [f"P {p.hex()}" for p in payloads])
     assert out == ["ERR message"] * len(payloads)
     for p in payloads:
@@ -777,8 +883,9 @@ def test_floats_that_are_not_finite_float32_are_refused_both_ways_as_hil_wire_do
         assert caught.value.kind == "message"
     nan = struct.pack(">d", float("nan")).hex()
     encode = [f"E 3 1 2 4 {_f(0.5)} {nan} {_f(0.5)} {_f(0.5)}", f"E 2 1 2 1 6 {(_f(1e39) + ' ') * 6}".strip(),
-              f"E 1 0 0 1 {_s('hil')} {_s('quadrotor')} 4 1000 1 {_s('imu')} 6 {nan}"]
-    assert run_lines(test_vectors, encode) == ["ERR encode"] * 3
+              f"E 1 0 0 1 {_s('hil')} {_s('quadrotor')} 4 1000 1 {_s('imu')} 6 {nan} -",
+              f"E 7 1 0 0 1 {_s('mass')} 1 {nan}"]
+    assert run_lines(test_vectors, encode) == ["ERR encode"] * 4
 
 
 def test_every_msgpack_string_and_array_form_is_read_as_hil_wire_reads_it(test_vectors):

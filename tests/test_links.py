@@ -1,6 +1,7 @@
 """Flying over real links: UDP sockets, pseudo-terminals through pyserial, real firmware processes."""
 
 import dataclasses
+import json
 import os
 import select
 import socket
@@ -17,7 +18,7 @@ from hil import firmware_process, runner, scenario, wire
 from hil.bridges.link import LinkError
 from hil.bridges.serial_port import SerialLink
 from hil.firmware_process import free_udp_port
-from hil.firmware_stubs import quad_pid
+from hil.firmware_stubs import command_line, quad_pid
 
 FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_firmware.py'} --udp {{udp}}"
 
@@ -89,7 +90,7 @@ class PtyCable:
 def python_firmware_on(port, loaded):
     """The Python firmware as a board on ``port``, once it says it is ready: a board's HELLO timeout
     does not wait for JAX to load on a busy machine."""
-    arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))
+    arguments = command_line(quad_pid.wire_parameters(quad_pid.params_from_scenario(loaded)))
     board = subprocess.Popen([sys.executable, "-m", "hil.firmware_stubs.quad_pid", "--port", port, "--baud", "921600",
                               *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert b"ready on" in board.stdout.readline()
@@ -174,6 +175,22 @@ def test_a_protocol_version_mismatch_names_both_versions():
     assert "protocol version: hil speaks 1, firmware 2" in result.failure
 
 
+def test_a_firmware_that_asks_for_parameters_gets_the_scenario_s_to_the_bit_lost_acknowledgements_and_all(tmp_path):
+    taken = tmp_path / "taken.json"
+    result = runner.run(short(0.2), firmware_command=FAKE + f" --asks-for quad_pid --params-out {taken} --drop-acks 3")
+    assert result.failure is None, result.failure
+    given = quad_pid.wire_parameters(quad_pid.params_from_scenario(short(0.2)))
+    assert [(name, tuple(values)) for name, values in json.loads(taken.read_text())] == list(given)
+    assert result.link_stats.actuators_received == result.scenario.ticks + 1
+
+
+def test_a_firmware_asking_for_a_parameter_set_the_scenario_lacks_ends_the_run_naming_both():
+    result = runner.run(short(0.5), firmware_command=FAKE + " --asks-for px4 --params-out /dev/null")
+    assert result.failure is not None and result.trace.ticks_done == 0
+    assert ("the firmware asks for parameter set 'px4'; the scenario's firmware quad_pid has parameter set "
+            "'quad_pid'") in result.failure, result.failure
+
+
 def test_no_hello_names_the_address_the_version_and_what_to_check():
     port = free_udp_port()
     result = runner.run(short(0.5, hello_timeout=0.5), board=runner.Board(udp=f"127.0.0.1:{port}"))
@@ -219,7 +236,7 @@ def test_a_real_time_run_replays_bit_identically(tmp_path):
 
 def c_firmware_on(port, loaded):
     from hil.firmware_stubs import c_build
-    arguments = quad_pid.command_line(quad_pid.params_from_scenario(loaded))
+    arguments = command_line(quad_pid.wire_parameters(quad_pid.params_from_scenario(loaded)))
     return subprocess.Popen([str(c_build.build("hil_quad_pid")), "--port", port, "--baud", "921600", *arguments],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -174,13 +174,33 @@ def test_a_burst_of_line_noise_on_the_board_s_uart_is_survived_and_counted(short
 
 
 @needs_toolchain
-def test_the_image_is_built_once_per_parameter_set(short_hover):
-    arguments = firmware_process.board_arguments(short_hover)
-    image = c_build.build_board(arguments)
+def test_the_image_is_built_once_and_again_only_for_another_precision():
+    image = c_build.build_board()
     built = image.stat().st_mtime_ns
-    assert c_build.build_board(arguments) == image and image.stat().st_mtime_ns == built
+    assert c_build.build_board() == image and image.stat().st_mtime_ns == built
     assert image.read_bytes()[:4] == b"\x7fELF"
-    assert "--land" not in arguments and c_build.build_board([*arguments, "--land"]) != image
+    assert c_build.build_board("float32") != image
+    with pytest.raises(ValueError, match="no board build in 'float16'; give one of float64, float32"):
+        c_build.build_board("float16")
+
+
+@pytest.mark.slow  # some 20 s: two short flights on QEMU and two on the POSIX firmware
+@needs_qemu
+def test_one_image_flies_two_scenarios_one_after_the_other_each_as_the_posix_firmware(scenario_file, tmp_path):
+    """The board is never rebuilt or restarted: each run's HELLO gets it that scenario's parameters."""
+    flights = [scenario.load(scenario_file("hover.yaml", f"arm_{arm}.yaml", duration=1.2, firmware__arm_at=arm,
+                                           expect=SHORT_EXPECT)) for arm in (0.2, 0.6)]
+    board, terminal = firmware_process.start_qemu(flights[0])
+    with board:
+        for index, flight in enumerate(flights):
+            on_board = runner.run(flight, board=runner.Board(port=terminal, baud=921600), realtime=False,
+                                  log_path=tmp_path / f"board{index}.hillog")
+            posix = runner.run(flight, runtime="c", log_path=tmp_path / f"posix{index}.hillog")
+            assert on_board.failure is None and posix.failure is None, on_board.failure or posix.failure
+            rows = [flightlog.read(tmp_path / f"{kind}{index}.hillog").rows for kind in ("board", "posix")]
+            assert [r.tobytes() for r in rows[0]] == [r.tobytes() for r in rows[1]], flight.name
+    first, second = (flightlog.read(tmp_path / f"board{index}.hillog").rows for index in (0, 1))
+    assert any(a.tobytes() != b.tobytes() for a, b in zip(first, second))  # the two settings flew differently
 
 
 def test_a_missing_cross_compiler_names_the_install_line(monkeypatch):
@@ -188,7 +208,7 @@ def test_a_missing_cross_compiler_names_the_install_line(monkeypatch):
     with pytest.raises(RuntimeError, match="'no-such-arm-none-eabi-gcc' was not found.*apt-get install -y "
                                            "--no-install-recommends gcc-arm-none-eabi picolibc-arm-none-eabi "
                                            "qemu-system-arm"):
-        c_build.build_board([])
+        c_build.build_board()
 
 
 def test_hil_run_on_qemu_without_qemu_exits_2_with_the_install_line(monkeypatch):
@@ -203,18 +223,31 @@ def test_hil_run_on_qemu_without_qemu_exits_2_with_the_install_line(monkeypatch)
 def test_qemu_urls():
     assert targets.parse("qemu://stm32f405") == targets.QemuTarget()
     assert targets.parse("qemu://stm32f405?pacing=realtime").url == "qemu://stm32f405?pacing=realtime"
+    assert targets.parse("qemu://stm32f405?precision=float32").url == "qemu://stm32f405?precision=float32"
+    with pytest.raises(targets.TargetError, match="precision=half: give precision=float64 or precision=float32"):
+        targets.parse("qemu://stm32f405?precision=half")
     with pytest.raises(targets.TargetError, match="no board 'stm32f722' hil builds for QEMU; give qemu://stm32f405"):
         targets.parse("qemu://stm32f722")
 
 
 @needs_qemu
-def test_settings_the_board_refuses_end_the_run_naming_the_setting(short_hover):
-    arguments = [*firmware_process.board_arguments(short_hover), "--param", "wingspan=1.2"]
-    board, terminal = firmware_process.start_qemu(short_hover, arguments=arguments)
+def test_a_parameter_the_board_refuses_ends_the_run_naming_it_and_the_board_flies_the_next_run(short_hover,
+                                                                                                monkeypatch):
+    from hil.firmware_stubs import quad_pid
+
+    given = quad_pid.wire_parameters
+    board, terminal = firmware_process.start_qemu(short_hover)
     with board:
-        result = runner.run(short_hover, board=runner.Board(port=terminal, baud=921600), realtime=False)
-    assert result.failure is not None and not result.passed
-    assert "firmware parameters: --param: unknown parameter 'wingspan'" in result.failure, result.failure
+        monkeypatch.setattr(quad_pid, "wire_parameters", lambda params: (*given(params), ("wingspan", (1.2,))))
+        refused = runner.run(short_hover, board=runner.Board(port=terminal, baud=921600), realtime=False)
+        assert refused.failure is not None and not refused.passed
+        assert "the firmware refused its parameters: parameter wingspan: unknown parameter (code 5)" in \
+            refused.failure, refused.failure
+        assert refused.trace.ticks_done == 0  # no tick was flown
+        monkeypatch.setattr(quad_pid, "wire_parameters", given)
+        short = scenario.with_changes(short_hover, {"duration": 0.5})
+        flown = runner.run(short, board=runner.Board(port=terminal, baud=921600), realtime=False)
+    assert flown.failure is None and flown.passed, flown.failure
 
 
 @needs_qemu

@@ -9,14 +9,14 @@
  * motors stop and it waits for the next HELLO. It has no console, so frames dropped on the line
  * are reported to hil as a STATUS warning after the next ACTUATORS, with the counters so far.
  *
- * The controller's settings are the options main_posix.c takes (quad_pid.command_line), baked in
- * at build time as BOARD_ARGUMENTS by board_params.h (hil.firmware_stubs.c_build writes it).
+ * One image serves every scenario: its HELLO asks hil for the controller's parameters, which come
+ * in PARAM messages before tick 0 (docs/protocol.md section 6), as a board with settings in flash
+ * would be configured. A parameter it cannot take is refused with GOODBYE, naming it.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "board.h"
-#include "board_params.h"
 #include "hil_firmware.h"
 #include "hil_proto.h"
 
@@ -24,13 +24,14 @@
 #define HEARTBEAT_MS 200u /* of silence before a HEARTBEAT, as main_posix.c */
 
 static const hil_firmware *fw = &hil_firmware_this;
-static const char *const arguments[] = {BOARD_ARGUMENTS};
 
 static struct {
     uint32_t seq;          /* our next frame counter */
     int have_last_seq;
     uint32_t last_seq;     /* hil's previous frame */
-    int active;            /* a HELLO has been accepted and no GOODBYE has come since */
+    int accepted;          /* a HELLO has been accepted and no GOODBYE has come since */
+    int active;            /* ... and its parameters taken: SENSORS are answered */
+    hil_param_intake intake;
     hil_layout layout;
     uint32_t tick_rate_hz;
     uint32_t latest_tick;
@@ -43,7 +44,6 @@ static struct {
 } session;
 
 static hil_reader reader;
-static char config_error[256]; /* why the baked-in settings were refused; empty when they were taken */
 
 static void send_frame(const uint8_t *frame, size_t length)
 {
@@ -58,7 +58,7 @@ static void send_hello(void)
     static hil_hello hello;
     uint8_t frame[HIL_FRAME_BUFFER];
     uint32_t next = session.seq;
-    hil_firmware_hello(fw, &hello);
+    hil_firmware_hello(fw, 1, &hello);
     send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
     session.seq = next;
 }
@@ -83,6 +83,7 @@ static void stop_motors(void)
 /* The session ends, from either side: motors off, wait for the next HELLO. */
 static void end_session(void)
 {
+    session.accepted = 0;
     session.active = 0;
     stop_motors();
 }
@@ -99,21 +100,31 @@ static void on_hello(const hil_hello *hello)
     uint32_t code;
 
     send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
-    if (config_error[0] != '\0') {
-        snprintf(reason, sizeof reason, "firmware parameters: %.150s", config_error);
-        refuse(HIL_GOODBYE_ERROR, reason);
-        return;
-    }
     if (!hil_firmware_accept(fw, hello, &session.layout, &code, reason, sizeof reason)) {
         refuse(code, reason);
         return;
     }
-    /* A (new) session: start from the initial state. */
-    session.active = 1;
+    /* A (new) session: its parameters come next, then it starts from the initial state. */
+    session.accepted = 1;
+    session.active = 0;
+    memset(&session.intake, 0, sizeof session.intake);
     session.tick_rate_hz = hello->tick_rate_hz;
     memset(session.readings, 0, sizeof session.readings);
     stop_motors();
-    fw->reset();
+}
+
+static void on_param(const hil_param *param)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    char reason[HIL_MAX_TEXT + 1];
+    hil_param_event event;
+    size_t length;
+    if (!session.accepted) return;
+    length = hil_firmware_answer_param(fw, &session.intake, param, session.seq, frame, sizeof frame, &event, reason,
+                                       sizeof reason);
+    if (length > 0) send_frame(frame, length);
+    if (event == HIL_PARAM_SET_COMPLETE) session.active = 1;
+    if (event == HIL_PARAM_REFUSED) end_session();
 }
 
 static uint32_t drops(void)
@@ -168,38 +179,15 @@ static void on_message(const hil_message *msg)
     case HIL_SENSORS:
         on_sensors(msg);
         break;
+    case HIL_PARAM:
+        on_param(&msg->u.param);
+        break;
     case HIL_GOODBYE:
         end_session();
         break;
     default:
         break; /* HEARTBEAT, STATUS, ACTUATORS: nothing to do */
     }
-}
-
-/* The baked-in settings, parsed as main_posix.c parses its command line. */
-static void configure(void)
-{
-    size_t i, count = sizeof arguments / sizeof arguments[0];
-    for (i = 0; i < count; i++) {
-        const char *option = arguments[i], *value = NULL;
-        int arity;
-        if (option[0] == '\0') continue; /* no settings are written as one empty string: C has no empty arrays */
-        arity = fw->option_arity(option);
-        if (arity < 0) {
-            snprintf(config_error, sizeof config_error, "unknown option '%s'", option);
-            return;
-        }
-        if (arity == 1) {
-            if (i + 1 >= count) {
-                snprintf(config_error, sizeof config_error, "%s needs a value", option);
-                return;
-            }
-            value = arguments[++i];
-        }
-        if (!fw->option(option, value, config_error, sizeof config_error)) return;
-    }
-    if (!fw->finish(config_error, sizeof config_error)) return;
-    config_error[0] = '\0';
 }
 
 int main(void)
@@ -213,8 +201,6 @@ int main(void)
     for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
     hil_reader_init(&reader);
     session.seq = 1; /* 0 belongs to HELLO */
-    configure();
-    if (config_error[0] == '\0') fw->reset();
     session.last_sent = board_millis();
     for (;;) {
         size_t n = usart_read(bytes, sizeof bytes), offset = 0;

@@ -13,19 +13,14 @@ static quad_pid_params params;
 static quad_pid_state state;
 static int reported_phase, reported_waypoint;
 
-static int option_arity(const char *option)
+static void clear(void)
 {
-    if (strcmp(option, "--param") == 0 || strcmp(option, "--waypoint") == 0) return 1;
-    if (strcmp(option, "--land") == 0) return 0;
-    return -1;
+    quad_pid_params_clear(&params);
 }
 
-static int option(const char *option, const char *value, char *err, size_t err_size)
+static int param(const char *name, const double *values, size_t count, char *err, size_t err_size)
 {
-    if (strcmp(option, "--param") == 0) return quad_pid_set_param(&params, value, err, err_size);
-    if (strcmp(option, "--waypoint") == 0) return quad_pid_add_waypoint(&params, value, err, err_size);
-    params.land = 1; /* --land */
-    return 1;
+    return quad_pid_set(&params, name, values, count, err, err_size);
 }
 
 static int finish(char *err, size_t err_size)
@@ -86,12 +81,13 @@ const hil_firmware hil_firmware_this = {
     4,
     needs,
     NEED_COUNT,
-    "  --param NAME=V[,V...]          a controller parameter (every field of QuadPidParams but the\n"
-    "                                 mission; vectors flattened, the mixer 16 values row-major)\n"
-    "  --waypoint N,E,D,YAW_RAD,HOLD_S  a waypoint (m NED, rad, s); repeat in mission order\n"
-    "  --land                         land and disarm after the last waypoint\n",
-    option_arity,
-    option,
+    "quad_pid",
+    "  --param NAME=V[,V...]          a controller parameter: every field of QuadPidParams but the\n"
+    "                                 mission (vectors flattened, the mixer 16 values row-major);\n"
+    "                                 waypoint=N,E,D,YAW_RAD,HOLD_S (m NED, rad, s) once per waypoint\n"
+    "                                 in mission order; land=1 to land and disarm after the last\n",
+    clear,
+    param,
     finish,
     sensor_rate,
     reset,

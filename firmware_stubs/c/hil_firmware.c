@@ -1,17 +1,21 @@
 /*
  * The part of a firmware's side of the protocol that does not depend on where it runs: the
- * HELLO it sends and whether hil's HELLO suits it. main_posix.c (a process on UDP or a serial
- * port) and board/board_main.c (a bare STM32F405 on its UART) both serve the protocol with it.
+ * HELLO it sends, whether hil's HELLO suits it, and taking its parameters. main_posix.c (a
+ * process on UDP or a serial port) and board/board_main.c (a bare STM32F405 on its UART) both
+ * serve the protocol with it.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hil_firmware.h"
 
-void hil_firmware_hello(const hil_firmware *fw, hil_hello *hello)
+void hil_firmware_hello(const hil_firmware *fw, int ask_parameters, hil_hello *hello)
 {
     size_t k;
     memset(hello, 0, sizeof *hello);
+    if (ask_parameters) hil_str_set(&hello->params, fw->parameter_set);
     hello->version = HIL_PROTOCOL_VERSION;
     hil_str_set(&hello->role, "firmware");
     hil_str_set(&hello->vehicle, fw->vehicle);
@@ -67,4 +71,100 @@ int hil_firmware_accept(const hil_firmware *fw, const hil_hello *hello, hil_layo
         return 0;
     }
     return 1;
+}
+
+int hil_parse_assignment(const char *assignment, char *name, size_t name_size, double *values, size_t *count,
+                         char *err, size_t err_size)
+{
+    const char *equals = strchr(assignment, '='), *p;
+    size_t name_len, n = 0;
+    if (equals == NULL || equals == assignment) {
+        snprintf(err, err_size, "--param '%.120s': expected NAME=V[,V...]", assignment);
+        return 0;
+    }
+    name_len = (size_t)(equals - assignment);
+    if (name_len >= name_size) name_len = name_size - 1;
+    memcpy(name, assignment, name_len);
+    name[name_len] = '\0';
+    for (p = equals + 1;; p++) {
+        char *end;
+        if (n == HIL_MAX_PARAM_VALUES) {
+            snprintf(err, err_size, "parameter %.60s: more than %u values", name, HIL_MAX_PARAM_VALUES);
+            return 0;
+        }
+        errno = 0;
+        values[n] = strtod(p, &end);
+        if (end == p || (*end != ',' && *end != '\0') || (errno == ERANGE && values[n] != 0.0) ||
+            values[n] - values[n] != 0.0) {
+            snprintf(err, err_size, "parameter %.60s: '%.80s' is not a list of finite numbers", name, equals + 1);
+            return 0;
+        }
+        n++;
+        p = end;
+        if (*p == '\0') break;
+    }
+    *count = n;
+    return 1;
+}
+
+int hil_firmware_param_text(const hil_firmware *fw, const char *assignment, char *err, size_t err_size)
+{
+    char name[HIL_MAX_TEXT + 1], why[160];
+    double values[HIL_MAX_PARAM_VALUES];
+    size_t count;
+    if (!hil_parse_assignment(assignment, name, sizeof name, values, &count, err, err_size)) return 0;
+    if (!fw->param(name, values, count, why, sizeof why)) {
+        snprintf(err, err_size, "parameter %.60s: %s", name, why);
+        return 0;
+    }
+    return 1;
+}
+
+/* 1 and the parameter taken, or 0 with why in reason. */
+static int take(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param, char *reason,
+                size_t reason_size)
+{
+    char why[160];
+    if (!fw->param(param->name.text, param->values, param->value_count, why, sizeof why)) {
+        snprintf(reason, reason_size, "parameter %.60s: %s", param->name.text, why);
+        return 0;
+    }
+    intake->taken++;
+    if (intake->taken == intake->count && !fw->finish(why, sizeof why)) {
+        snprintf(reason, reason_size, "parameters: %s", why);
+        return 0;
+    }
+    return 1;
+}
+
+size_t hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
+                                 uint32_t seq, uint8_t *frame, size_t cap, hil_param_event *event, char *reason,
+                                 size_t reason_size)
+{
+    if (param->index == 0) { /* the set starts (over) */
+        fw->clear();
+        intake->count = param->count;
+        intake->taken = 0;
+    } else if (param->count != intake->count) {
+        *event = HIL_PARAM_DROPPED;
+        return 0;
+    }
+    if (param->index + 1 != intake->taken) { /* not a resend of the last one taken, whose ACK was lost */
+        if (param->index != intake->taken) {
+            *event = HIL_PARAM_DROPPED;
+            return 0;
+        }
+        if (!take(fw, intake, param, reason, reason_size)) {
+            intake->count = 0;
+            *event = HIL_PARAM_REFUSED;
+            return hil_encode_goodbye(frame, cap, seq, 0, HIL_GOODBYE_PARAMETER, reason);
+        }
+        if (intake->taken == intake->count) {
+            fw->reset();
+            *event = HIL_PARAM_SET_COMPLETE;
+            return hil_encode_param_ack(frame, cap, seq, param->index);
+        }
+    }
+    *event = HIL_PARAM_TAKEN;
+    return hil_encode_param_ack(frame, cap, seq, param->index);
 }

@@ -1,9 +1,9 @@
 /*
- * What main_posix.c needs from an emulated firmware: its identity, the sensors it needs, its
- * command-line options and one step per SENSORS message. One implementation is linked into
+ * What main_posix.c and the STM32 board need from an emulated firmware: its identity, the sensors
+ * it needs, its parameters and one step per SENSORS message. One implementation is linked into
  * each program: firmware_quad_pid.c (hil_quad_pid), open_loop.c (hil_open_loop). hil_firmware.c
- * holds what any program serving the protocol does with one (the HELLO it sends, the check of
- * hil's).
+ * holds what any program serving the protocol does with one: the HELLO it sends, the check of
+ * hil's, taking its parameters from PARAM messages or from a command line's --param options.
  */
 #ifndef HIL_FIRMWARE_H
 #define HIL_FIRMWARE_H
@@ -19,13 +19,15 @@ typedef struct hil_firmware {
     uint32_t actuators;             /* values in every ACTUATORS */
     const hil_sensor_need *needs;   /* the sensors it lists in its HELLO */
     size_t need_count;
-    const char *usage;              /* lines describing its own options, for --help */
+    const char *parameter_set;      /* what its HELLO asks hil for (docs/protocol.md, PARAM): "quad_pid" */
+    const char *usage;              /* lines describing its parameters, for --help */
 
-    /* -1: not an option of this firmware; 0: a flag; 1: takes a value. */
-    int (*option_arity)(const char *option);
-    /* Apply an option (value NULL for a flag). Returns 1, or 0 with a message in err. */
-    int (*option)(const char *option, const char *value, char *err, size_t err_size);
-    /* After all options: 1 if the configuration is complete, else 0 with a message. */
+    /* Forget every parameter: a new set begins. */
+    void (*clear)(void);
+    /* Take one parameter (the same names and values over PARAM and --param NAME=V,...). Returns 1,
+     * or 0 with why in err (the caller names the parameter). */
+    int (*param)(const char *name, const double *values, size_t count, char *err, size_t err_size);
+    /* After the last parameter: 1 if the set is complete, else 0 with what is missing. */
     int (*finish)(char *err, size_t err_size);
     /* The rate (Hz) of need n it expects, 0.0 when unknown: goes into the HELLO. */
     double (*sensor_rate)(size_t need);
@@ -41,11 +43,43 @@ typedef struct hil_firmware {
 
 extern const hil_firmware hil_firmware_this;
 
-/* The HELLO `fw` answers with (seq 0, which does not advance a sender's counter: docs/protocol.md section 3). */
-void hil_firmware_hello(const hil_firmware *fw, hil_hello *hello);
+/* The HELLO `fw` answers with (seq 0, which does not advance a sender's counter: docs/protocol.md
+ * section 3); it asks for fw's parameter set when `ask_parameters`. */
+void hil_firmware_hello(const hil_firmware *fw, int ask_parameters, hil_hello *hello);
 /* 1 when hil's HELLO suits `fw`, its sensors mapped into `layout`; else 0 with the GOODBYE code
  * and the reason to send. */
 int hil_firmware_accept(const hil_firmware *fw, const hil_hello *hello, hil_layout *layout, uint32_t *code,
                         char *reason, size_t reason_size);
+
+/* Split "NAME=V[,V...]" (a --param on a command line) into its name (cut to name_size - 1 bytes)
+ * and at most HIL_MAX_PARAM_VALUES finite numbers. Returns 1, or 0 with a message. */
+int hil_parse_assignment(const char *assignment, char *name, size_t name_size, double *values, size_t *count,
+                         char *err, size_t err_size);
+/* One "NAME=V[,V...]" given to fw->param. Returns 1, or 0 with a
+ * message naming the parameter. */
+int hil_firmware_param_text(const hil_firmware *fw, const char *assignment, char *err, size_t err_size);
+
+/* A parameter set being taken from PARAM messages (docs/protocol.md section 6): zero it at each
+ * HELLO that asks for parameters. */
+typedef struct hil_param_intake {
+    uint32_t count; /* parameters in the set being taken; 0 before its first PARAM */
+    uint32_t taken; /* how many, in order: the index of the next */
+} hil_param_intake;
+
+typedef enum hil_param_event {
+    HIL_PARAM_TAKEN = 0,        /* taken (or a resend of the last one taken): acknowledged */
+    HIL_PARAM_SET_COMPLETE = 1, /* the last one taken and the set complete: fw->reset() has run, fly */
+    HIL_PARAM_DROPPED = 2,      /* out of order: nothing to send (hil sends the one expected again) */
+    HIL_PARAM_REFUSED = 3       /* refused with GOODBYE code 5 naming it: end the session */
+} hil_param_event;
+
+/* Answer a PARAM (docs/protocol.md section 6): take it into fw (index 0 starts the set over),
+ * acknowledge a resend of the last one taken without taking it twice, drop one out of order, or
+ * refuse one fw cannot take (or, after the last, a set that is incomplete). Writes the frame to
+ * send, numbered `seq`, into `frame` (HIL_FRAME_BUFFER bytes) and returns its length, 0 for none;
+ * a refusal's reason is also left in `reason`. */
+size_t hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
+                                 uint32_t seq, uint8_t *frame, size_t cap, hil_param_event *event, char *reason,
+                                 size_t reason_size);
 
 #endif /* HIL_FIRMWARE_H */

@@ -20,6 +20,12 @@ static int f32_finite(double v)
     return v >= -F32_MAX && v <= F32_MAX;
 }
 
+/* v - v is NaN for NaN and the infinities, 0 for every finite v (no <math.h> here). */
+static int f64_finite(double v)
+{
+    return v - v == 0.0;
+}
+
 const char *hil_error_name(hil_error error)
 {
     switch (error) {
@@ -347,6 +353,15 @@ static hil_error rd_float(mp_cursor *c, double *out)
     return HIL_OK;
 }
 
+static hil_error rd_float64(mp_cursor *c, double *out)
+{
+    mp_obj o;
+    if (mp_next(c, &o) != HIL_OK) return HIL_ERR_MSGPACK;
+    if (o.kind != MP_FLOAT || !f64_finite(o.f)) return HIL_ERR_MESSAGE;
+    *out = o.f;
+    return HIL_OK;
+}
+
 static hil_error rd_number(mp_cursor *c, double *out)
 {
     mp_obj o;
@@ -394,7 +409,8 @@ static hil_error rd_floats(mp_cursor *c, double *values, uint32_t *count)
 
 #define TRY(expr) do { hil_error try_e_ = (expr); if (try_e_ != HIL_OK) return try_e_; } while (0)
 
-static const uint8_t arity[7] = {0, 9, 5, 4, 3, 5, 5};
+/* Elements of each message type; HELLO has 9, or 10 with a firmware's `params`. */
+static const uint8_t arity[9] = {0, 9, 5, 4, 3, 5, 5, 7, 4};
 
 hil_error hil_parse_payload(const uint8_t *payload, size_t len, hil_message *msg)
 {
@@ -408,9 +424,9 @@ hil_error hil_parse_payload(const uint8_t *payload, size_t len, hil_message *msg
     TRY(rd_array(&c, &n));
     if (n == 0) return HIL_ERR_MESSAGE;
     if (mp_next(&c, &o) != HIL_OK) return HIL_ERR_MSGPACK;
-    if (o.kind != MP_UINT || o.u < HIL_HELLO || o.u > HIL_GOODBYE) return HIL_ERR_MESSAGE;
+    if (o.kind != MP_UINT || o.u < HIL_HELLO || o.u > HIL_PARAM_ACK) return HIL_ERR_MESSAGE;
     type = (uint32_t)o.u;
-    if (n != arity[type]) return HIL_ERR_MESSAGE;
+    if (n != arity[type] && !(type == HIL_HELLO && n == 10)) return HIL_ERR_MESSAGE;
     msg->type = type;
     TRY(rd_uint(&c, (uint64_t)1 << 32, &msg->seq));
     TRY(rd_uint(&c, (uint64_t)1 << 32, &msg->tick));
@@ -434,8 +450,29 @@ hil_error hil_parse_payload(const uint8_t *payload, size_t len, hil_message *msg
             TRY(rd_number(&c, &h->sensors[k].rate_hz));
         }
         h->sensor_count = count;
+        if (n == 10) {
+            TRY(rd_str(&c, &h->params));
+        } else {
+            h->params.len = 0;
+            h->params.text[0] = '\0';
+        }
         break;
     }
+    case HIL_PARAM: {
+        hil_param *p = &msg->u.param;
+        uint32_t k;
+        TRY(rd_uint(&c, (uint64_t)1 << 32, &p->index));
+        TRY(rd_uint(&c, (uint64_t)1 << 32, &p->count));
+        if (p->count == 0 || p->index >= p->count) return HIL_ERR_MESSAGE;
+        TRY(rd_str(&c, &p->name));
+        TRY(rd_array(&c, &p->value_count));
+        if (p->value_count > HIL_MAX_PARAM_VALUES) return HIL_ERR_MESSAGE;
+        for (k = 0; k < p->value_count; k++) TRY(rd_float64(&c, &p->values[k]));
+        break;
+    }
+    case HIL_PARAM_ACK:
+        TRY(rd_uint(&c, (uint64_t)1 << 32, &msg->u.param_ack.index));
+        break;
     case HIL_SENSORS:
         TRY(rd_uint(&c, (uint64_t)1 << 32, &msg->u.sensors.fresh));
         TRY(rd_floats(&c, msg->u.sensors.values, &msg->u.sensors.count));
@@ -598,6 +635,17 @@ static void wr_float(mp_writer *w, double v)
     wr_be(w, 0xca, bits, 4);
 }
 
+static void wr_double(mp_writer *w, double v)
+{
+    uint64_t bits;
+    if (!f64_finite(v)) {
+        w->overflow = 1;
+        return;
+    }
+    memcpy(&bits, &v, sizeof bits);
+    wr_be(w, 0xcb, bits, 8);
+}
+
 static void wr_array(mp_writer *w, size_t n)
 {
     if (n <= 15) wr_byte(w, (uint8_t)(0x90u | n));
@@ -648,7 +696,7 @@ static void pack_hello(mp_writer *w, uint32_t seq, uint32_t tick, const hil_hell
         w->overflow = 1;
         return;
     }
-    wr_header(w, 9, HIL_HELLO, seq, tick);
+    wr_header(w, h->params.len > 0 ? 10 : 9, HIL_HELLO, seq, tick);
     wr_uint(w, h->version);
     wr_str(w, h->role.text, h->role.len);
     wr_str(w, h->vehicle.text, h->vehicle.len);
@@ -661,6 +709,7 @@ static void pack_hello(mp_writer *w, uint32_t seq, uint32_t tick, const hil_hell
         wr_uint(w, h->sensors[k].fields);
         wr_float(w, h->sensors[k].rate_hz);
     }
+    if (h->params.len > 0) wr_str(w, h->params.text, h->params.len);
 }
 
 /* Frame a packed payload: CRC, COBS, delimiter. */
@@ -747,6 +796,14 @@ size_t hil_encode_goodbye(uint8_t *out, size_t cap, uint32_t seq, uint32_t tick,
                                c_strlen_capped(reason, HIL_MAX_TEXT));
 }
 
+size_t hil_encode_param_ack(uint8_t *out, size_t cap, uint32_t seq, uint32_t index)
+{
+    FRAME_BEGIN(w, buf);
+    wr_header(&w, 4, HIL_PARAM_ACK, seq, 0);
+    wr_uint(&w, index);
+    return FRAME_END(w, buf, out, cap);
+}
+
 static void pack_message(mp_writer *w, const hil_message *msg)
 {
     switch (msg->type) {
@@ -775,6 +832,25 @@ static void pack_message(mp_writer *w, const hil_message *msg)
         wr_header(w, 5, HIL_GOODBYE, msg->seq, msg->tick);
         wr_uint(w, msg->u.goodbye.code);
         wr_str(w, msg->u.goodbye.reason.text, msg->u.goodbye.reason.len);
+        break;
+    case HIL_PARAM: {
+        uint32_t k;
+        const hil_param *p = &msg->u.param;
+        if (p->value_count > HIL_MAX_PARAM_VALUES || p->count == 0 || p->index >= p->count) {
+            w->overflow = 1;
+            break;
+        }
+        wr_header(w, 7, HIL_PARAM, msg->seq, msg->tick);
+        wr_uint(w, p->index);
+        wr_uint(w, p->count);
+        wr_str(w, p->name.text, p->name.len);
+        wr_array(w, p->value_count);
+        for (k = 0; k < p->value_count; k++) wr_double(w, p->values[k]);
+        break;
+    }
+    case HIL_PARAM_ACK:
+        wr_header(w, 4, HIL_PARAM_ACK, msg->seq, msg->tick);
+        wr_uint(w, msg->u.param_ack.index);
         break;
     default:
         w->overflow = 1;

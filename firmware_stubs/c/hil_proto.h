@@ -35,6 +35,7 @@ extern "C" {
 #define HIL_MAX_ARRAY 64u     /* elements in any msgpack array */
 #define HIL_MAX_VALUES 64u    /* floats in one SENSORS or ACTUATORS message, fields of one sensor */
 #define HIL_MAX_SENSORS 16u   /* sensors in one HELLO */
+#define HIL_MAX_PARAM_VALUES 48u /* floats in one PARAM */
 
 /* Message types (element 0 of every payload). */
 enum hil_type {
@@ -43,7 +44,9 @@ enum hil_type {
     HIL_ACTUATORS = 3,
     HIL_HEARTBEAT = 4,
     HIL_STATUS = 5,
-    HIL_GOODBYE = 6
+    HIL_GOODBYE = 6,
+    HIL_PARAM = 7,     /* hil -> firmware, before tick 0: one parameter of the set the firmware's HELLO asked for */
+    HIL_PARAM_ACK = 8  /* firmware -> hil: that PARAM was taken */
 };
 
 /* STATUS severities. */
@@ -55,7 +58,8 @@ enum hil_goodbye_code {
     HIL_GOODBYE_VERSION_MISMATCH = 1,
     HIL_GOODBYE_LAYOUT_MISMATCH = 2,
     HIL_GOODBYE_TIMEOUT = 3,
-    HIL_GOODBYE_ERROR = 4
+    HIL_GOODBYE_ERROR = 4,
+    HIL_GOODBYE_PARAMETER = 5 /* the firmware refuses a parameter hil gave it; the reason names it */
 };
 
 /* Why a frame was dropped: the counter names of docs/protocol.md section 9. */
@@ -95,6 +99,8 @@ typedef struct hil_hello {
     uint32_t tick_rate_hz; /* 0: any */
     uint32_t sensor_count; /* at most HIL_MAX_SENSORS */
     hil_sensor_spec sensors[HIL_MAX_SENSORS];
+    hil_str params;        /* a firmware's: the parameter set it asks hil for; empty (len 0): none,
+                            * and the HELLO is written with 9 elements instead of 10 */
 } hil_hello;
 
 typedef struct hil_sensors {
@@ -118,6 +124,18 @@ typedef struct hil_goodbye {
     hil_str reason;
 } hil_goodbye;
 
+typedef struct hil_param {
+    uint32_t index;    /* below count */
+    uint32_t count;    /* parameters in the set, at least 1 */
+    hil_str name;
+    uint32_t value_count; /* at most HIL_MAX_PARAM_VALUES */
+    double values[HIL_MAX_PARAM_VALUES]; /* finite; hil writes them as float64 */
+} hil_param;
+
+typedef struct hil_param_ack {
+    uint32_t index;
+} hil_param_ack;
+
 /* One decoded message: `type` says which member of `u` is valid (HEARTBEAT has none). */
 typedef struct hil_message {
     uint32_t type;     /* enum hil_type */
@@ -129,6 +147,8 @@ typedef struct hil_message {
         hil_actuators actuators;
         hil_status status;
         hil_goodbye goodbye;
+        hil_param param;
+        hil_param_ack param_ack;
     } u;
 } hil_message;
 
@@ -195,7 +215,8 @@ int hil_reader_feed(hil_reader *reader, const uint8_t *data, size_t len, size_t 
  * length, or 0 if a limit is exceeded (string over HIL_MAX_TEXT bytes, more than
  * HIL_MAX_VALUES values or HIL_MAX_SENSORS sensors, payload over HIL_MAX_PAYLOAD, a value that
  * is NaN, infinite or beyond float32's range) or cap is too small. A buffer of HIL_FRAME_BUFFER bytes always suffices. Floats are written as
- * float32 (0xca), integers in their shortest form: byte for byte what hil writes. Strings are
+ * float32 (0xca) but a PARAM's values, which are float64 (0xcb), integers in their shortest form: byte
+ * for byte what hil writes. Strings are
  * taken as they are: pass valid UTF-8. */
 
 size_t hil_encode_hello(uint8_t *out, size_t cap, uint32_t seq, const hil_hello *hello); /* tick 0 */
@@ -209,6 +230,7 @@ size_t hil_encode_status(uint8_t *out, size_t cap, uint32_t seq, uint32_t tick, 
                          const char *text);
 size_t hil_encode_goodbye(uint8_t *out, size_t cap, uint32_t seq, uint32_t tick, uint32_t code,
                           const char *reason);
+size_t hil_encode_param_ack(uint8_t *out, size_t cap, uint32_t seq, uint32_t index); /* tick 0 */
 /* Any message, from the tagged struct (hil_str lengths are used; HELLO uses msg->tick). */
 size_t hil_encode(uint8_t *out, size_t cap, const hil_message *msg);
 /* The msgpack payload alone, no frame (for tests and other transports). Returns its length or 0. */

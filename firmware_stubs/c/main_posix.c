@@ -11,7 +11,9 @@
  * first line is "ready on udp HOST:PORT" once it is bound.
  *
  * It answers every HELLO with its own, replies to every SENSORS with ACTUATORS for the same
- * tick, reports news (phase changes) as STATUS and exits 0 on GOODBYE.
+ * tick, reports news (phase changes) as STATUS and exits 0 on GOODBYE. Its parameters come
+ * from hil in PARAM messages after HELLO (its HELLO asks for them), or, when the command line
+ * gives any --param, from the command line alone.
  *
  * Exit status: 0 GOODBYE received; 1 fatal error (I/O, HELLO mismatch, signal); 2 bad
  * command line; 3 nothing received for --idle-timeout seconds. Every non-zero exit prints
@@ -126,10 +128,12 @@ static void print_help(void)
            "  --pty                          a new pseudo-terminal; prints the device hil opens\n"
            "  --idle-timeout S               exit with status 3 after S seconds without a frame\n"
            "                                 (default 10; 0: never)\n"
-           "  -v, --verbose                  report the session on stderr\n"
+           "  -v, --verbose                  report the session on stderr\n\n"
+           "Without --param its HELLO asks hil for parameter set '%s' (PARAM messages); with any\n"
+           "--param it takes them from the command line alone:\n"
            "%s\n"
            "Exit status: 0 GOODBYE received, 1 fatal error, 2 bad command line, 3 idle timeout.\n",
-           fw->program, fw->usage);
+           fw->program, fw->parameter_set, fw->usage);
 }
 
 /* ---- time and signals --------------------------------------------------------------------------- */
@@ -395,7 +399,10 @@ static struct {
     uint32_t seq;             /* our next frame counter */
     int have_last_seq;
     uint32_t last_seq;        /* hil's previous frame */
-    int active;               /* a HELLO has been accepted */
+    int ask_parameters;       /* no --param: its HELLO asks hil for them */
+    int accepted;             /* a HELLO has been accepted */
+    int active;               /* ... and the parameters taken: SENSORS are answered */
+    hil_param_intake intake;
     hil_layout layout;
     uint32_t tick_rate_hz;
     uint32_t latest_tick;
@@ -461,7 +468,7 @@ static void send_hello(void)
     static hil_hello hello;
     uint8_t frame[HIL_FRAME_BUFFER];
     uint32_t next = session.seq;
-    hil_firmware_hello(fw, &hello);
+    hil_firmware_hello(fw, session.ask_parameters, &hello);
     send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
     session.seq = next;
 }
@@ -513,13 +520,38 @@ static void on_hello(const hil_hello *hello)
 
     send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
     if (!hil_firmware_accept(fw, hello, &session.layout, &code, reason, sizeof reason)) refuse(code, reason);
-    /* A (new) session: start from the initial state. */
-    session.active = 1;
+    /* A (new) session: start from the initial state, once the parameters are in. */
+    session.accepted = 1;
     session.tick_rate_hz = hello->tick_rate_hz;
     memset(session.readings, 0, sizeof session.readings);
-    fw->reset();
+    memset(&session.intake, 0, sizeof session.intake);
+    session.active = !session.ask_parameters;
+    if (session.active) fw->reset();
     note("HELLO from hil on %s: %lu Hz, %lu sensors", link_.where, (unsigned long)hello->tick_rate_hz,
          (unsigned long)hello->sensor_count);
+}
+
+static void on_param(const hil_param *param)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    char reason[HIL_MAX_TEXT + 1];
+    hil_param_event event;
+    size_t length;
+    if (!session.accepted || !session.ask_parameters) {
+        session.before_hello++; /* not asked for: nothing to take it into */
+        return;
+    }
+    length = hil_firmware_answer_param(fw, &session.intake, param, session.seq, frame, sizeof frame, &event, reason,
+                                       sizeof reason);
+    if (length > 0) send_frame(frame, length);
+    if (event == HIL_PARAM_SET_COMPLETE) {
+        session.active = 1;
+        note("took %lu parameters from hil", (unsigned long)session.intake.count);
+    } else if (event == HIL_PARAM_REFUSED) {
+        say("parameter refused: %s", reason);
+        print_counters();
+        exit(EXIT_FATAL);
+    }
 }
 
 static void on_sensors(const hil_message *msg)
@@ -584,6 +616,9 @@ static void on_message(const hil_message *msg, const struct sockaddr_storage *se
         break;
     case HIL_SENSORS:
         on_sensors(msg);
+        break;
+    case HIL_PARAM:
+        on_param(&msg->u.param);
         break;
     case HIL_GOODBYE:
         note("GOODBYE from hil at tick %lu: %s (code %lu)", (unsigned long)msg->tick, msg->u.goodbye.reason.text,
@@ -727,12 +762,11 @@ int main(int argc, char **argv)
     long baud = 0; /* 0: not given, 921600 */
     double idle_timeout = 10.0;
     char err[512];
-    int i;
+    int i, parameters_given = 0;
 
     for (i = 1; i < argc; i++) {
         char option[64];
         const char *arg = argv[i], *value = NULL, *equals;
-        int arity;
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             print_help();
             return 0;
@@ -758,18 +792,12 @@ int main(int argc, char **argv)
             if (strlen(arg) >= sizeof option) usage_error("unknown option '%s'", arg);
             strcpy(option, arg);
         }
-        if (strcmp(option, "--udp") == 0 || strcmp(option, "--port") == 0 || strcmp(option, "--baud") == 0 ||
-            strcmp(option, "--idle-timeout") == 0) {
-            arity = 1;
-        } else {
-            arity = fw->option_arity(option);
-            if (arity < 0) usage_error("unknown option '%s'", option);
-        }
-        if (arity == 1 && value == NULL) {
+        if (strcmp(option, "--udp") != 0 && strcmp(option, "--port") != 0 && strcmp(option, "--baud") != 0 &&
+            strcmp(option, "--idle-timeout") != 0 && strcmp(option, "--param") != 0)
+            usage_error("unknown option '%s'", option);
+        if (value == NULL) {
             if (i + 1 >= argc) usage_error("%s needs a value", option);
             value = argv[++i];
-        } else if (arity == 0 && value != NULL) {
-            usage_error("%s takes no value", option);
         }
         if (strcmp(option, "--udp") == 0) {
             udp = value;
@@ -785,14 +813,17 @@ int main(int argc, char **argv)
             idle_timeout = strtod(value, &end);
             if (end == value || *end != '\0' || !(idle_timeout >= 0.0))
                 usage_error("--idle-timeout '%s': expected seconds, 0 or more", value);
-        } else if (!fw->option(option, value, err, sizeof err)) {
-            usage_error("%s", err);
+        } else {
+            if (!parameters_given) fw->clear();
+            parameters_given = 1;
+            if (!hil_firmware_param_text(fw, value, err, sizeof err)) usage_error("%s", err);
         }
     }
     if ((udp != NULL) + (port != NULL) + pty != 1) usage_error("give exactly one of --udp HOST:PORT, --port DEVICE and --pty");
     if (baud != 0 && port == NULL) usage_error("--baud goes with --port: a serial port's rate");
     if (baud == 0) baud = 921600;
-    if (!fw->finish(err, sizeof err)) usage_error("%s", err);
+    if (parameters_given && !fw->finish(err, sizeof err)) usage_error("%s", err);
+    session.ask_parameters = !parameters_given;
 
     install_signals();
     if (udp) open_udp(udp);

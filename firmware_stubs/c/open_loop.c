@@ -1,7 +1,5 @@
 /* hil_open_loop: constant motor throttles (firmware_stubs/open_loop.py), behind main_posix.c. */
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "hil_firmware.h"
@@ -9,45 +7,30 @@
 static double throttle[4];
 static int throttle_set;
 
-static int option_arity(const char *option)
+static void clear(void)
 {
-    if (strcmp(option, "--param") == 0 || strcmp(option, "--waypoint") == 0) return 1;
-    if (strcmp(option, "--land") == 0) return 0;
-    return -1;
+    throttle_set = 0;
 }
 
-static int option(const char *option, const char *value, char *err, size_t err_size)
+static int param(const char *name, const double *values, size_t count, char *err, size_t err_size)
 {
-    const char *p;
-    int n = 0;
-    if (strcmp(option, "--param") != 0) return 1; /* a mission means nothing here: ignored */
-    if (strncmp(value, "throttle=", 9) != 0) {
-        snprintf(err, err_size, "--param '%s': open_loop takes only throttle=T0,T1,T2,T3", value);
+    if (strcmp(name, "throttle") != 0) {
+        snprintf(err, err_size, "unknown parameter: open_loop takes only throttle=T0,T1,T2,T3");
         return 0;
     }
-    p = value + 9;
-    for (;;) {
-        char *end;
-        double v;
-        errno = 0;
-        v = strtod(p, &end);
-        if (end == p || (*end != ',' && *end != '\0') || n == 4 || errno == ERANGE) break;
-        throttle[n++] = v;
-        if (*end == '\0') {
-            if (n != 4) break;
-            throttle_set = 1;
-            return 1;
-        }
-        p = end + 1;
+    if (count != 4) {
+        snprintf(err, err_size, "expected 4 values, got %lu", (unsigned long)count);
+        return 0;
     }
-    snprintf(err, err_size, "--param '%s': expected throttle=T0,T1,T2,T3", value);
-    return 0;
+    memcpy(throttle, values, sizeof throttle);
+    throttle_set = 1;
+    return 1;
 }
 
 static int finish(char *err, size_t err_size)
 {
     if (throttle_set) return 1;
-    snprintf(err, err_size, "open_loop needs --param throttle=T0,T1,T2,T3");
+    snprintf(err, err_size, "missing parameters: throttle");
     return 0;
 }
 
@@ -83,9 +66,10 @@ const hil_firmware hil_firmware_this = {
     4,
     NULL,
     0,
+    "open_loop",
     "  --param throttle=T0,T1,T2,T3   the constant motor throttles (0..1)\n",
-    option_arity,
-    option,
+    clear,
+    param,
     finish,
     sensor_rate,
     reset,

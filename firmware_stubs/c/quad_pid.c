@@ -12,10 +12,8 @@
  */
 #include "quad_pid.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef quad_pid_real real;
@@ -463,89 +461,65 @@ void quad_pid_params_clear(quad_pid_params *params)
     memset(params, 0, sizeof *params);
 }
 
-/* Parse up to `max` comma-separated numbers; returns how many, or -1 with a message. */
-static int parse_numbers(const char *text, double *out, size_t max, const char *what, char *err, size_t err_size)
+/* The mission, as parameters: one "waypoint" per waypoint in order, and "land" (0 or 1). */
+static int set_mission(quad_pid_params *params, const char *name, const double *values, size_t count, char *err,
+                       size_t err_size)
 {
-    size_t n = 0;
-    const char *p = text;
-    for (;;) {
-        char *end;
-        double v;
-        if (*p == '\0' || *p == ',') {
-            snprintf(err, err_size, "%s: empty number in '%s'", what, text);
-            return -1;
-        }
-        errno = 0;
-        v = strtod(p, &end);
-        if (end == p || (*end != ',' && *end != '\0')) {
-            snprintf(err, err_size, "%s: '%s' is not a list of numbers", what, text);
-            return -1;
-        }
-        if (errno == ERANGE && (v == HUGE_VAL || v == -HUGE_VAL)) {
-            snprintf(err, err_size, "%s: a number in '%s' is out of range", what, text);
-            return -1;
-        }
-        if (n == max) {
-            snprintf(err, err_size, "%s: more than %lu numbers in '%s'", what, (unsigned long)max, text);
-            return -1;
-        }
-        out[n++] = v;
-        if (*end == '\0') break;
-        p = end + 1;
-    }
-    return (int)n;
-}
-
-int quad_pid_set_param(quad_pid_params *params, const char *assignment, char *err, size_t err_size)
-{
-    const char *equals = strchr(assignment, '=');
-    size_t name_len, k;
-    double values[16];
-    int n;
-    if (equals == NULL) {
-        snprintf(err, err_size, "--param '%s': expected NAME=V[,V...]", assignment);
-        return 0;
-    }
-    name_len = (size_t)(equals - assignment);
-    for (k = 0; k < FIELD_COUNT; k++) {
-        if (strlen(fields[k].name) == name_len && strncmp(fields[k].name, assignment, name_len) == 0) break;
-    }
-    if (k == FIELD_COUNT) {
-        snprintf(err, err_size, "--param: unknown parameter '%.*s'", (int)name_len, assignment);
-        return 0;
-    }
-    n = parse_numbers(equals + 1, values, 16, fields[k].name, err, err_size);
-    if (n < 0) return 0;
-    if ((size_t)n != fields[k].count) {
-        snprintf(err, err_size, "--param %s: expected %lu value%s, got %d", fields[k].name,
-                 (unsigned long)fields[k].count, fields[k].count == 1 ? "" : "s", n);
-        return 0;
-    }
-    memcpy((char *)params + fields[k].offset, values, fields[k].count * sizeof(double));
-    params->set_mask |= 1ul << k;
-    return 1;
-}
-
-int quad_pid_add_waypoint(quad_pid_params *params, const char *spec, char *err, size_t err_size)
-{
-    double v[5];
     size_t w = params->waypoint_count;
-    int n = parse_numbers(spec, v, 5, "--waypoint", err, err_size);
-    if (n < 0) return 0;
-    if (n != 5) {
-        snprintf(err, err_size, "--waypoint '%s': expected N,E,D,YAW_RAD,HOLD_S", spec);
+    if (strcmp(name, "land") == 0) {
+        if (count != 1 || (values[0] != 0.0 && values[0] != 1.0)) {
+            snprintf(err, err_size, "expected one value, 0 or 1");
+            return 0;
+        }
+        params->land = values[0] == 1.0;
+        return 1;
+    }
+    if (count != 5) {
+        snprintf(err, err_size, "expected 5 values (N,E,D,YAW_RAD,HOLD_S), got %lu", (unsigned long)count);
         return 0;
     }
     if (w >= QUAD_PID_MAX_WAYPOINTS) {
-        snprintf(err, err_size, "--waypoint: at most %d waypoints", QUAD_PID_MAX_WAYPOINTS);
+        snprintf(err, err_size, "at most %d waypoints", QUAD_PID_MAX_WAYPOINTS);
         return 0;
     }
-    params->waypoints[w][0] = v[0];
-    params->waypoints[w][1] = v[1];
-    params->waypoints[w][2] = v[2];
-    params->waypoint_yaw[w] = v[3];
-    params->waypoint_hold[w] = v[4];
+    if (!(values[4] >= 0.0)) {
+        snprintf(err, err_size, "the hold time must be 0 s or more, got %g", values[4]);
+        return 0;
+    }
+    params->waypoints[w][0] = values[0];
+    params->waypoints[w][1] = values[1];
+    params->waypoints[w][2] = values[2];
+    params->waypoint_yaw[w] = values[3];
+    params->waypoint_hold[w] = values[4];
     params->waypoint_count = w + 1;
+    return 1;
+}
+
+int quad_pid_set(quad_pid_params *params, const char *name, const double *values, size_t count, char *err,
+                 size_t err_size)
+{
+    size_t k, i;
+    for (i = 0; i < count; i++) {
+        if (values[i] - values[i] != 0.0) { /* NaN or infinite */
+            snprintf(err, err_size, "value %lu is not finite", (unsigned long)i);
+            return 0;
+        }
+    }
+    if (strcmp(name, "waypoint") == 0 || strcmp(name, "land") == 0)
+        return set_mission(params, name, values, count, err, err_size);
+    for (k = 0; k < FIELD_COUNT; k++)
+        if (strcmp(fields[k].name, name) == 0) break;
+    if (k == FIELD_COUNT) {
+        snprintf(err, err_size, "unknown parameter");
+        return 0;
+    }
+    if (count != fields[k].count) {
+        snprintf(err, err_size, "expected %lu value%s, got %lu", (unsigned long)fields[k].count,
+                 fields[k].count == 1 ? "" : "s", (unsigned long)count);
+        return 0;
+    }
+    memcpy((char *)params + fields[k].offset, values, count * sizeof(double));
+    params->set_mask |= 1ul << k;
     return 1;
 }
 
@@ -567,7 +541,7 @@ int quad_pid_params_complete(const quad_pid_params *params, char *err, size_t er
     }
     if (missing) return 0;
     if (params->waypoint_count == 0) {
-        snprintf(err, err_size, "at least one --waypoint N,E,D,YAW_RAD,HOLD_S is needed");
+        snprintf(err, err_size, "no waypoint: give at least one (waypoint=N,E,D,YAW_RAD,HOLD_S)");
         return 0;
     }
     return 1;

@@ -8,8 +8,7 @@
  * new at this tick, and the time (tick / tick rate). The controller updates only when the IMU
  * reading is fresh and otherwise repeats its last command.
  *
- * The controller itself uses only <math.h>; the argument parsers (quad_pid_set_param,
- * quad_pid_add_waypoint) also use strtod and strcmp.
+ * The controller itself uses only <math.h>; quad_pid_set also uses strcmp and snprintf.
  */
 #ifndef QUAD_PID_H
 #define QUAD_PID_H
@@ -110,14 +109,15 @@ void quad_pid_step(const quad_pid_params *params, quad_pid_state *state, const q
 /* Pressure altitude (m) of the International Standard Atmosphere at `pressure` (Pa). */
 double quad_pid_pressure_altitude(double pressure);
 
-/* ---- configuration from command-line arguments (hil.firmware_stubs.quad_pid.command_line) ----- */
+/* ---- configuration: the parameters hil sends (PARAM) or a command line gives (--param) ----------- */
 
 /* Zero everything. */
 void quad_pid_params_clear(quad_pid_params *params);
-/* Apply one "NAME=V[,V...]" (the value of a --param). Returns 1, or 0 with a message in err. */
-int quad_pid_set_param(quad_pid_params *params, const char *assignment, char *err, size_t err_size);
-/* Append one "N,E,D,YAW_RAD,HOLD_S" (the value of a --waypoint). Returns 1, or 0 with a message. */
-int quad_pid_add_waypoint(quad_pid_params *params, const char *spec, char *err, size_t err_size);
+/* Set parameter `name` to its `count` values: a field of quad_pid_params (vectors flattened, the
+ * mixer row-major), "waypoint" (N,E,D,YAW_RAD,HOLD_S: appends one) or "land" (0 or 1), the names
+ * hil.firmware_stubs.quad_pid.wire_parameters gives. Returns 1, or 0 with why in err. */
+int quad_pid_set(quad_pid_params *params, const char *name, const double *values, size_t count, char *err,
+                 size_t err_size);
 /* After all arguments: 1 if every parameter is set and there is a waypoint, else 0 with a
  * message naming what is missing. */
 int quad_pid_params_complete(const quad_pid_params *params, char *err, size_t err_size);

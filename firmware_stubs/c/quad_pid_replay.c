@@ -1,6 +1,7 @@
 /*
  * quad_pid_replay: run the C controller over recorded sensor readings, for comparison with
- * firmware_stubs/quad_pid.py. The arguments are the controller's (--param, --waypoint, --land);
+ * firmware_stubs/quad_pid.py. The arguments are the controller's parameters, --param NAME=V[,V...]
+ * each (hil.firmware_stubs.quad_pid.command_line);
  * stdin has one tick per line:
  *
  *   time fresh_imu fresh_baro fresh_mag fresh_gps imu*6 baro*2 mag*3 gps*6
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hil_firmware.h"
 #include "quad_pid.h"
 
 static double parse_bits(const char *token, int *ok)
@@ -47,10 +49,16 @@ int main(int argc, char **argv)
     quad_pid_params_clear(&params);
     for (i = 1; i < argc; i++) {
         int ok = 1;
-        if (strcmp(argv[i], "--land") == 0) params.land = 1;
-        else if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) ok = quad_pid_set_param(&params, argv[++i], err, sizeof err);
-        else if (strcmp(argv[i], "--waypoint") == 0 && i + 1 < argc) ok = quad_pid_add_waypoint(&params, argv[++i], err, sizeof err);
-        else {
+        if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) {
+            char name[HIL_MAX_TEXT + 1], why[160];
+            double values[HIL_MAX_PARAM_VALUES];
+            size_t count;
+            ok = hil_parse_assignment(argv[++i], name, sizeof name, values, &count, err, sizeof err);
+            if (ok && !quad_pid_set(&params, name, values, count, why, sizeof why)) {
+                snprintf(err, sizeof err, "parameter %s: %s", name, why);
+                ok = 0;
+            }
+        } else {
             snprintf(err, sizeof err, "unexpected argument '%s'", argv[i]);
             ok = 0;
         }

@@ -21,9 +21,10 @@
  *                  readings: "UNPACK 0" (rejected) or "UNPACK 1 <fresh x4> <17 readings>"
  *
  * <message> is a line of space-separated tokens: type seq tick, then per type
- *   1: version role vehicle actuators tick_rate_hz count {name fields rate}*count
+ *   1: version role vehicle actuators tick_rate_hz count {name fields rate}*count params
  *   2: fresh count value*count      3: count value*count      4: (nothing)
  *   5: severity text                6: code text
+ *   7: index count name n value*n   8: index
  * integers in decimal, floats as the 16 hex digits of their IEEE double bits, strings as hex
  * of their bytes ("-" when empty).
  */
@@ -103,8 +104,18 @@ static void print_message(const hil_message *m)
             printf(" %lu", (unsigned long)h->sensors[k].fields);
             print_double(h->sensors[k].rate_hz);
         }
+        print_str(&h->params);
         break;
     }
+    case HIL_PARAM:
+        printf(" %lu %lu", (unsigned long)m->u.param.index, (unsigned long)m->u.param.count);
+        print_str(&m->u.param.name);
+        printf(" %lu", (unsigned long)m->u.param.value_count);
+        for (k = 0; k < m->u.param.value_count; k++) print_double(m->u.param.values[k]);
+        break;
+    case HIL_PARAM_ACK:
+        printf(" %lu", (unsigned long)m->u.param_ack.index);
+        break;
     case HIL_SENSORS:
         printf(" %lu %lu", (unsigned long)m->u.sensors.fresh, (unsigned long)m->u.sensors.count);
         for (k = 0; k < m->u.sensors.count; k++) print_double(m->u.sensors.values[k]);
@@ -191,8 +202,18 @@ static int parse_message(char *text, hil_message *m)
             if (!token_str(&cursor, &h->sensors[k].name) || !token_uint(&cursor, &h->sensors[k].fields) ||
                 !token_double(&cursor, &h->sensors[k].rate_hz))
                 return 0;
-        return 1;
+        return token_str(&cursor, &h->params);
     }
+    case HIL_PARAM:
+        if (!token_uint(&cursor, &m->u.param.index) || !token_uint(&cursor, &m->u.param.count) ||
+            !token_str(&cursor, &m->u.param.name) || !token_uint(&cursor, &m->u.param.value_count) ||
+            m->u.param.value_count > HIL_MAX_PARAM_VALUES)
+            return 0;
+        for (k = 0; k < m->u.param.value_count; k++)
+            if (!token_double(&cursor, &m->u.param.values[k])) return 0;
+        return 1;
+    case HIL_PARAM_ACK:
+        return token_uint(&cursor, &m->u.param_ack.index);
     case HIL_SENSORS:
         if (!token_uint(&cursor, &m->u.sensors.fresh) || !token_uint(&cursor, &m->u.sensors.count) ||
             m->u.sensors.count > HIL_MAX_VALUES)
@@ -225,7 +246,7 @@ static void vector(const char *name, const uint8_t *frame, size_t length)
     fputc('\n', stdout);
 }
 
-static void hello_vector(const char *name, const char *role)
+static void hello_vector(const char *name, const char *role, const char *params)
 {
     static const char *const names[4] = {"imu", "baro", "mag", "gps"};
     static const uint32_t fields[4] = {6, 2, 3, 6};
@@ -240,6 +261,7 @@ static void hello_vector(const char *name, const char *role)
     hello.actuators = 4;
     hello.tick_rate_hz = 1000;
     hello.sensor_count = 4;
+    hil_str_set(&hello.params, params);
     for (k = 0; k < 4; k++) {
         hil_str_set(&hello.sensors[k].name, names[k]);
         hello.sensors[k].fields = fields[k];
@@ -260,13 +282,30 @@ static void print_vectors(void)
     static const double actuators[4] = {0.0, 0.5, 0.25, 1.0};
     uint8_t frame[HIL_FRAME_BUFFER], in[255];
     int k;
-    hello_vector("hello_hil", "hil");
-    hello_vector("hello_firmware", "firmware");
+    hello_vector("hello_hil", "hil", "");
+    hello_vector("hello_firmware", "firmware", "");
+    hello_vector("hello_firmware_params", "firmware", "quad_pid");
     vector("sensors", frame, hil_encode_sensors(frame, sizeof frame, 21, 20, 3, sensors, 8));
     vector("actuators", frame, hil_encode_actuators(frame, sizeof frame, 20, 20, actuators, 4));
     vector("heartbeat", frame, hil_encode_heartbeat(frame, sizeof frame, 3, 0));
     vector("status", frame, hil_encode_status(frame, sizeof frame, 21, 20, 1, "armed"));
     vector("goodbye", frame, hil_encode_goodbye(frame, sizeof frame, 4000, 20000, 0, "run complete"));
+    {
+        static hil_message param;
+        static const double inertia[3] = {0.012, 0.012, 0.022};
+        memset(&param, 0, sizeof param);
+        param.type = HIL_PARAM;
+        param.seq = 1;
+        param.u.param.index = 4;
+        param.u.param.count = 22;
+        hil_str_set(&param.u.param.name, "inertia");
+        param.u.param.value_count = 3;
+        memcpy(param.u.param.values, inertia, sizeof inertia);
+        vector("param", frame, hil_encode(frame, sizeof frame, &param));
+    }
+    vector("param_ack", frame, hil_encode_param_ack(frame, sizeof frame, 5, 4));
+    vector("goodbye_parameter", frame, hil_encode_goodbye(frame, sizeof frame, 6, 0, HIL_GOODBYE_PARAMETER,
+                                                          "parameter mass: expected 1 value, got 3"));
     in[0] = 0x00;
     cobs_vector("cobs_00", in, 1);
     in[1] = 0x00;

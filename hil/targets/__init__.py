@@ -162,11 +162,13 @@ class Target:
         that flies it, which logs every frame to ``recorder``."""
         from hil.bridges.impairment import ImpairedLink
         from hil.session import Session
+        from hil.tick.firmware import parameter_set
 
         self.connect(peer, scenario)
         if faults:
             peer.link = ImpairedLink(peer.link, faults)
-        peer.session = Session(simulation, peer.link, scenario.link, peer.firmware, recorder)
+        peer.session = Session(simulation, peer.link, scenario.link, peer.firmware, recorder,
+                               parameter_set(scenario), scenario.firmware.name)
 
     def connect(self, peer: Peer, scenario: Scenario) -> None:
         """Start the firmware, if hil starts one, and open the link: ``peer.firmware``, ``peer.link``."""

@@ -1,9 +1,10 @@
 """``qemu://stm32f405``: hil's C firmware as a bare-metal STM32F405 image flown on QEMU.
 
 hil cross-compiles the board firmware (firmware_stubs/board/: vector table, clocks, an
-interrupt-driven USART1, hil_proto.c and the quad_pid controller) with the scenario's controller
-settings baked in, boots it on QEMU's ``netduinoplus2`` machine with USART1 on a new
-pseudo-terminal, and flies it over that terminal as it flies a board on a serial port, by default
+interrupt-driven USART1, hil_proto.c and the quad_pid controller), one image for every scenario,
+boots it on QEMU's ``netduinoplus2`` machine with USART1 on a new pseudo-terminal, and flies it
+over that terminal as it flies a board on a serial port (the session gives it the scenario's
+parameters after HELLO), by default
 in lockstep (``?pacing=realtime`` paces it on the wall clock, which QEMU's UART, taking in some
 25-40 KB/s, keeps up with only at low tick rates). QEMU is stopped when the run ends.
 """

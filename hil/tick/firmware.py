@@ -2,11 +2,14 @@
 
 A firmware module has ``params_from_scenario(scenario)``, ``init(params) -> state`` and
 ``step(params, state, readings, fresh, time) -> (state, throttles)``; its parameters are part of
-the tick's parameters, so its gains change without compiling.
+the tick's parameters, so its gains change without compiling. It also has ``PARAMETER_SET`` and
+``wire_parameters(params)``: what hil sends a firmware on a link that asks for them
+(docs/protocol.md, PARAM).
 """
 
 from types import ModuleType
 
+from hil import wire
 from hil.firmware_stubs import open_loop, quad_pid, quad_pid_c
 from hil.models.pytree import replace
 
@@ -25,6 +28,15 @@ def custom_call(structure) -> str | None:
 
 def params(scenario):
     return FIRMWARES[scenario.firmware.name].params_from_scenario(scenario)
+
+
+def parameter_set(scenario) -> wire.ParameterSet | None:
+    """The scenario's firmware parameters as PARAM messages carry them; None for a firmware hil
+    does not emulate (Betaflight's SITL)."""
+    module = FIRMWARES.get(scenario.firmware.name)
+    if module is None:
+        return None
+    return wire.ParameterSet(module.PARAMETER_SET, tuple(module.wire_parameters(module.params_from_scenario(scenario))))
 
 
 def init(structure, params):
