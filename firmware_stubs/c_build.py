@@ -186,7 +186,7 @@ def build_board(precision: str = "float64") -> Path:
     sources = [BOARD_DIR / name for name in BOARD_SOURCES] + [SOURCE_DIR / name for name in BOARD_C_SOURCES]
     key = _key("board_stm32f405", [("compiler", "\0".join(command).encode()), ("resolved", resolved.encode()),
                                    ("flags", "\0".join(flags + BOARD_MEMORY).encode())],
-               sorted(BOARD_DIR.glob("*.h")) + sorted(SOURCE_DIR.glob("*.h")) + sources)
+               sorted(BOARD_DIR.glob("*.h")) + sources)
 
     def steps(output: Path, scratch: Path):
         return [[*command, *flags, *BOARD_MEMORY, "-I", str(BOARD_DIR), "-I", str(SOURCE_DIR),
