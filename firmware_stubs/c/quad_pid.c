@@ -297,10 +297,11 @@ static void update(const quad_pid_params *p, const quad_pid_state *s, const sens
     const real *gyro = readings->imu, *accel = readings->imu + 3;
     real target[3];
     real attitude[4], gyro_bias[3], rate[3], position[3], velocity[3], reference;
-    real difference[3], hold, velocity_setpoint[3], horizontal, factor, velocity_error[3];
+    real difference[3], velocity_setpoint[3], horizontal, factor, velocity_error[3];
     real velocity_integral[3], acceleration[3], thrust[3], allowed, rotation[3][3], collective;
     real heading, yaw, turn, desired[3][3], mismatch[3][3], attitude_error[3], rate_setpoint[3];
-    real rate_error[3], rate_integral[3], torque[3], wrench[4], throttle[4], low_thrust;
+    real rate_error[3], rate_integral[3], torque[3], wrench[4], throttle[4];
+    double hold, low_thrust;
     int baro_ready, gps_ready, last, flying, within, done_here, waypoint, mission_over, phase, i, j, k;
 
     estimate_attitude(p, s, gyro, accel, readings->mag, attitude, gyro_bias, rate);
@@ -312,13 +313,14 @@ static void update(const quad_pid_params *p, const quad_pid_state *s, const sens
     flying = s->phase == QUAD_PID_MISSION || s->phase == QUAD_PID_LANDING;
     for (k = 0; k < 3; k++) difference[k] = position[k] - target[k];
     within = norm3(difference) < R(p->acceptance);
-    hold = within && s->phase == QUAD_PID_MISSION ? s->hold + dt : 0;
-    done_here = hold >= R(p->waypoint_hold[s->waypoint]);
+    hold = within && s->phase == QUAD_PID_MISSION ? s->hold + p->imu_period : 0.0;
+    done_here = hold >= p->waypoint_hold[s->waypoint];
     waypoint = done_here && s->waypoint < last ? s->waypoint + 1 : s->waypoint;
-    if (waypoint != s->waypoint) hold = 0;
+    if (waypoint != s->waypoint) hold = 0.0;
     mission_over = done_here && s->waypoint == last;
-    /* The clock stays in double in both builds: a tick lands exactly on arm_at, which float
-     * rounding of the two could move by a tick. */
+    /* Time stays in double in both builds, the clock and the timers (hold, low_thrust): a tick
+     * lands exactly on arm_at, and a float sum of 1000 steps of 1 ms falls short of 1 s, which
+     * would move a waypoint's end, or arming, by a tick. */
     if (s->phase == QUAD_PID_LANDED) phase = QUAD_PID_LANDED;
     else if (s->phase == QUAD_PID_MISSION && mission_over && p->land) phase = QUAD_PID_LANDING;
     else if (s->phase >= QUAD_PID_MISSION) phase = s->phase;
@@ -393,9 +395,9 @@ static void update(const quad_pid_params *p, const quad_pid_state *s, const sens
 
     low_thrust = phase == QUAD_PID_LANDING &&
                          collective < R(QUAD_PID_TOUCHDOWN_THRUST) * R(p->mass) * R(QUAD_PID_GRAVITY)
-                     ? s->low_thrust + dt
-                     : 0;
-    if (low_thrust >= R(QUAD_PID_TOUCHDOWN_TIME)) phase = QUAD_PID_LANDED;
+                     ? s->low_thrust + p->imu_period
+                     : 0.0;
+    if (low_thrust >= QUAD_PID_TOUCHDOWN_TIME) phase = QUAD_PID_LANDED;
 
     memcpy(out->attitude, attitude, sizeof attitude);
     memcpy(out->gyro_bias, gyro_bias, sizeof gyro_bias);

@@ -39,7 +39,8 @@ enum quad_pid_phase { QUAD_PID_WAITING = 0, QUAD_PID_SPIN_UP = 1, QUAD_PID_MISSI
 #define QUAD_PID_TOUCHDOWN_TIME 0.5      /* ... held this long (s) means landed */
 #define QUAD_PID_GRAVITY 9.80665         /* m/s^2 */
 
-/* The controller's state and arithmetic: double, or float with QUAD_PID_FLOAT32. */
+/* The controller's state and arithmetic: double, or float with QUAD_PID_FLOAT32. Time (the clock,
+ * the hold and touchdown timers) is double in both. */
 #ifdef QUAD_PID_FLOAT32
 typedef float quad_pid_real;
 #else
@@ -81,9 +82,9 @@ typedef struct quad_pid_state {
     quad_pid_real velocity_integral[3];
     quad_pid_real rate_integral[3];
     int waypoint;                /* index of the active waypoint */
-    quad_pid_real hold;          /* s spent within acceptance of it */
+    double hold;                 /* s spent within acceptance of it */
     int phase;                   /* enum quad_pid_phase */
-    quad_pid_real low_thrust;    /* s of thrust below the touchdown threshold while landing */
+    double low_thrust;           /* s of thrust below the touchdown threshold while landing */
     quad_pid_real command[4];
 } quad_pid_state;
 
