@@ -15,8 +15,8 @@
  * Counting whole translation blocks is exact: QEMU takes interrupts only between blocks, and a
  * block starts at every return address (a call ends the block before it).
  *
- * Only the handful of plugin API functions below are used; they are declared here (as in QEMU's
- * qemu-plugin.h, API version 1, QEMU 6.0 to 8.x) because Debian ships no header for them.
+ * Only the six plugin API functions below are used; they are declared here, as QEMU 7.2's
+ * qemu-plugin.h declares them (plugin API version 1), because Debian ships no header for them.
  */
 #include <inttypes.h>
 #include <stdint.h>
