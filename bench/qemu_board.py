@@ -23,10 +23,8 @@ machine's load; ticks/s do (the machine here is shared: compare figures of the s
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -77,13 +75,8 @@ def build_plugin(directory: Path) -> Path:
     return library
 
 
-@contextlib.contextmanager
-def counting(image: Path, plugin: Path, out: Path):
-    """QEMU started by hil within loads the counting plugin for ``image``'s quad_pid_step: a
-    qemu-system-arm first on PATH that adds ``-plugin`` to hil's command line and runs the real one
-    (hil.firmware_process.start_qemu takes no QEMU options of its own)."""
-    from hil import firmware_process
-
+def counting(image: Path, plugin: Path, out: Path) -> tuple[str, ...]:
+    """The QEMU options that load the counting plugin for ``image``'s quad_pid_step, writing to ``out``."""
     table = symbols(image)
     missing = [name for name in (STEP, *INTERRUPTS) if name not in table]
     returns = call_returns(image, STEP)
@@ -92,17 +85,7 @@ def counting(image: Path, plugin: Path, out: Path):
                            f"tell the step's instructions")
     options = [f"entry={table[STEP][0]:#x}", *(f"return={address:#x}" for address in returns), f"out={out}",
                *(f"skip={table[name][0]:#x}-{table[name][0] + table[name][1]:#x}" for name in INTERRUPTS)]
-    real = shutil.which(firmware_process.QEMU)
-    wrapper = out.parent / "bin" / firmware_process.QEMU
-    wrapper.parent.mkdir(exist_ok=True)
-    wrapper.write_text(f'#!/bin/sh\nexec {real} "$@" -plugin {plugin},{",".join(options)}\n')
-    wrapper.chmod(0o755)
-    path = os.environ["PATH"]
-    os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{path}"
-    try:
-        yield
-    finally:
-        os.environ["PATH"] = path
+    return ("-plugin", f"{plugin},{','.join(options)}")
 
 
 def instruction_figures(counts: Path, ticks: int) -> dict:
@@ -194,8 +177,10 @@ def main():
             url = f"qemu://stm32f405?precision={precision}"
             flown = runner.run(loaded, target=url, log_path=logs[precision])
             counts = scratch / f"{precision}.counts"
-            with counting(image, plugin, counts):
-                counted = runner.run(loaded, target=url)
+            board, terminal = firmware_process.start_qemu(loaded, precision=precision,
+                                                          options=counting(image, plugin, counts))
+            with board:
+                counted = runner.run(loaded, board=runner.Board(port=terminal, baud=921600), realtime=False)
             if counted.failure or flown.failure:
                 raise RuntimeError(f"{url}: {counted.failure or flown.failure}")
             results[f"qemu_{precision}"] = {

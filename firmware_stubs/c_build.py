@@ -164,8 +164,9 @@ BOARD_MEMORY = ("-Wl,--defsym=__flash=0x08000000", "-Wl,--defsym=__flash_size=0x
                 "-Wl,--defsym=__stack_size=0x2000")
 BOARD_SOURCES = ("startup.c", "usart.c", "board_main.c")
 BOARD_C_SOURCES = ("hil_proto.c", "hil_firmware.c", "quad_pid.c", "firmware_quad_pid.c")
-# The controller's arithmetic in an image: the F405's FPU does float32 in hardware, float64 in software.
-PRECISIONS = {"float64": (), "float32": ("-DQUAD_PID_FLOAT32",)}
+# The controller's arithmetic in an image: the F405's FPU does float32 in hardware, float64 in software
+# (a float32 build that slips into double anywhere fails to compile: -Wdouble-promotion, -Werror).
+PRECISIONS = {"float64": (), "float32": ("-DQUAD_PID_FLOAT32", "-Wdouble-promotion")}
 
 
 def build_board(precision: str = "float64") -> Path:

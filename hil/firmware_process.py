@@ -65,13 +65,14 @@ QEMU_MACHINE = "netduinoplus2"  # an STM32F405: its memory map and USART1, which
 QEMU_TERMINAL = re.compile(r"char device redirected to (\S+)")
 
 
-def start_qemu(scenario: Scenario, timeout: float = 10.0, precision: str = "float64") -> tuple["QemuBoard", str]:
+def start_qemu(scenario: Scenario, timeout: float = 10.0, precision: str = "float64",
+               options: tuple[str, ...] = ()) -> tuple["QemuBoard", str]:
     """The scenario's firmware as an STM32F405 image (built now unless cached) flown on QEMU, its
     USART1 on a new pseudo-terminal: as :func:`start_on_pty`, the process (``with`` it to stop it)
     and the terminal to open as the board's serial port. QEMU's output goes to a file, from which
     the terminal's name is read; QEMU dies with hil. The image is the same for every scenario: the
     session gives it the scenario's parameters after HELLO. ``precision``: the controller's
-    arithmetic in the image (``c_build.PRECISIONS``)."""
+    arithmetic in the image (``c_build.PRECISIONS``); ``options``: more of QEMU's (a ``-plugin``)."""
     from hil.firmware_stubs import c_build
 
     image = c_build.build_board(precision)
@@ -79,7 +80,7 @@ def start_qemu(scenario: Scenario, timeout: float = 10.0, precision: str = "floa
         raise RuntimeError(f"QEMU is not installed ({QEMU} was not found); on Debian or Ubuntu: "
                            f"{c_build.CROSS_INSTALL}")
     board = QemuBoard([QEMU, "-M", QEMU_MACHINE, "-nographic", "-kernel", str(image), "-serial", "pty",
-                       "-monitor", "none"], f"{scenario.firmware.name} (STM32F405 image on QEMU {QEMU_MACHINE})")
+                       "-monitor", "none", *options], f"{scenario.firmware.name} (STM32F405 image on QEMU {QEMU_MACHINE})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and board.exit_code is None:
         found = QEMU_TERMINAL.search(board.last_output())  # a warning of QEMU's may come first

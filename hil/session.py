@@ -251,9 +251,9 @@ class Session:
         """Send HELLO until the firmware's arrives; check that both sides agree; give the firmware
         its parameters when its HELLO asks for them.
 
-        Garbage is collected first: between HELLO and tick 0 the firmware waits, and a firmware
-        left waiting sends a HEARTBEAT, which would take a sequence number in one run and not in
-        the next.
+        Garbage is collected first: between its last answer and tick 0 the firmware waits, and a
+        firmware left waiting sends a HEARTBEAT, which would take a sequence number in one run and
+        not in the next.
         """
         gc.collect()
         started = time.perf_counter()

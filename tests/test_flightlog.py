@@ -184,11 +184,14 @@ def test_refly_against_a_changed_firmware_names_where_it_strays(whole_log):
     import shlex
 
     from hil import firmware_process, replay as replay_module
+    from hil.firmware_stubs import command_line, quad_pid
 
     logged = replay_module.scenario_of(flightlog.read(whole_log))
-    argv = firmware_process.command(logged, "c", "{udp}")
-    argv = [a.replace("gain_position=1.0,1.0,1.2", "gain_position=3.0,3.0,1.2") for a in argv]
-    assert "gain_position=3.0,3.0,1.2" in argv
+    given = quad_pid.wire_parameters(quad_pid.params_from_scenario(logged))
+    assert ("gain_position", (1.0, 1.0, 1.2)) in given
+    changed = [(name, (3.0, 3.0, 1.2) if name == "gain_position" else values) for name, values in given]
+    # configured on its command line, the firmware asks for nothing and flies the changed gains
+    argv = [*firmware_process.command(logged, "c", "{udp}"), *command_line(changed)]
     completed = subprocess.run([sys.executable, "-m", "hil", "replay", str(whole_log), "--firmware-cmd",
                                 shlex.join(argv), "--tolerance", "0.05"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 1, completed.stdout + completed.stderr

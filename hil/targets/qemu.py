@@ -29,8 +29,10 @@ class QemuTarget(Target):
     precision: str | None = None  # the controller's arithmetic in the image; None: DEFAULT_PRECISION
 
     SCHEMES = ("qemu",)
-    FORMS = (("qemu://stm32f405", "the C firmware as an STM32F405 image on QEMU, its UART on a pty, in lockstep"),
-             ("qemu://stm32f405?precision=float32", "the same, its controller built in single precision"))
+    FORMS = (("qemu://stm32f405", "the C firmware as an STM32F405 image on QEMU (its controller in float32, as "
+                                  "the F405's FPU), its UART on a pty, in lockstep"),
+             ("qemu://stm32f405?precision=float64", "the same, its controller in double precision, bit for bit the "
+                                                    "POSIX firmware's"))
     RUNTIME = "qemu"
 
     @classmethod
