@@ -14,7 +14,7 @@ import pytest
 from hil import flightlog, replay, runner, scenario
 from hil.expectations import Judge
 from hil.sim import Simulation
-from hil.tick import Tick
+from hil.tick import Tick, noise
 from hil.tick.params import build, key_data
 from hil.trace import Trace
 from support import SCENARIOS
@@ -74,6 +74,26 @@ def test_the_program_is_named_by_structure_not_by_numbers(base):
 @pytest.mark.parametrize("seed", [0, 1, 7, 2**32 - 1, 2**32, 2**63 - 1])
 def test_the_key_data_is_jaxs_own(seed):
     assert np.array_equal(key_data(seed), np.asarray(jax.random.key_data(jax.random.key(seed))))
+
+
+def test_a_batch_draws_the_noise_a_run_alone_draws_bit_for_bit():
+    """A sweep's tick computes each draw once for the batch, rounded up to whole vectors of four
+    (hil.tick.noise.TickNoise); a member's normals must still be those of the run alone."""
+    streams = [(noise.WIND_STREAM, 3), (16, 12), (17, 1), (18, 3), (19, 6), (1 << 20, 2)]
+    keys = np.stack([key_data(seed) for seed in (1, 2, 2**40 + 7, 2**63 - 1)])
+
+    def batch(key, tick):
+        draws = noise.TickNoise(jax.random.wrap_key_data(key), tick, batched=True)
+        return [draws.normals(stream, count) for stream, count in streams]
+
+    flown = jax.jit(jax.vmap(batch, in_axes=(0, None), axis_name="members"))
+    for tick in (0, 1, 4321):
+        together = [np.asarray(x) for x in flown(keys, jnp.int64(tick))]
+        for member, key in enumerate(keys):
+            alone = noise.TickNoise(jax.random.wrap_key_data(key), tick)
+            for (stream, count), drawn in zip(streams, together):
+                assert drawn.shape == (len(keys), count)
+                np.testing.assert_array_equal(drawn[member], np.asarray(alone.normals(stream, count)))
 
 
 # ---- gradients -------------------------------------------------------------------------------------

@@ -74,11 +74,11 @@ class Tick:
         """One tick: ``(state, row)``; ``command`` in link mode, None when the firmware flies in-process."""
         structure = self.structure
         key = jax.random.wrap_key_data(jnp.asarray(params.key, dtype=jnp.uint32))
-        tick_key = noise.tick_key(key, state.tick + 1)
-        state = physics.physics(structure, params, state, state.command if command is None else command, tick_key,
+        draws = noise.TickNoise(key, state.tick + 1, batched=self.batch_axis is not None)
+        state = physics.physics(structure, params, state, state.command if command is None else command, draws,
                                 self.batch_axis)
         atmosphere, _ = air(params, state.vehicle, state.wind, state.tick / structure.rate)
-        state, fresh = sampling.sample(structure, params, state, atmosphere, tick_key)
+        state, fresh = sampling.sample(structure, params, state, atmosphere, draws)
         if structure.firmware:
             state = firmware.fly(structure, params, state, fresh)
         return state, observe.observe(structure, params, state, fresh)

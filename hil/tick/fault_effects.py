@@ -12,7 +12,6 @@ import numpy as np
 from hil.faults import FAULT_STREAM_BASE, window_ticks
 from hil.models.pytree import pytree, static
 from hil.scenario import Scenario
-from hil.tick import noise
 
 
 @pytree
@@ -65,7 +64,7 @@ def motor_speed_scale(faults: FaultParams, tick):
     return scale
 
 
-def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, tick_key):
+def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, draws):
     """The reading and freshness a sensor delivers at ``tick`` under its faults.
 
     Offsets and noise change the new value; a stuck sensor repeats the previous reading as
@@ -77,8 +76,7 @@ def on_reading(faults: FaultParams, name: str, tick, new, previous, delivered, t
         if effect.mode == "bias":
             new = jnp.where(active, new + effect.value, new)
         elif effect.mode == "noise":
-            draws = noise.normals(tick_key, effect.stream, new.shape[0])
-            new = jnp.where(active, new + effect.value * draws, new)
+            new = jnp.where(active, new + effect.value * draws.normals(effect.stream, new.shape[0]), new)
     for effect in effects:
         active = _active(effect, tick)
         if effect.mode in ("stuck", "dropout"):

@@ -8,8 +8,10 @@ alone.
 """
 
 import jax
+import jax.numpy as jnp
 
 WIND_STREAM = 1
+LANES = 4  # float64 numbers in a vector register (AVX2)
 
 
 def tick_key(key, tick):
@@ -20,3 +22,36 @@ def tick_key(key, tick):
 def normals(tick_key, stream: int, count: int):
     """``count`` standard-normal draws of consumer ``stream`` at the tick of ``tick_key``."""
     return jax.random.normal(jax.random.fold_in(tick_key, stream), (count,))
+
+
+class TickNoise:
+    """The draws of one tick, ``normals(stream, count)``: :func:`normals` of :func:`tick_key`.
+
+    ``batched``: the tick is stepped for a batch of members that share ``tick`` (a sweep). XLA on
+    CPU fuses a draw's threefry rounds and inverse error function into every kernel that reads
+    one of its numbers and recomputes them there, element by element, the tick's and the
+    stream's keys included: the IMU's draw was computed in five kernels of the sweep's program.
+    In a batch the tick's key and each draw are therefore computed behind a branch on the shared
+    tick, always taken (the tick reached is never negative), whose results XLA keeps in a buffer
+    that the readers load. The numbers are the same; a single run draws as before (its compiled
+    tick is unchanged).
+    """
+
+    def __init__(self, key, tick, batched: bool = False):
+        self.tick, self.batched = tick, batched
+        data = self._apart(lambda: jax.random.key_data(tick_key(key, tick)), (2,), jnp.uint32)
+        self.key = jax.random.wrap_key_data(data)
+
+    def normals(self, stream: int, count: int):
+        if not self.batched:
+            return normals(self.key, stream, count)
+        # XLA on CPU vectorises a kernel along its last axis, 4 doubles at a time: (members, 3)
+        # normals are computed one by one, (members, 4) four at once, and their first 3 are the 3.
+        drawn = -(-count // LANES) * LANES
+        return self._apart(lambda: normals(self.key, stream, drawn), (drawn,), jnp.float64)[:count]
+
+    def _apart(self, draw, shape, dtype):
+        if not self.batched:
+            return draw()
+        # The branch not taken only gives the shape: the tick reached is 0 or later.
+        return jax.lax.cond(self.tick >= 0, draw, lambda: jnp.zeros(shape, dtype))

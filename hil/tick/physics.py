@@ -11,11 +11,11 @@ from hil.tick.air import air
 UNROLLED_SUBSTEPS = 4  # up to this many, substeps are written out: a loop of one XLA op per iteration costs more
 
 
-def physics(structure, params, state, command, tick_key, batch_axis: str | None = None):
+def physics(structure, params, state, command, draws, batch_axis: str | None = None):
     """Integrate one tick with ``command`` and the air at the tick's start held constant.
 
     From tick -1 (the initial state) the step has zero length: tick 0 is the initial state.
-    ``tick_key``: the key of the tick being reached (:func:`hil.tick.noise.tick_key`);
+    ``draws``: the noise of the tick being reached (:class:`hil.tick.noise.TickNoise`);
     ``batch_axis``: see :class:`hil.tick.Tick`.
     """
     _, held = air(params, state.vehicle, state.wind, state.tick / structure.rate)
@@ -39,7 +39,7 @@ def physics(structure, params, state, command, tick_key, batch_axis: str | None 
             vehicle = one(vehicle)
     else:
         vehicle = jax.lax.fori_loop(0, structure.substeps, lambda _, v: one(v), vehicle)
-    wind = environment.wind_step(params.wind, state.wind, dt, noise.normals(tick_key, noise.WIND_STREAM, 3))
+    wind = environment.wind_step(params.wind, state.wind, dt, draws.normals(noise.WIND_STREAM, 3))
     # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
     acceleration = jax.lax.cond(
         state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / structure.dt,

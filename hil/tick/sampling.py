@@ -18,7 +18,7 @@ from hil.models.pytree import pytree, replace
 from hil.models.sensors import SensorKind
 from hil.models.small import matvec_t
 from hil.scenario import SENSOR_FIELDS, Scenario
-from hil.tick import fault_effects, noise
+from hil.tick import fault_effects
 
 
 def _imu_params(config, scenario) -> sensors.ImuParams:
@@ -65,9 +65,9 @@ def truth(state, atmosphere) -> sensors.Truth:
     return sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate, specific_force, atmosphere)
 
 
-def sample(structure, params, state, atmosphere, key):
-    """Sample the sensors due at ``state.tick`` (``key``: the tick's, :func:`hil.tick.noise.tick_key`); returns the
-    state and a freshness flag per sensor.
+def sample(structure, params, state, atmosphere, draws):
+    """Sample the sensors due at ``state.tick`` (``draws``: the tick's noise, :class:`hil.tick.noise.TickNoise`);
+    returns the state and a freshness flag per sensor.
 
     A sensor slower than the tick samples inside a branch taken on its ticks alone. The tick is
     one number for a whole batch (:mod:`hil.sweep`), so there the branch is a real one too, and a
@@ -80,7 +80,7 @@ def sample(structure, params, state, atmosphere, key):
         measure = state.tick % slot.decimation == 0
 
         def measured(kind=kind, channel=channel, name=slot.name):
-            return kind.sample(params.sensors[name], channel.model, seen, noise.normals(key, kind.stream, kind.normals))
+            return kind.sample(params.sensors[name], channel.model, seen, draws.normals(kind.stream, kind.normals))
 
         if slot.decimation == 1:
             model, measurement = measured()
@@ -93,7 +93,7 @@ def sample(structure, params, state, atmosphere, key):
             delivered, pending = channel.pending, jnp.where(measure, measurement, channel.pending)
         if slot.name in params.faults.sensors:
             delivered, deliver = fault_effects.on_reading(params.faults, slot.name, state.tick, delivered,
-                                                          channel.reading, deliver, key)
+                                                          channel.reading, deliver, draws)
         channels[slot.name] = Channel(model, jnp.where(deliver, delivered, channel.reading), pending)
         fresh[slot.name] = deliver
     return replace(state, channels=channels), fresh
