@@ -26,7 +26,7 @@
 static const hil_firmware *fw = &hil_firmware_this;
 
 static struct {
-    uint32_t seq;          /* our next frame counter */
+    hil_sender sender;
     int have_last_seq;
     uint32_t last_seq;     /* hil's previous frame */
     int accepted;          /* a HELLO has been accepted and no GOODBYE has come since */
@@ -45,34 +45,11 @@ static struct {
 
 static hil_reader reader;
 
-static void send_frame(const uint8_t *frame, size_t length)
+static void transmit(const uint8_t *frame, size_t length)
 {
     if (length == 0) return; /* over a protocol limit: cannot happen with what this program sends */
     usart_write(frame, length);
-    session.seq++;
     session.last_sent = board_millis();
-}
-
-static void send_hello(void)
-{
-    static hil_hello hello;
-    uint8_t frame[HIL_FRAME_BUFFER];
-    uint32_t next = session.seq;
-    hil_firmware_hello(fw, 1, &hello);
-    send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
-    session.seq = next;
-}
-
-static void send_status(uint32_t tick, uint32_t severity, const char *text)
-{
-    uint8_t frame[HIL_FRAME_BUFFER];
-    send_frame(frame, hil_encode_status(frame, sizeof frame, session.seq, tick, severity, text));
-}
-
-static void send_goodbye(uint32_t tick, uint32_t code, const char *reason)
-{
-    uint8_t frame[HIL_FRAME_BUFFER];
-    send_frame(frame, hil_encode_goodbye(frame, sizeof frame, session.seq, tick, code, reason));
 }
 
 static void stop_motors(void)
@@ -90,7 +67,7 @@ static void end_session(void)
 
 static void refuse(uint32_t code, const char *reason)
 {
-    send_goodbye(0, code, reason);
+    hil_send_goodbye(&session.sender, 0, code, reason);
     end_session();
 }
 
@@ -99,7 +76,7 @@ static void on_hello(const hil_hello *hello)
     char reason[HIL_MAX_TEXT + 1];
     uint32_t code;
 
-    send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
+    hil_send_hello(&session.sender, fw, 1); /* answer every HELLO, so that a lost one only costs a retry */
     if (!hil_firmware_accept(fw, hello, &session.layout, &code, reason, sizeof reason)) {
         refuse(code, reason);
         return;
@@ -115,14 +92,10 @@ static void on_hello(const hil_hello *hello)
 
 static void on_param(const hil_param *param)
 {
-    uint8_t frame[HIL_FRAME_BUFFER];
     char reason[HIL_MAX_TEXT + 1];
     hil_param_event event;
-    size_t length;
     if (!session.accepted) return;
-    length = hil_firmware_answer_param(fw, &session.intake, param, session.seq, frame, sizeof frame, &event, reason,
-                                       sizeof reason);
-    if (length > 0) send_frame(frame, length);
+    event = hil_firmware_answer_param(fw, &session.intake, param, &session.sender, reason, sizeof reason);
     if (event == HIL_PARAM_SET_COMPLETE) session.active = 1;
     if (event == HIL_PARAM_REFUSED) end_session();
 }
@@ -148,21 +121,19 @@ static void report_drops(uint32_t tick)
              (unsigned long)e[HIL_ERR_CRC], (unsigned long)e[HIL_ERR_COBS], (unsigned long)e[HIL_ERR_MSGPACK],
              (unsigned long)e[HIL_ERR_MESSAGE], (unsigned long)e[HIL_ERR_OVERSIZE],
              (unsigned long)reader.counters.garbage_bytes, (unsigned long)usart_dropped());
-    send_status(tick, HIL_WARNING, text);
+    hil_send_status(&session.sender, tick, HIL_WARNING, text);
 }
 
 static void on_sensors(const hil_message *msg)
 {
-    uint8_t frame[HIL_FRAME_BUFFER];
     char text[HIL_MAX_TEXT + 1];
     uint32_t severity;
     if (!session.active) return;
     if (!hil_unpack_sensors(&session.layout, &msg->u.sensors, session.reading_ptr, session.fresh))
         return; /* values do not match the fresh mask: dropped */
     fw->step(session.reading_ptr, session.fresh, (double)msg->tick / (double)session.tick_rate_hz, session.motors);
-    send_frame(frame, hil_encode_actuators(frame, sizeof frame, session.seq, msg->tick, session.motors,
-                                           fw->actuators));
-    while (fw->report(text, sizeof text, &severity)) send_status(msg->tick, severity, text);
+    hil_send_actuators(&session.sender, msg->tick, session.motors, fw->actuators);
+    while (fw->report(text, sizeof text, &severity)) hil_send_status(&session.sender, msg->tick, severity, text);
     report_drops(msg->tick);
 }
 
@@ -200,7 +171,7 @@ int main(void)
     usart_init(BAUD);
     for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
     hil_reader_init(&reader);
-    session.seq = 1; /* 0 belongs to HELLO */
+    hil_sender_init(&session.sender, transmit);
     session.last_sent = board_millis();
     for (;;) {
         size_t n = usart_read(bytes, sizeof bytes), offset = 0;
@@ -210,10 +181,7 @@ int main(void)
             offset += used;
             if (event == HIL_READER_MESSAGE) on_message(&msg);
         }
-        if (board_millis() - session.last_sent >= HEARTBEAT_MS) {
-            uint8_t frame[HIL_FRAME_BUFFER];
-            send_frame(frame, hil_encode_heartbeat(frame, sizeof frame, session.seq, session.latest_tick));
-        }
+        if (board_millis() - session.last_sent >= HEARTBEAT_MS) hil_send_heartbeat(&session.sender, session.latest_tick);
         if (n == 0) usart_wait_for_input();
     }
 }

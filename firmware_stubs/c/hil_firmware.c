@@ -11,22 +11,62 @@
 
 #include "hil_firmware.h"
 
-void hil_firmware_hello(const hil_firmware *fw, int ask_parameters, hil_hello *hello)
+void hil_sender_init(hil_sender *sender, void (*transmit)(const uint8_t *frame, size_t length))
 {
+    sender->seq = 1; /* 0 belongs to HELLO */
+    sender->transmit = transmit;
+}
+
+/* Transmit one frame written with the sender's number; a numbered one advances the count. */
+static void emit(hil_sender *sender, const uint8_t *frame, size_t length, int numbered)
+{
+    sender->transmit(frame, length);
+    if (length > 0 && numbered) sender->seq = sender->seq == UINT32_MAX ? 1u : sender->seq + 1u;
+}
+
+void hil_send_hello(hil_sender *sender, const hil_firmware *fw, int ask_parameters)
+{
+    static hil_hello hello; /* some 3.5 KB: not on a board's stack */
+    uint8_t frame[HIL_FRAME_BUFFER];
     size_t k;
-    memset(hello, 0, sizeof *hello);
-    if (ask_parameters) hil_str_set(&hello->params, fw->parameter_set);
-    hello->version = HIL_PROTOCOL_VERSION;
-    hil_str_set(&hello->role, "firmware");
-    hil_str_set(&hello->vehicle, fw->vehicle);
-    hello->actuators = fw->actuators;
-    hello->tick_rate_hz = 0; /* any */
-    hello->sensor_count = (uint32_t)fw->need_count;
+    memset(&hello, 0, sizeof hello);
+    if (ask_parameters) hil_str_set(&hello.params, fw->parameter_set);
+    hello.version = HIL_PROTOCOL_VERSION;
+    hil_str_set(&hello.role, "firmware");
+    hil_str_set(&hello.vehicle, fw->vehicle);
+    hello.actuators = fw->actuators;
+    hello.tick_rate_hz = 0; /* any */
+    hello.sensor_count = (uint32_t)fw->need_count;
     for (k = 0; k < fw->need_count; k++) {
-        hil_str_set(&hello->sensors[k].name, fw->needs[k].name);
-        hello->sensors[k].fields = fw->needs[k].fields;
-        hello->sensors[k].rate_hz = fw->sensor_rate(k);
+        hil_str_set(&hello.sensors[k].name, fw->needs[k].name);
+        hello.sensors[k].fields = fw->needs[k].fields;
+        hello.sensors[k].rate_hz = fw->sensor_rate(k);
     }
+    emit(sender, frame, hil_encode_hello(frame, sizeof frame, 0, &hello), 0);
+}
+
+void hil_send_actuators(hil_sender *sender, uint32_t tick, const double *values, size_t count)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    emit(sender, frame, hil_encode_actuators(frame, sizeof frame, sender->seq, tick, values, count), 1);
+}
+
+void hil_send_heartbeat(hil_sender *sender, uint32_t tick)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    emit(sender, frame, hil_encode_heartbeat(frame, sizeof frame, sender->seq, tick), 1);
+}
+
+void hil_send_status(hil_sender *sender, uint32_t tick, uint32_t severity, const char *text)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    emit(sender, frame, hil_encode_status(frame, sizeof frame, sender->seq, tick, severity, text), 1);
+}
+
+void hil_send_goodbye(hil_sender *sender, uint32_t tick, uint32_t code, const char *reason)
+{
+    uint8_t frame[HIL_FRAME_BUFFER];
+    emit(sender, frame, hil_encode_goodbye(frame, sizeof frame, sender->seq, tick, code, reason), 1);
 }
 
 int hil_firmware_accept(const hil_firmware *fw, const hil_hello *hello, hil_layout *layout, uint32_t *code,
@@ -137,34 +177,30 @@ static int take(const hil_firmware *fw, hil_param_intake *intake, const hil_para
     return 1;
 }
 
-size_t hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
-                                 uint32_t seq, uint8_t *frame, size_t cap, hil_param_event *event, char *reason,
-                                 size_t reason_size)
+hil_param_event hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
+                                          hil_sender *sender, char *reason, size_t reason_size)
 {
+    uint8_t frame[HIL_FRAME_BUFFER];
+    hil_param_event event = HIL_PARAM_TAKEN;
     if (param->index == 0) { /* the set starts (over) */
         fw->clear();
         intake->count = param->count;
         intake->taken = 0;
     } else if (param->count != intake->count) {
-        *event = HIL_PARAM_DROPPED;
-        return 0;
+        return HIL_PARAM_DROPPED;
     }
     if (param->index + 1 != intake->taken) { /* not a resend of the last one taken, whose ACK was lost */
-        if (param->index != intake->taken) {
-            *event = HIL_PARAM_DROPPED;
-            return 0;
-        }
+        if (param->index != intake->taken) return HIL_PARAM_DROPPED;
         if (!take(fw, intake, param, reason, reason_size)) {
             intake->count = 0;
-            *event = HIL_PARAM_REFUSED;
-            return hil_encode_goodbye(frame, cap, seq, 0, HIL_GOODBYE_PARAMETER, reason);
+            hil_send_goodbye(sender, 0, HIL_GOODBYE_PARAMETER, reason);
+            return HIL_PARAM_REFUSED;
         }
         if (intake->taken == intake->count) {
             fw->reset();
-            *event = HIL_PARAM_SET_COMPLETE;
-            return hil_encode_param_ack(frame, cap, seq, param->index);
+            event = HIL_PARAM_SET_COMPLETE;
         }
     }
-    *event = HIL_PARAM_TAKEN;
-    return hil_encode_param_ack(frame, cap, seq, param->index);
+    emit(sender, frame, hil_encode_param_ack(frame, sizeof frame, sender->seq, param->index), 1);
+    return event;
 }

@@ -43,9 +43,22 @@ typedef struct hil_firmware {
 
 extern const hil_firmware hil_firmware_this;
 
-/* The HELLO `fw` answers with (seq 0, which does not advance a sender's counter: docs/protocol.md
- * section 3); it asks for fw's parameter set when `ask_parameters`. */
-void hil_firmware_hello(const hil_firmware *fw, int ask_parameters, hil_hello *hello);
+/* The frames a firmware sends, numbered as docs/protocol.md section 3 says: HELLO carries 0 and
+ * leaves the count alone; every other frame takes the next number, from 1, wrapping past 0. */
+typedef struct hil_sender {
+    uint32_t seq; /* the next frame's number */
+    /* Put one complete frame on the link; length 0: it was over a protocol limit (cannot happen
+     * with what hil_send_* write) and nothing is to be sent. */
+    void (*transmit)(const uint8_t *frame, size_t length);
+} hil_sender;
+
+void hil_sender_init(hil_sender *sender, void (*transmit)(const uint8_t *frame, size_t length));
+/* The HELLO `fw` answers with; it asks for fw's parameter set when `ask_parameters`. */
+void hil_send_hello(hil_sender *sender, const hil_firmware *fw, int ask_parameters);
+void hil_send_actuators(hil_sender *sender, uint32_t tick, const double *values, size_t count);
+void hil_send_heartbeat(hil_sender *sender, uint32_t tick);
+void hil_send_status(hil_sender *sender, uint32_t tick, uint32_t severity, const char *text);
+void hil_send_goodbye(hil_sender *sender, uint32_t tick, uint32_t code, const char *reason);
 /* 1 when hil's HELLO suits `fw`, its sensors mapped into `layout`; else 0 with the GOODBYE code
  * and the reason to send. */
 int hil_firmware_accept(const hil_firmware *fw, const hil_hello *hello, hil_layout *layout, uint32_t *code,
@@ -75,11 +88,9 @@ typedef enum hil_param_event {
 
 /* Answer a PARAM (docs/protocol.md section 6): take it into fw (index 0 starts the set over),
  * acknowledge a resend of the last one taken without taking it twice, drop one out of order, or
- * refuse one fw cannot take (or, after the last, a set that is incomplete). Writes the frame to
- * send, numbered `seq`, into `frame` (HIL_FRAME_BUFFER bytes) and returns its length, 0 for none;
- * a refusal's reason is also left in `reason`. */
-size_t hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
-                                 uint32_t seq, uint8_t *frame, size_t cap, hil_param_event *event, char *reason,
-                                 size_t reason_size);
+ * refuse one fw cannot take (or, after the last, a set that is incomplete). Sends the PARAM_ACK or
+ * the GOODBYE itself and returns what happened; a refusal's reason is also left in `reason`. */
+hil_param_event hil_firmware_answer_param(const hil_firmware *fw, hil_param_intake *intake, const hil_param *param,
+                                          hil_sender *sender, char *reason, size_t reason_size);
 
 #endif /* HIL_FIRMWARE_H */

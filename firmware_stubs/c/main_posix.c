@@ -396,7 +396,7 @@ static void open_pty(void)
 /* ---- session ------------------------------------------------------------------------------------ */
 
 static struct {
-    uint32_t seq;             /* our next frame counter */
+    hil_sender sender;
     int have_last_seq;
     uint32_t last_seq;        /* hil's previous frame */
     int ask_parameters;       /* no --param: its HELLO asks hil for them */
@@ -418,8 +418,8 @@ static struct {
 
 static hil_reader reader;
 
-/* Send one frame; a fatal error ends the process. */
-static void send_frame(const uint8_t *frame, size_t length)
+/* Put one frame on the link; a fatal error ends the process. */
+static void transmit(const uint8_t *frame, size_t length)
 {
     if (length == 0) {
         session.not_sent++; /* over a protocol limit: cannot happen with what this program sends */
@@ -459,36 +459,7 @@ static void send_frame(const uint8_t *frame, size_t length)
             }
         }
     }
-    session.seq++;
     session.last_sent = now();
-}
-
-static void send_hello(void)
-{
-    static hil_hello hello;
-    uint8_t frame[HIL_FRAME_BUFFER];
-    uint32_t next = session.seq;
-    hil_firmware_hello(fw, session.ask_parameters, &hello);
-    send_frame(frame, hil_encode_hello(frame, sizeof frame, 0, &hello));
-    session.seq = next;
-}
-
-static void send_status(uint32_t tick, uint32_t severity, const char *text)
-{
-    uint8_t frame[HIL_FRAME_BUFFER];
-    send_frame(frame, hil_encode_status(frame, sizeof frame, session.seq, tick, severity, text));
-}
-
-static void send_goodbye(uint32_t tick, uint32_t code, const char *reason)
-{
-    uint8_t frame[HIL_FRAME_BUFFER];
-    send_frame(frame, hil_encode_goodbye(frame, sizeof frame, session.seq, tick, code, reason));
-}
-
-static void send_heartbeat(void)
-{
-    uint8_t frame[HIL_FRAME_BUFFER];
-    send_frame(frame, hil_encode_heartbeat(frame, sizeof frame, session.seq, session.latest_tick));
 }
 
 static void print_counters(void)
@@ -507,7 +478,7 @@ static void print_counters(void)
 /* A HELLO hil's side cannot work with: say why on both ends and stop. */
 static void refuse(uint32_t code, const char *reason)
 {
-    send_goodbye(0, code, reason);
+    hil_send_goodbye(&session.sender, 0, code, reason);
     say("HELLO mismatch: %s", reason);
     print_counters();
     exit(EXIT_FATAL);
@@ -518,7 +489,7 @@ static void on_hello(const hil_hello *hello)
     char reason[HIL_MAX_TEXT + 1];
     uint32_t code;
 
-    send_hello(); /* answer every HELLO, so that a lost one only costs a retry */
+    hil_send_hello(&session.sender, fw, session.ask_parameters); /* answer every HELLO, so that a lost one only costs a retry */
     if (!hil_firmware_accept(fw, hello, &session.layout, &code, reason, sizeof reason)) refuse(code, reason);
     /* A (new) session: start from the initial state, once the parameters are in. */
     session.accepted = 1;
@@ -533,17 +504,13 @@ static void on_hello(const hil_hello *hello)
 
 static void on_param(const hil_param *param)
 {
-    uint8_t frame[HIL_FRAME_BUFFER];
     char reason[HIL_MAX_TEXT + 1];
     hil_param_event event;
-    size_t length;
     if (!session.accepted || !session.ask_parameters) {
         session.before_hello++; /* not asked for: nothing to take it into */
         return;
     }
-    length = hil_firmware_answer_param(fw, &session.intake, param, session.seq, frame, sizeof frame, &event, reason,
-                                       sizeof reason);
-    if (length > 0) send_frame(frame, length);
+    event = hil_firmware_answer_param(fw, &session.intake, param, &session.sender, reason, sizeof reason);
     if (event == HIL_PARAM_SET_COMPLETE) {
         session.active = 1;
         note("took %lu parameters from hil", (unsigned long)session.intake.count);
@@ -556,7 +523,6 @@ static void on_param(const hil_param *param)
 
 static void on_sensors(const hil_message *msg)
 {
-    uint8_t frame[HIL_FRAME_BUFFER];
     double out[HIL_MAX_VALUES];
     char text[HIL_MAX_TEXT + 1];
     uint32_t severity;
@@ -569,11 +535,11 @@ static void on_sensors(const hil_message *msg)
         return;
     }
     fw->step(session.reading_ptr, session.fresh, (double)msg->tick / (double)session.tick_rate_hz, out);
-    send_frame(frame, hil_encode_actuators(frame, sizeof frame, session.seq, msg->tick, out, fw->actuators));
+    hil_send_actuators(&session.sender, msg->tick, out, fw->actuators);
     session.sensors_answered++;
     while (fw->report(text, sizeof text, &severity)) {
         note("tick %lu: %s", (unsigned long)msg->tick, text);
-        send_status(msg->tick, severity, text);
+        hil_send_status(&session.sender, msg->tick, severity, text);
     }
 }
 
@@ -668,7 +634,7 @@ static void serve(double idle_timeout)
     size_t k;
     for (k = 0; k < HIL_MAX_SENSORS; k++) session.reading_ptr[k] = session.readings[k];
     hil_reader_init(&reader);
-    session.seq = 1; /* 0 belongs to HELLO */
+    hil_sender_init(&session.sender, transmit);
     fw->reset();
     session.last_received = session.last_sent = now();
     session.arrival_gap = HEARTBEAT_INTERVAL;
@@ -681,7 +647,7 @@ static void serve(double idle_timeout)
         if (stop_signal) {
             char reason[64];
             snprintf(reason, sizeof reason, "firmware stopped by signal %d", (int)stop_signal);
-            if (!link_.is_udp || link_.have_peer) send_goodbye(session.latest_tick, HIL_GOODBYE_ERROR, reason);
+            if (!link_.is_udp || link_.have_peer) hil_send_goodbye(&session.sender, session.latest_tick, HIL_GOODBYE_ERROR, reason);
             say("%s", reason);
             print_counters();
             exit(EXIT_FATAL);
@@ -691,7 +657,7 @@ static void serve(double idle_timeout)
             if (left <= 0) {
                 char reason[HIL_MAX_TEXT + 1];
                 snprintf(reason, sizeof reason, "firmware: nothing received for %g s", idle_timeout);
-                if (session.active) send_goodbye(session.latest_tick, HIL_GOODBYE_TIMEOUT, reason);
+                if (session.active) hil_send_goodbye(&session.sender, session.latest_tick, HIL_GOODBYE_TIMEOUT, reason);
                 say("nothing received for %g s on %s; exiting", idle_timeout, link_.where);
                 print_counters();
                 exit(EXIT_IDLE);
@@ -701,7 +667,7 @@ static void serve(double idle_timeout)
         if (can_heartbeat) {
             double left = session.last_sent + HEARTBEAT_INTERVAL - t;
             if (left <= 0) {
-                send_heartbeat();
+                hil_send_heartbeat(&session.sender, session.latest_tick);
                 continue;
             }
             if (left < wait) wait = left;
