@@ -220,20 +220,12 @@ def _finite32(value: float) -> bool:
     return -FLOAT32_MAX <= value <= FLOAT32_MAX
 
 
-def _finite64(values, name: str) -> list[float]:
-    """Floats to write as float64, each finite; raises :class:`NonFinite`."""
+def _writable(values, name: str, finite=_finite32) -> list[float]:
+    """Floats to write, each ``finite`` (by default: finite and within float32, as all but a PARAM's
+    values); raises :class:`NonFinite` (the wire has no NaN)."""
     floats = [float(v) for v in values]
-    if not all(map(math.isfinite, floats)):
-        bad = next(i for i, v in enumerate(floats) if not math.isfinite(v))
-        raise NonFinite(name, bad, floats[bad])
-    return floats
-
-
-def _f32(values, name: str) -> list[float]:
-    """Floats to write, each finite and within float32; raises :class:`NonFinite` (the wire has no NaN)."""
-    floats = [float(v) for v in values]
-    if not all(map(_finite32, floats)):
-        bad = next(i for i, v in enumerate(floats) if not _finite32(v))
+    if not all(map(finite, floats)):
+        bad = next(i for i, v in enumerate(floats) if not finite(v))
         raise NonFinite(name, bad, floats[bad])
     return floats
 
@@ -243,18 +235,19 @@ def pack(message: Message) -> bytes:
     if isinstance(message, Param):
         if len(message.values) > MAX_PARAM_VALUES:
             raise ValueError(f"parameter {message.name}: {len(message.values)} values, the limit is {MAX_PARAM_VALUES}")
-        return msgpack.packb([PARAM, message.seq, message.tick, message.index, message.count, message.name,
-                              _finite64(message.values, f"parameter {message.name}")], use_single_float=False)
+        values = _writable(message.values, f"parameter {message.name}", math.isfinite)
+        return msgpack.packb([PARAM, message.seq, message.tick, message.index, message.count, message.name, values],
+                             use_single_float=False)
     if isinstance(message, Hello):
         body = [HELLO, message.seq, message.tick, message.version, message.role, message.vehicle,
                 message.actuators, message.tick_rate_hz,
-                [[s.name, s.fields, *_f32((s.rate_hz,), f"sensor {s.name} rate_hz")] for s in message.sensors]]
+                [[s.name, s.fields, *_writable((s.rate_hz,), f"sensor {s.name} rate_hz")] for s in message.sensors]]
         if message.params:
             body.append(message.params)
     elif isinstance(message, Sensors):
-        body = [SENSORS, message.seq, message.tick, message.fresh, _f32(message.values, "values")]
+        body = [SENSORS, message.seq, message.tick, message.fresh, _writable(message.values, "values")]
     elif isinstance(message, Actuators):
-        body = [ACTUATORS, message.seq, message.tick, _f32(message.values, "values")]
+        body = [ACTUATORS, message.seq, message.tick, _writable(message.values, "values")]
     elif isinstance(message, Heartbeat):
         body = [HEARTBEAT, message.seq, message.tick]
     elif isinstance(message, Status):
