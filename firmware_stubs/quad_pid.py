@@ -19,6 +19,7 @@ import numpy as np
 from hil.models import quaternion
 from hil.models.environment import GRAVITY, pressure_altitude
 from hil.models.pytree import pytree, static
+from hil.models.small import computed_once
 
 WAITING, SPIN_UP, MISSION, LANDING, LANDED = range(5)
 SPIN_UP_TIME = 1.0  # s of idle throttle between arming and the mission
@@ -180,10 +181,14 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     collective = jnp.maximum(thrust @ -rotation[:, 2], 0.0)
     # Turn at most MAX_YAW_STEP ahead of the current heading, so a large heading change never
     # pulls the geometric attitude error (and so the tilt) off the thrust direction.
-    heading = jnp.arctan2(rotation[1, 0], rotation[0, 0])
     yaw = jnp.asarray(p.waypoint_yaw)[waypoint]
-    turn = jnp.arctan2(jnp.sin(yaw - heading), jnp.cos(yaw - heading))
-    desired = attitude_from_thrust(thrust, heading + jnp.clip(turn, -MAX_YAW_STEP, MAX_YAW_STEP))
+
+    def commanded_yaw():
+        heading = jnp.arctan2(rotation[1, 0], rotation[0, 0])
+        turn = jnp.arctan2(jnp.sin(yaw - heading), jnp.cos(yaw - heading))
+        return heading + jnp.clip(turn, -MAX_YAW_STEP, MAX_YAW_STEP)
+
+    desired = attitude_from_thrust(thrust, computed_once(commanded_yaw, time >= 0))
     mismatch = desired.T @ rotation - rotation.T @ desired
     attitude_error = 0.5 * jnp.stack([mismatch[2, 1], mismatch[0, 2], mismatch[1, 0]])
     rate_setpoint = -p.gain_attitude * attitude_error

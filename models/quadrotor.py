@@ -100,20 +100,30 @@ def drag_wrench(params: QuadrotorParams, body: RigidBodyState, air: Air):
 def contact_wrench(gear: LandingGear, body: RigidBodyState):
     """Spring-damper feet on flat ground at z = 0 with regularised Coulomb friction.
 
-    Returns the force in the world frame and the torque in the body frame.
+    Returns the force in the world frame and the torque in the body frame. Written one axis at a
+    time over the feet (arrays of F), not as (F, 3) arrays: cross products and stacks of those
+    cost XLA on CPU a kernel each that recomputes its inputs for every element.
     """
     rotation = quaternion.to_matrix(body.attitude)
-    arms_world = jnp.stack([matvec(rotation, foot) for foot in gear.feet])
-    foot_position = body.position + arms_world
-    foot_velocity = body.velocity + jnp.cross(matvec(rotation, body.angular_rate), arms_world)
-    depth = foot_position[:, 2]
-    normal = jnp.where(depth > 0.0, jnp.maximum(gear.stiffness * depth + gear.damping * foot_velocity[:, 2], 0.0), 0.0)
-    slip = foot_velocity[:, :2]
-    slip_speed = jnp.sqrt(slip[:, 0] ** 2 + slip[:, 1] ** 2 + gear.slip_speed**2)
-    tangential = -gear.friction * normal[:, None] * slip / slip_speed[:, None]
-    forces = jnp.concatenate([tangential, -normal[:, None]], axis=1)
-    torque_world = sum_rows(jnp.cross(arms_world, forces))
-    return sum_rows(forces), matvec_t(rotation, torque_world)
+    feet = gear.feet
+    arm = [rotation[i, 0] * feet[:, 0] + rotation[i, 1] * feet[:, 1] + rotation[i, 2] * feet[:, 2] for i in range(3)]
+    rate = matvec(rotation, body.angular_rate)  # world frame
+    swirl = cross_parts(rate, arm)
+    velocity = [body.velocity[i] + swirl[i] for i in range(3)]
+    depth = body.position[2] + arm[2]
+    normal = jnp.where(depth > 0.0, jnp.maximum(gear.stiffness * depth + gear.damping * velocity[2], 0.0), 0.0)
+    slip_speed = jnp.sqrt(velocity[0] ** 2 + velocity[1] ** 2 + gear.slip_speed**2)
+    grip = -gear.friction * normal / slip_speed
+    force = [grip * velocity[0], grip * velocity[1], -normal]
+    torque = cross_parts(arm, force)
+    force_world = jnp.stack([sum_rows(part) for part in force])
+    torque_world = jnp.stack([sum_rows(part) for part in torque])
+    return force_world, matvec_t(rotation, torque_world)
+
+
+def cross_parts(a, b):
+    """The cross product of vectors given as three parts each (numbers or arrays of one shape)."""
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 
 
 def derivative(params: QuadrotorParams, state: QuadrotorState, command, air: Air) -> QuadrotorState:

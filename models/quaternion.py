@@ -18,7 +18,10 @@ def multiply(a, b):
 
 
 def normalize(q):
-    return q / norm(q)
+    # A reduction, not norm()'s unrolled sum: XLA gives it a kernel of its own, so q is computed
+    # once. Fused into q's own kernel, the norm made each of the four elements recompute all four
+    # (the sines and cosines of integrate() included).
+    return q / jnp.sqrt(jnp.sum(q * q, axis=-1))
 
 
 def to_matrix(q):

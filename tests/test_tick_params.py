@@ -134,6 +134,30 @@ def test_the_gradient_of_altitude_by_mass_and_thrust_coefficient_matches_finite_
     assert float(gradient[0]) < 0 < float(gradient[1])  # heavier sinks, more thrust climbs
 
 
+
+@pytest.mark.slow
+def test_the_gradient_through_the_closed_loop_by_a_controller_gain_matches_finite_differences():
+    """Tuning a gain by gradient: the in-process quad_pid inside the tick, with its sensors' noise,
+    the ground under it and its branches (a value computed once, hil.models.small.computed_once)."""
+    loaded = scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {"duration": 3.0, "expect": []})
+    structure, params = build(loaded, in_process_firmware=True)
+    tick = Tick(structure)
+
+    def altitude(vertical_gain):
+        firmware = params.firmware
+        gains = jnp.asarray(firmware.gain_velocity).at[2].set(vertical_gain)
+        changed = dataclasses.replace(params, firmware=dataclasses.replace(firmware, gain_velocity=gains))
+        state, _ = jax.lax.scan(lambda s, _: (tick.step(changed, s)[0], None), tick.init(changed), None,
+                                length=loaded.ticks + 1)
+        return -state.vehicle.body.position[2]
+
+    gain = float(np.asarray(params.firmware.gain_velocity)[2])
+    gradient = float(jax.jit(jax.grad(altitude))(gain))
+    value, step = jax.jit(altitude), 1e-4 * gain
+    central = (float(value(gain + step)) - float(value(gain - step))) / (2 * step)
+    assert abs(gradient - central) <= 1e-6 * abs(central), (gradient, central)
+    assert gradient > 0  # a stiffer vertical velocity loop has climbed further towards 2 m by 3 s
+
 # ---- batches ---------------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -8,10 +8,11 @@ alone.
 """
 
 import jax
-import jax.numpy as jnp
+
+from hil.models.small import computed_once
 
 WIND_STREAM = 1
-LANES = 4  # float64 numbers in a vector register (AVX2)
+LANES = 4  # float64 numbers in an AVX2 register; rounding up to AVX-512's 8 measured slower, the extra hashing not repaid
 
 
 def tick_key(key, tick):
@@ -31,16 +32,15 @@ class TickNoise:
     CPU fuses a draw's threefry rounds and inverse error function into every kernel that reads
     one of its numbers and recomputes them there, element by element, the tick's and the
     stream's keys included: the IMU's draw was computed in five kernels of the sweep's program.
-    In a batch the tick's key and each draw are therefore computed behind a branch on the shared
-    tick, always taken (the tick reached is never negative), whose results XLA keeps in a buffer
-    that the readers load. The numbers are the same; a single run draws as before (its compiled
-    tick is unchanged).
+    In a batch the tick's key, each stream's key and each draw are therefore
+    :func:`~hil.models.small.computed_once`, on the shared tick (the tick reached is never
+    negative). The numbers are the same; a single run draws as before (its compiled tick is
+    unchanged).
     """
 
     def __init__(self, key, tick, batched: bool = False):
         self.tick, self.batched = tick, batched
-        data = self._apart(lambda: jax.random.key_data(tick_key(key, tick)), (2,), jnp.uint32)
-        self.key = jax.random.wrap_key_data(data)
+        self.key = self._key(lambda: tick_key(key, tick))
 
     def normals(self, stream: int, count: int):
         if not self.batched:
@@ -48,10 +48,11 @@ class TickNoise:
         # XLA on CPU vectorises a kernel along its last axis, 4 doubles at a time: (members, 3)
         # normals are computed one by one, (members, 4) four at once, and their first 3 are the 3.
         drawn = -(-count // LANES) * LANES
-        return self._apart(lambda: normals(self.key, stream, drawn), (drawn,), jnp.float64)[:count]
+        stream_key = self._key(lambda: jax.random.fold_in(self.key, stream))
+        return computed_once(lambda: jax.random.normal(stream_key, (drawn,)), self.tick >= 0)[:count]
 
-    def _apart(self, draw, shape, dtype):
+    def _key(self, derive):
         if not self.batched:
-            return draw()
-        # The branch not taken only gives the shape: the tick reached is 0 or later.
-        return jax.lax.cond(self.tick >= 0, draw, lambda: jnp.zeros(shape, dtype))
+            return derive()
+        data = computed_once(lambda: jax.random.key_data(derive()), self.tick >= 0)
+        return jax.random.wrap_key_data(data)
