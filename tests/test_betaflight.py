@@ -22,7 +22,9 @@ from hil.bridges.link import LinkError
 from hil.pilot import PilotLoop, Sticks
 
 SITL_MISSING = betaflight_missing()
-needs_sitl = pytest.mark.skipif(SITL_MISSING is not None, reason=f"{SITL_MISSING}")
+def needs_sitl(test):
+    """A flight against Betaflight's real SITL: real time, so in CI's slow step (pytest -m slow)."""
+    return pytest.mark.slow(pytest.mark.skipif(SITL_MISSING is not None, reason=f"{SITL_MISSING}")(test))
 
 
 def loaded(name="betaflight_hover.yaml", duration=None, **betaflight_settings):

@@ -57,6 +57,7 @@ def from_tick_0(log):
     return [(direction, tick, data) for direction, tick, _, data in packets[first:]]
 
 
+@pytest.mark.slow
 def test_over_udp_it_flies_counts_and_records_what_one_call_per_tick_does(tmp_path):
     compiled, per_tick, a, b = both(short(2.5), tmp_path, runtime="c")
     assert compiled.trace.rows.tobytes() == per_tick.trace.rows.tobytes()

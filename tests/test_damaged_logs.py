@@ -153,6 +153,7 @@ def test_a_file_that_is_not_a_log_is_refused_without_reading_it(tmp_path, name):
         assert completed.stderr == f"error: {path}: not a hil flight log (it does not start with hil's magic bytes)\n"
 
 
+@pytest.mark.slow
 def test_export_plot_and_replay_refuse_an_output_they_cannot_write_before_reading(hover_log, tmp_path):
     cases = [("export", "--format", "csv", "-o", hover_log / "x.csv", "is a file, not a folder"),
              ("export", "--format", "mcap", "-o", tmp_path, "is a directory"),
@@ -224,6 +225,7 @@ def test_a_long_plot_keeps_a_bounded_number_of_points_and_every_spike():
     assert times[0] == 0.0 and times[-1] <= 3000.0 and np.all(np.diff(times) >= 0)
 
 
+@pytest.mark.slow
 def test_the_log_of_a_scenario_without_sensors_reads_in_every_command(scenario_file, tmp_path):
     """Its ``fresh`` column has no width: the reader must take the header hil wrote."""
     path = scenario_file("hover.yaml", firmware={"name": "open_loop", "throttle": [0.5, 0.5, 0.5, 0.5]},

@@ -5,6 +5,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from hil import runner, scenario
 
@@ -29,6 +30,7 @@ def test_a_different_seed_changes_the_sensor_noise(scenario_file):
     np.testing.assert_array_equal(one.trace.column("position"), other.trace.column("position"))
 
 
+@pytest.mark.slow
 def test_adding_a_sensor_leaves_the_other_sensors_noise_unchanged(scenario_file):
     still = {"firmware": {"name": "open_loop", "throttle": [0.0, 0.0, 0.0, 0.0]}, "duration": 1.0, "expect": []}
     imu_only = scenario_file("hover.yaml", "imu.yaml", sensors={"imu": {"rate_hz": 1000}}, **still)

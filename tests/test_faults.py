@@ -154,6 +154,7 @@ def test_impaired_udp_link_loses_duplicates_and_corrupts_frames_as_planned(scena
     peer.close()
 
 
+@pytest.mark.slow
 def test_lossy_lockstep_runs_write_identical_logs_and_really_were_lossy(scenario_file, tmp_path):
     lossy = scenario_file("lossy_link.yaml", duration=6.0, expect=[])
     paths = [tmp_path / f"run{i}.hillog" for i in range(2)]

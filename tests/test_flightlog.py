@@ -105,6 +105,7 @@ def test_replay_against_a_changed_model_parameter_names_the_first_differing_tick
     assert "velocity[0]" in completed.stdout and "→" in completed.stdout
 
 
+@pytest.mark.slow
 def test_two_lockstep_runs_write_the_same_log_apart_from_wall_clock_fields(tmp_path):
     paths = [tmp_path / f"run{i}.hillog" for i in range(2)]
     for path in paths:

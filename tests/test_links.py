@@ -104,6 +104,7 @@ def cable():
     made.close()
 
 
+@pytest.mark.slow
 def test_hover_over_a_pseudo_terminal_through_pyserial(cable):
     loaded = hover()
     board = python_firmware_on(cable.board_end, loaded)
@@ -198,6 +199,7 @@ def test_no_hello_names_the_address_the_version_and_what_to_check():
     assert "Check that" in result.failure
 
 
+@pytest.mark.slow
 def test_real_time_run_reports_period_error_overruns_and_late_replies():
     result = runner.run(short(10.0), runtime="c", realtime=True)
     assert result.failure is None

@@ -204,6 +204,7 @@ def test_a_firmware_started_through_a_shell_is_gone_after_a_normal_run(tmp_path)
     assert wait_until_gone(int((tmp_path / "pid.txt").read_text()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_hil_run_stops_its_firmware_and_a_term_or_int_leaves_a_footer(scenario_file, tmp_path, sig):
     path = scenario_file("hover.yaml", duration=600.0, expect=[])
@@ -234,6 +235,7 @@ def test_a_signal_to_hil_run_stops_its_firmware_and_a_term_or_int_leaves_a_foote
     assert flightlog.read(log).footer["interrupted"] == signal.Signals(sig).name
 
 
+@pytest.mark.slow
 def test_a_signal_while_the_firmware_is_slow_to_stop_still_closes_the_log_with_a_footer(scenario_file, tmp_path):
     path = scenario_file("hover.yaml", duration=0.3, expect=[])
     log, stopping = tmp_path / "slow.hillog", tmp_path / "stopping"
@@ -351,6 +353,7 @@ def test_a_warning_between_the_first_and_the_latest_messages_reaches_the_termina
 
 # ---- --firmware-cmd ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_firmware_cmd_output_is_shown_on_failure_and_more_of_it_with_v(scenario_file, tmp_path):
     path = scenario_file("hover.yaml", duration=0.5, expect=[], link__timeout=0.05, link__on_timeout="abort")
     chatter = "for i in $(seq 1 30); do echo chatter line $i >&2; done"

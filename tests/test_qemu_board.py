@@ -113,6 +113,7 @@ def test_a_float32_image_flies_hover_within_a_millimetre_of_the_jax_controller(s
         assert position < 1e-3 and attitude < 1e-4, (position, attitude)
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_killing_qemu_mid_run_fails_the_run_naming_the_tick_and_qemu_s_last_output(short_hover):
     def kill():

@@ -72,6 +72,7 @@ def test_through_the_tick_the_noise_has_the_scenarios_mean_and_deviation():
     assert not np.array_equal(other, readings[:, 0])  # the seed drives it
 
 
+@pytest.mark.slow
 def test_the_c_firmware_ignores_a_rangefinder_it_does_not_need_and_flies_the_hover():
     hover = scenario.load(SCENARIOS / "hover.yaml")
     with_rangefinder = scenario.with_changes(hover, {"sensors.rangefinder": {"rate_hz": 50}})

@@ -1,10 +1,11 @@
 """Shipped scenarios fly and pass through the real CLI; bad ones fail with clear messages and exit codes."""
 
 import subprocess
+import warnings
 
 import pytest
 
-from support import ROOT, SCENARIOS, betaflight_missing, hil_command, scenario_problems, sitl_processes
+from support import ROOT, SCENARIOS, betaflight_missing, hil_command, missed_real_time, scenario_problems, sitl_processes
 from hil import scenario
 
 SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
@@ -14,22 +15,30 @@ def hil(*args, cwd=ROOT):
     return subprocess.run(hil_command(*args), capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-# Betaflight's real-time flights and the sweeps' scenarios flown once are the slowest: CI runs them
-# in a step of their own (pytest -m slow).
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n.startswith("betaflight") or n.endswith("_sweep.yaml") else n for n in SHIPPED])
+# hover.yaml, the main job, flies in the default run; every other shipped scenario in CI's step of
+# the slowest tests (pytest -m slow), which keeps the default run well under ten minutes.
+QUICK = ("hover.yaml",)
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED])
 def test_shipped_scenario_passes(name, tmp_path):
     flies_betaflight = name.startswith("betaflight")
     if flies_betaflight and betaflight_missing():
         pytest.skip(betaflight_missing())
-    result = hil("run", str(SCENARIOS / name), "--out", str(tmp_path / "run.hillog"))
+    log = tmp_path / "run.hillog"
+    result = hil("run", str(SCENARIOS / name), "--out", str(log))
+    missed = missed_real_time(log) if flies_betaflight and result.returncode == 1 else None
+    if missed:  # the machine failed real time, by the run's own measure: fly once more
+        warnings.warn(f"{name} flown again: the first flight missed real time, {missed}")
+        log = tmp_path / "again.hillog"
+        result = hil("run", str(SCENARIOS / name), "--out", str(log))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout
     if flies_betaflight:
         assert sitl_processes() == [], "the run left Betaflight's SITL running"
-    summary = hil("log", str(tmp_path / "run.hillog"))
+    summary = hil("log", str(log))
     assert summary.returncode == 0 and "complete" in summary.stdout.splitlines()[-1]
-    replayed = hil("replay", str(tmp_path / "run.hillog"))
+    replayed = hil("replay", str(log))
     assert replayed.returncode == 0 and replayed.stdout.startswith("bit-identical:"), replayed.stdout + replayed.stderr
 
 

@@ -32,6 +32,7 @@ def flown(base):
     return sweep.fly(base, runs=64, chunk=32, keep_traces=True)
 
 
+@pytest.mark.slow
 def test_member_i_is_the_same_whatever_the_number_of_members_and_the_chunking(base, flown):
     more = sweep.fly(base, runs=96, chunk=32, keep_traces=True)
     wider = sweep.fly(base, runs=128, chunk=64, keep_traces=True)

@@ -110,6 +110,7 @@ def test_the_old_options_fly_the_target_their_url_names(short_hover, tmp_path, k
     assert all(np.array_equal(a, b) for a, b in zip(by_url.rows, by_options.rows))
 
 
+@pytest.mark.slow
 def test_hil_replay_target_re_flies_a_log_on_another_target(short_hover, tmp_path):
     fly(short_hover, "--target", "c://quad_pid", out=tmp_path / "c.hillog")
     done = hil("replay", str(tmp_path / "c.hillog"), "--target", "inproc://quad_pid")

@@ -38,6 +38,7 @@ def base():
     return scenario.with_changes(scenario.load(SCENARIOS / "hover.yaml"), {**BASE_CHANGES, "seed": 1})
 
 
+@pytest.mark.slow
 def test_seeds_and_changed_numbers_fly_one_compiled_program_and_replay_bit_identically(base, tmp_path):
     flown = {"seed 1": (base, runner.run(base, log_path=tmp_path / "base.hillog"))}
     compilations = {}
@@ -107,6 +108,7 @@ def _open_loop(duration: float):
     return loaded, Tick(structure), params
 
 
+@pytest.mark.slow
 def test_the_gradient_of_altitude_by_mass_and_thrust_coefficient_matches_finite_differences():
     loaded, tick, params = _open_loop(1.0)
     throttle = jnp.full(4, 0.62)

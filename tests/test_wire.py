@@ -88,6 +88,7 @@ def corpus() -> list[bytes]:
 CORPUS = corpus()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=600))
 def test_random_bytes_never_raise_anything_but_frame_errors(data):
@@ -100,6 +101,7 @@ def test_random_bytes_never_raise_anything_but_frame_errors(data):
 FAMILIES = settings(FUZZ, max_examples=6_250)
 
 
+@pytest.mark.slow
 @FAMILIES
 @given(st.sampled_from(CORPUS), st.integers(0, 2**20))
 def test_bit_flips_are_caught(encoded, position):
@@ -132,6 +134,7 @@ bombs = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=10_000)
 @given(bombs, st.binary(max_size=32))
 def test_msgpack_bombs_are_refused_before_allocation(bomb, tail):
