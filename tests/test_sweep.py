@@ -50,6 +50,7 @@ def test_member_i_is_the_same_whatever_the_number_of_members_and_the_chunking(ba
     print(f"members 0-63 at chunk 64 against chunk 32: largest difference {largest:.3g}")
 
 
+@pytest.mark.slow
 def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
     import jax
     assert len(jax.local_devices()) == 2  # jaxconfig: one CPU device per core, and the suite runs on two
