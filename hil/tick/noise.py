@@ -20,9 +20,14 @@ def tick_key(key, tick):
     return jax.random.fold_in(key, tick)
 
 
+def stream_key(tick_key, stream: int):
+    """The key of consumer ``stream``'s draws at the tick of ``tick_key``."""
+    return jax.random.fold_in(tick_key, stream)
+
+
 def normals(tick_key, stream: int, count: int):
     """``count`` standard-normal draws of consumer ``stream`` at the tick of ``tick_key``."""
-    return jax.random.normal(jax.random.fold_in(tick_key, stream), (count,))
+    return jax.random.normal(stream_key(tick_key, stream), (count,))
 
 
 class TickNoise:
@@ -39,7 +44,8 @@ class TickNoise:
     """
 
     def __init__(self, key, tick, batched: bool = False):
-        self.tick, self.batched = tick, batched
+        self.batched = batched
+        self.reached = tick >= 0  # always true: the branch predicate of what is computed once
         self.key = self._key(lambda: tick_key(key, tick))
 
     def normals(self, stream: int, count: int):
@@ -48,11 +54,10 @@ class TickNoise:
         # XLA on CPU vectorises a kernel along its last axis, 4 doubles at a time: (members, 3)
         # normals are computed one by one, (members, 4) four at once, and their first 3 are the 3.
         drawn = -(-count // LANES) * LANES
-        stream_key = self._key(lambda: jax.random.fold_in(self.key, stream))
-        return computed_once(lambda: jax.random.normal(stream_key, (drawn,)), self.tick >= 0)[:count]
+        key = self._key(lambda: stream_key(self.key, stream))
+        return computed_once(lambda: jax.random.normal(key, (drawn,)), self.reached)[:count]
 
     def _key(self, derive):
         if not self.batched:
             return derive()
-        data = computed_once(lambda: jax.random.key_data(derive()), self.tick >= 0)
-        return jax.random.wrap_key_data(data)
+        return jax.random.wrap_key_data(computed_once(lambda: jax.random.key_data(derive()), self.reached))
