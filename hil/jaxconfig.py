@@ -9,12 +9,14 @@ settings. hil's entry points (``hil`` on the command line, the emulated firmware
   dispatch costs ~100 µs per call there for no overlap gained.
 - XLA's CPU scheduler without thread hand-offs between tiny kernels;
 - one CPU device per core this process may run on, so that ``hil sweep`` splits its members over
-  the cores (``shard_map``); a program on one device, as every single run's, runs as before;
+  the cores (one program a device); a program on one device, as every single run's, runs as before;
 - the persistent compilation cache, so a warm start skips XLA compilation, in ``jax/`` of hil's
   cache directory: ``$HIL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hil`` (``~/.cache/hil``).
   Every cached artefact (``jax/``, ``ticks/``, ``firmware/``) lives there, in folders only their
   owner can enter: hil loads and runs what it finds there.
-- threefry lowered as straight-line code on CPU (:func:`_unroll_threefry_on_cpu`).
+- threefry lowered as straight-line code on CPU (:func:`_unroll_threefry_on_cpu`);
+- the persistent cache's key without the CPU device, so that the sweep's devices share one
+  compilation (:func:`_one_cache_entry_for_every_cpu_device`).
 """
 
 import os
@@ -56,6 +58,7 @@ def configure() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _unroll_threefry_on_cpu()
+    _one_cache_entry_for_every_cpu_device()
     _configured = True
 
 
@@ -114,3 +117,29 @@ def _unroll_threefry_on_cpu() -> None:
     if rule is not None and primitive is not None:
         mlir.register_lowering(primitive, rule, platform="cpu")
 
+
+
+def _one_cache_entry_for_every_cpu_device() -> None:
+    """Key the persistent compilation cache without the CPU device a program runs on, as JAX keys
+    GPU programs.
+
+    ``hil sweep`` flies the same program on every core's device; with the device in the key each
+    compiles its own copy (6 s each, and two at once take longer than one after the other). With
+    it left out, the devices after the first load the first's executable from the cache, loaded
+    for their own device: the same code, so the same bits (tests/test_sweep.py compares one device
+    with two). Uses a private JAX function; if it moves, each device compiles as before.
+    """
+    import inspect
+
+    try:
+        from jax._src import cache_key
+    except ImportError:
+        return
+    keyed = getattr(cache_key, "_hash_serialized_compile_options", None)
+    if keyed is None or "strip_device_assignment" not in inspect.signature(keyed).parameters:
+        return
+
+    def without_the_device(hash_obj, compile_options, strip_device_assignment=False):
+        return keyed(hash_obj, compile_options, strip_device_assignment=True)
+
+    cache_key._hash_serialized_compile_options = without_the_device

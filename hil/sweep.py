@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +46,7 @@ from hil.trace import column, quantity
 SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn from
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
 WORST = 5  # members listed per expectation in the summary
+DRAWN_AT_ONCE = 256  # members drawn together, the last group padded: each draw compiles for one shape
 DEFAULT_CHUNK = 256
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
 SUMMARY, TABLE, TRACES = "summary.json", "members.csv", "traces.npz"  # what a sweep writes in its folder
@@ -71,9 +72,20 @@ def plan(scenario: Scenario, runs: int | None = None) -> Sweep:
 
 def draws(scenario: Scenario, sweep: Sweep, members) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The seeds and drawn values of ``members`` (indices): ``(seeds, {key: (members, ...) array})``."""
-    members = np.asarray(members, dtype=np.int64)
+    members = np.asarray(members, dtype=np.int64).ravel()
     if members.size and members.max() >= 2**32:
         raise SweepError(f"member {members.max()}: a sweep has at most 2^32 members")
+    groups = []
+    for start in range(0, max(members.size, 1), DRAWN_AT_ONCE):
+        group = members[start:start + DRAWN_AT_ONCE]
+        padding = np.full(DRAWN_AT_ONCE - group.size, group[-1] if group.size else 0)
+        seeds, drawn = _drawn(scenario, sweep, np.concatenate([group, padding]))
+        groups.append((seeds[:group.size], {key: values[:group.size] for key, values in drawn.items()}))
+    return np.concatenate([seeds for seeds, _ in groups]), \
+        {key: np.concatenate([drawn[key] for _, drawn in groups]) for key in groups[0][1]}
+
+
+def _drawn(scenario: Scenario, sweep: Sweep, members: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     base = jax.random.key(sweep.seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(members, dtype=jnp.uint32))
     if sweep.vary_seed:
@@ -664,24 +676,70 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
     """Fly a built chunk on this host's devices: an equal share on each, each device running the
     same program at once (one thread each). A device's program is the same whatever the number of
     devices, so a member's bits depend only on how many members a device flies at a time."""
-    local = jax.local_devices()
-    spread = local[:job.devices or len(local)]
-    ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
-    program = _program(shape[0], shape[1], ticks, job.block, tuple(job.scenario.expect), job.keep_traces)
+    spread = _spread(job)
+    program = _chunk_program(job, shape)
     share = job.chunk // len(spread)
-
-    def on(index):
-        part = jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked)
-        return jax.device_get(program(jax.device_put(part, spread[index])))
-
     flying = time.perf_counter()
+    parts = [jax.device_put(jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked),
+                            device) for index, device in enumerate(spread)]
+    executables = _compiled_for(program, parts, spread)
     with ThreadPoolExecutor(max_workers=len(spread), thread_name_prefix="hil-sweep-device") as devices:
-        parts = list(devices.map(on, range(len(spread))))
+        parts = list(devices.map(lambda run, part: jax.device_get(run(part)), executables, parts))
     judged, last, rows = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
     seconds = time.perf_counter() - flying
     count = len(members)
     return Chunk(members, shape, [{k: v[:count] for k, v in state.items()} for state in judged], last[:count],
                  rows[:count] if job.keep_traces else None, seconds)
+
+
+def _spread(job: ChunkPlan) -> list:
+    """The local devices a chunk's members are shared over."""
+    local = jax.local_devices()
+    return local[:job.devices or len(local)]
+
+
+def _chunk_program(job: ChunkPlan, shape: tuple):
+    ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
+    return _program(shape[0], shape[1], ticks, job.block, tuple(job.scenario.expect), job.keep_traces)
+
+
+_EXECUTABLES: dict = {}  # (program, its arguments' shapes, device) -> the program compiled for that device
+
+
+def _executable_key(program, part, device) -> tuple:
+    return program, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(part)), device
+
+
+def _compiled_for(program, parts: list, devices: list) -> list[jax.stages.Compiled]:
+    """``program`` compiled for each device, for its part of the chunk, one device after the
+    other: XLA compiles the tick in 5-7 s on both cores, two compilations at once took longer
+    than one after the other, and the devices after the first load the first's executable
+    from the persistent compilation cache, whose key names no CPU device
+    (:func:`hil.jaxconfig.configure`)."""
+    compiled = []
+    for device, part in zip(devices, parts):
+        key = _executable_key(program, part, device)
+        if key not in _EXECUTABLES:
+            _EXECUTABLES[key] = program.lower(part).compile()
+        compiled.append(_EXECUTABLES[key])
+    return compiled
+
+
+def _compile_ahead(job: ChunkPlan, members: range, pool: ThreadPoolExecutor) -> Future | None:
+    """Trace the chunk's program on this thread from its first member alone, then compile it for
+    the first device on ``pool``: XLA's compilation (seconds) leaves Python free for the host to
+    build the chunk meanwhile. None when it is compiled already."""
+    shape, one = build_chunk(dataclasses.replace(job, chunk=1), members[:1])
+    spread = _spread(job)
+    share = jax.sharding.SingleDeviceSharding(spread[0])
+    specs = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct((job.chunk // len(spread), *leaf.shape[1:]), leaf.dtype, sharding=share), one)
+    program = _chunk_program(job, shape)
+    key = _executable_key(program, specs, spread[0])
+    if key in _EXECUTABLES:
+        return None
+    lowered = program.lower(specs)
+    return pool.submit(lambda: _EXECUTABLES.setdefault(key, lowered.compile()))
 
 
 def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
@@ -690,14 +748,18 @@ def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
 
 
 def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
-    """The chunks in order on this host, the next one built on the host while this one flies."""
+    """The chunks in order on this host: the program traced first, from one member, and compiled
+    on a thread while the first chunk is built (:func:`_compile_ahead`); each next chunk built
+    while the one before it flies."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hil-sweep-build") as builder:
-        pending = builder.submit(build_chunk, job, chunks[0])
+        compiling = _compile_ahead(job, chunks[0], builder)
+        built = build_chunk(job, chunks[0])
+        if compiling is not None:
+            compiling.result()
         for index, members in enumerate(chunks):
-            shape, stacked = pending.result()
-            if index + 1 < len(chunks):
-                pending = builder.submit(build_chunk, job, chunks[index + 1])
-            yield fly_built(job, members, shape, stacked)
+            following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
+            yield fly_built(job, members, *built)
+            built = following and following.result()
 
 
 def _ray_executor(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:

@@ -7,6 +7,7 @@ trajectory within 1e-9.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -62,6 +63,44 @@ def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
     largest = float(np.max(np.abs(wider.traces - flown.traces)))
     assert largest <= 1e-12, largest
     print(f"one device, 32 members a device, against two devices, 16 each: largest difference {largest:.3g}")
+
+
+_COMPILES_ONCE = """
+import json, logging, sys
+from hil import jaxconfig
+jaxconfig.configure()
+import numpy as np
+from hil import sweep
+from support import SPLITTING_EXPECT, dispersed_hover
+
+said = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+compiler = logging.getLogger("jax._src.compiler")
+compiler.setLevel(logging.DEBUG)
+compiler.addHandler(Keep())
+base = dispersed_hover(SPLITTING_EXPECT, runs=8, seed=11)
+two = sweep.fly(base, runs=8, chunk=8, keep_traces=True)
+one = sweep.fly(base, runs=8, chunk=4, devices=1, keep_traces=True)
+program = [line.split(" for ")[0].lower() for line in said
+           if "fly_members" in line and "persistent compilation cache" in line.lower()]
+print(json.dumps({"program": program, "same": bool(np.array_equal(one.traces, two.traces))}))
+"""
+
+
+def test_two_devices_compile_the_program_once_and_fly_the_bits_of_one(tmp_path):
+    """With an empty cache, the second device loads the first's compilation from the persistent
+    cache (the cache's key names no CPU device, hil.jaxconfig) instead of compiling again."""
+    from support import ROOT
+
+    done = subprocess.run([sys.executable, "-c", _COMPILES_ONCE], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "HIL_CACHE_DIR": str(tmp_path / "cache"),
+                                             "PYTHONPATH": str(ROOT / "tests")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["program"] == ["persistent compilation cache miss", "persistent compilation cache hit"], found
+    assert found["same"]  # members 4-7 flew on the second device in the first sweep, on the first in the second
 
 
 def test_a_member_flown_alone_has_the_same_verdicts_and_trajectory(base, flown):
