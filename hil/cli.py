@@ -640,6 +640,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
         line = f"  {done}/{total} members   {rate / 1e3:8.1f} k member-ticks/s   ETA {eta:5.0f} s"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
+    if not quiet:  # the first results come once the program is compiled (seconds) and the first chunk flown
+        click.echo(f"  0/{plan.runs} members   compiling...", err=True, nl=not show_progress)
     try:
         result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
                            devices=devices, executor=executor)

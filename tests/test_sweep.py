@@ -162,6 +162,7 @@ def test_two_sweeps_give_identical_tables_and_the_cli_gives_the_same(base, tmp_p
     failed = hil_sweep("--out", str(tmp_path / "cli"))
     assert failed.returncode == 1, failed.stderr
     assert (tmp_path / "cli" / "members.csv").read_bytes() == table
+    assert "0/64 members   compiling" in failed.stderr  # said before the first chunk's seconds of compiling
     assert "64/64 members" in failed.stderr and "member-ticks/s" in failed.stderr
     assert "FAILED" in failed.stdout and "stays low" in failed.stdout
     passed = hil_sweep("--out", str(tmp_path / "cli2"), "--set", f"sweep.require={min(rates)}", "-q")
