@@ -202,6 +202,10 @@ class Msp:
         self.socket.close()
 
 
+class _SilentCli(LinkError):
+    """This boot's CLI took the connection and did not answer '#' within CLI_TIMEOUT."""
+
+
 class BetaflightSitl:
     """The SITL program in a fresh working directory (its ``eeprom.bin`` lands there), configured
     over its CLI from the scenario, saved, and started again with those settings."""
@@ -214,8 +218,7 @@ class BetaflightSitl:
         self.process: FirmwareProcess | None = None
         self.connection: socket.socket | None = None  # to its serial port: the SITL takes one client at a time
         try:
-            self._boot()
-            self._configure(setup_lines(settings))
+            self._boot_and_configure(setup_lines(settings))
             self._boot()
         except BaseException:
             self.stop()
@@ -240,6 +243,23 @@ class BetaflightSitl:
                     time.sleep(0.05)
         raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within {BOOT_TIMEOUT:g} s "
                         f"in {BOOT_ATTEMPTS} boots")
+
+    def _boot_and_configure(self, lines: list[str]) -> None:
+        """Boot and apply ``lines`` over the CLI. A boot whose CLI port takes the connection but never
+        answers '#' is started again, up to BOOT_ATTEMPTS times, as a boot that never opens the port
+        is: in two full test runs of one day a SITL sat silent on its CLI for the whole 30 s, while
+        the same boot flew dozens of times alone."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            self._boot()
+            try:
+                self._configure(lines)
+                return
+            except _SilentCli:
+                if attempt == BOOT_ATTEMPTS:
+                    raise LinkError(f"Betaflight's CLI on port {CLI_PORT} did not answer '#' within {CLI_TIMEOUT:g} s "
+                                    f"in {BOOT_ATTEMPTS} boots") from None
+                self.stop()
+                self.process.close()
 
     def _pin_threads(self) -> None:
         """Keep all of the SITL's threads on one CPU. Spread over two, its FDM and RC threads sat
@@ -280,7 +300,7 @@ class BetaflightSitl:
             reply, deadline = b"", time.monotonic() + CLI_TIMEOUT
             while b"Entering CLI Mode" not in reply:
                 if time.monotonic() > deadline:
-                    raise LinkError(f"Betaflight's CLI on port {CLI_PORT} did not answer '#'")
+                    raise _SilentCli()
                 cli.sendall(b"#")
                 reply += _read_some(cli)
             _read_until_prompt(cli, reply)

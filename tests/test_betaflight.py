@@ -303,3 +303,39 @@ def test_a_sitl_that_never_opens_its_cli_port_is_booted_again_then_named(tmp_pat
     with pytest.raises(LinkError, match=f"did not open its CLI port {betaflight.CLI_PORT} within 0.5 s in 2 boots"):
         betaflight.BetaflightSitl(settings, binary=str(silent))
     assert starts.read_text().split() == ["boot", "boot"]
+
+
+@needs_sitl
+def test_a_boot_whose_cli_stays_silent_is_started_again_and_flies(monkeypatch):
+    # The first SITL is stopped (SIGSTOP) as soon as its CLI port takes the connection, so the CLI never
+    # answers '#': that boot is ended and a second one configured and flown.
+    pin_threads, booted = betaflight.BetaflightSitl._pin_threads, []
+
+    def pin_and_stop_the_first(sitl):
+        pin_threads(sitl)
+        if not booted:
+            os.kill(sitl.process.process.pid, signal.SIGSTOP)
+        booted.append(sitl.process.process.pid)
+
+    monkeypatch.setattr(betaflight, "CLI_TIMEOUT", 2.0)
+    monkeypatch.setattr(betaflight.BetaflightSitl, "_pin_threads", pin_and_stop_the_first)
+    result = runner.run(loaded(duration=1.0))
+    assert result.failure is None, (result.failure, result.firmware_output)
+    assert len(set(booted)) >= 3  # the silent boot, the boot configured, and the boot flown after `save`
+    assert sitl_processes() == []  # the stopped one too
+
+
+@needs_sitl
+def test_a_cli_silent_in_every_boot_ends_the_run_saying_so(monkeypatch):
+    pin_threads = betaflight.BetaflightSitl._pin_threads
+
+    def pin_and_stop(sitl):
+        pin_threads(sitl)
+        os.kill(sitl.process.process.pid, signal.SIGSTOP)
+
+    monkeypatch.setattr(betaflight, "CLI_TIMEOUT", 1.0)
+    monkeypatch.setattr(betaflight, "BOOT_ATTEMPTS", 2)
+    monkeypatch.setattr(betaflight.BetaflightSitl, "_pin_threads", pin_and_stop)
+    result = runner.run(loaded(duration=1.0))
+    assert result.failure == "Betaflight's CLI on port 5761 did not answer '#' within 1 s in 2 boots"
+    assert sitl_processes() == []

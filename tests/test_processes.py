@@ -294,7 +294,7 @@ def test_betaflight_s_output_is_reported_once_when_its_boot_stalls(monkeypatch):
     monkeypatch.setattr(betaflight.BetaflightSession, "_preflight", lambda session: False)
     result = runner.run(dataclasses.replace(scenario.load(SCENARIOS / "betaflight_hover.yaml"), duration=1.0,
                                             expect=[]))
-    assert "PID loop did not start in 1 boots" in result.failure
+    assert "PID loop did not start in 1 boots" in result.failure, (result.failure, result.firmware_output)
     assert result.firmware_output.strip()
     assert all(line not in result.failure for line in result.firmware_output.splitlines() if line.strip())
 
