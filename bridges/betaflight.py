@@ -218,48 +218,48 @@ class BetaflightSitl:
         self.process: FirmwareProcess | None = None
         self.connection: socket.socket | None = None  # to its serial port: the SITL takes one client at a time
         try:
-            self._boot_and_configure(setup_lines(settings))
+            self._boot(setup_lines(settings))
             self._boot()
         except BaseException:
             self.stop()
             self.close()
             raise
 
-    def _boot(self) -> None:
+    def _boot(self, lines: list[str] | None = None) -> None:
+        """Start the program and connect to its CLI port; with ``lines``, apply them over the CLI and
+        ``save``. A boot that never opens the port, or whose CLI takes the connection and never
+        answers '#' (in two full test runs of one day a SITL sat silent for the whole 30 s, while the
+        same boot flew dozens of times alone), is started again, up to BOOT_ATTEMPTS boots."""
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             if attempt > 1:
                 self.process.close()
             self.process = FirmwareProcess([self.binary, HOST], self.name, cwd=self.workdir.name)
-            deadline = time.monotonic() + BOOT_TIMEOUT
-            while time.monotonic() < deadline:
-                try:
-                    self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
-                    self._pin_threads()
-                    return
-                except OSError:
-                    if self.process.exit_code is not None:
-                        raise LinkError(f"Betaflight's SITL exited with status {self.process.exit_code} while "
-                                        f"starting:\n{self.process.last_output()}") from None
-                    time.sleep(0.05)
-        raise LinkError(f"Betaflight's SITL did not open its CLI port {CLI_PORT} within {BOOT_TIMEOUT:g} s "
-                        f"in {BOOT_ATTEMPTS} boots")
-
-    def _boot_and_configure(self, lines: list[str]) -> None:
-        """Boot and apply ``lines`` over the CLI. A boot whose CLI port takes the connection but never
-        answers '#' is started again, up to BOOT_ATTEMPTS times, as a boot that never opens the port
-        is: in two full test runs of one day a SITL sat silent on its CLI for the whole 30 s, while
-        the same boot flew dozens of times alone."""
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
-            self._boot()
+            if not self._connected():
+                failure = f"Betaflight's SITL did not open its CLI port {CLI_PORT} within {BOOT_TIMEOUT:g} s"
+                continue
+            if lines is None:
+                return
             try:
                 self._configure(lines)
                 return
             except _SilentCli:
-                if attempt == BOOT_ATTEMPTS:
-                    raise LinkError(f"Betaflight's CLI on port {CLI_PORT} did not answer '#' within {CLI_TIMEOUT:g} s "
-                                    f"in {BOOT_ATTEMPTS} boots") from None
-                self.stop()
-                self.process.close()
+                failure = f"Betaflight's CLI on port {CLI_PORT} did not answer '#' within {CLI_TIMEOUT:g} s"
+        raise LinkError(f"{failure} in {BOOT_ATTEMPTS} boots")
+
+    def _connected(self) -> bool:
+        """Whether this boot opened its CLI port within BOOT_TIMEOUT (connected, its threads pinned)."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                self.connection = socket.create_connection((HOST, CLI_PORT), timeout=0.2)
+                self._pin_threads()
+                return True
+            except OSError:
+                if self.process.exit_code is not None:
+                    raise LinkError(f"Betaflight's SITL exited with status {self.process.exit_code} while "
+                                    f"starting:\n{self.process.last_output()}") from None
+                time.sleep(0.05)
+        return False
 
     def _pin_threads(self) -> None:
         """Keep all of the SITL's threads on one CPU. Spread over two, its FDM and RC threads sat
