@@ -706,40 +706,33 @@ def _chunk_program(job: ChunkPlan, shape: tuple):
 _EXECUTABLES: dict = {}  # (program, its arguments' shapes, device) -> the program compiled for that device
 
 
-def _executable_key(program, part, device) -> tuple:
-    return program, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(part)), device
-
-
 def _compiled_for(program, parts: list, devices: list) -> list[jax.stages.Compiled]:
-    """``program`` compiled for each device, for its part of the chunk, one device after the
-    other: XLA compiles the tick in 5-7 s on both cores, two compilations at once took longer
-    than one after the other, and the devices after the first load the first's executable
-    from the persistent compilation cache, whose key names no CPU device
+    """``program`` compiled for each device, for its part of the chunk (arrays, or their shapes),
+    one device after the other: XLA compiles the tick in 5-7 s on both cores, two compilations at
+    once took longer than one after the other, and the devices after the first load the first's
+    executable from the persistent compilation cache, whose key names no CPU device
     (:func:`hil.jaxconfig.configure`)."""
     compiled = []
     for device, part in zip(devices, parts):
-        key = _executable_key(program, part, device)
+        key = (program, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(part)), device)
         if key not in _EXECUTABLES:
             _EXECUTABLES[key] = program.lower(part).compile()
         compiled.append(_EXECUTABLES[key])
     return compiled
 
 
-def _compile_ahead(job: ChunkPlan, members: range, pool: ThreadPoolExecutor) -> Future | None:
+def _compile_ahead(job: ChunkPlan, members: range, pool: ThreadPoolExecutor) -> Future:
     """Trace the chunk's program on this thread from its first member alone, then compile it for
     the first device on ``pool``: XLA's compilation (seconds) leaves Python free for the host to
-    build the chunk meanwhile. None when it is compiled already."""
+    build the chunk meanwhile."""
     shape, one = build_chunk(dataclasses.replace(job, chunk=1), members[:1])
     spread = _spread(job)
     share = jax.sharding.SingleDeviceSharding(spread[0])
     specs = jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct((job.chunk // len(spread), *leaf.shape[1:]), leaf.dtype, sharding=share), one)
     program = _chunk_program(job, shape)
-    key = _executable_key(program, specs, spread[0])
-    if key in _EXECUTABLES:
-        return None
-    lowered = program.lower(specs)
-    return pool.submit(lambda: _EXECUTABLES.setdefault(key, lowered.compile()))
+    program.lower(specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
+    return pool.submit(_compiled_for, program, [specs], spread[:1])
 
 
 def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
@@ -754,8 +747,7 @@ def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hil-sweep-build") as builder:
         compiling = _compile_ahead(job, chunks[0], builder)
         built = build_chunk(job, chunks[0])
-        if compiling is not None:
-            compiling.result()
+        compiling.result()
         for index, members in enumerate(chunks):
             following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
             yield fly_built(job, members, *built)
