@@ -9,6 +9,7 @@ from hil import scenario
 from hil.models import environment, sensors
 from hil.models.environment import Atmosphere
 from hil.sim import Simulation
+from hil.tick import noise
 
 RATE = 100.0  # Hz
 
@@ -33,7 +34,7 @@ def still_imu(noise_density, random_walk, seconds, seed=0):
     @jax.jit
     def run():
         def body(state, k):
-            normals = jax.random.normal(jax.random.fold_in(key, k), (12,))
+            normals = noise.normals(noise.tick_key(key, k), 0, 12)  # the tick's own draws
             state, reading = sensors.imu_sample(params, state, truth, normals)
             return state, reading
         return jax.lax.scan(body, sensors.imu_init(params), np.arange(round(seconds * RATE)))[1]
