@@ -4,7 +4,9 @@ It sees only what a board would: the sensor readings, their freshness and the ti
 run on every fresh IMU sample:
 
 1. attitude estimate: a Mahony complementary filter (gyro, accelerometer tilt, magnetometer heading);
-2. position and velocity: accelerometer prediction corrected by barometric altitude and GPS;
+2. position and velocity: accelerometer prediction corrected by barometric altitude and GPS; the
+   barometer's zero is the mean of its samples on the ground before arming, as an autopilot
+   calibrates it at boot (one sample's noise, 0.25 m at 3 Pa, would offset every height flown);
 3. mission: arm, waypoints with hold times, optional landing with touchdown detection;
 4. cascaded control: position P -> velocity PI -> thrust vector -> geometric attitude P -> rate PI;
 5. mixer: wrench to per-rotor thrust to throttle (rotor speed is linear in throttle, thrust quadratic).
@@ -64,8 +66,8 @@ class QuadPidState:
     gyro_bias: jnp.ndarray  # Mahony integral term, rad/s, added to the gyro
     position: jnp.ndarray
     velocity: jnp.ndarray
-    baro_reference: jnp.ndarray  # pressure altitude (m) at the first sample: the take-off height
-    baro_ready: jnp.ndarray
+    baro_reference: jnp.ndarray  # pressure altitude (m) of the take-off point: the mean of baro_samples
+    baro_samples: jnp.ndarray  # baro samples averaged into it: those before arming, at least the first
     gps_ready: jnp.ndarray
     velocity_integral: jnp.ndarray
     rate_integral: jnp.ndarray
@@ -80,7 +82,7 @@ def init(params: QuadPidParams) -> QuadPidState:
     zero3 = np.zeros(3)  # NumPy, as all host-side set-up: no JAX executable to fetch at start-up
     return QuadPidState(
         attitude=np.array([1.0, 0.0, 0.0, 0.0]), gyro_bias=zero3, position=zero3, velocity=zero3,
-        baro_reference=np.array(0.0), baro_ready=np.array(False), gps_ready=np.array(False),
+        baro_reference=np.array(0.0), baro_samples=np.array(0.0), gps_ready=np.array(False),
         velocity_integral=zero3, rate_integral=zero3, waypoint=np.array(0), hold=np.array(0.0),
         phase=np.array(WAITING), low_thrust=np.array(0.0), command=np.zeros(4),
     )
@@ -109,7 +111,10 @@ def estimate_position(p: QuadPidParams, s: QuadPidState, attitude, accel, readin
     velocity = s.velocity + acceleration * p.imu_period
 
     altitude = pressure_altitude(readings["baro"][0])
-    reference = jnp.where(s.baro_ready, s.baro_reference, altitude)
+    averaged = fresh["baro"] & ((s.baro_samples == 0) | (s.phase == WAITING))
+    samples = jnp.where(averaged, s.baro_samples + 1.0, s.baro_samples)
+    reference = jnp.where(averaged, s.baro_reference + (altitude - s.baro_reference) / jnp.maximum(samples, 1.0),
+                          s.baro_reference)
     baro_error = jnp.where(fresh["baro"], -(altitude - reference) - position[2], 0.0)
     position = position.at[2].add(BARO_GAINS[0] * p.baro_period * baro_error)
     velocity = velocity.at[2].add(BARO_GAINS[1] * p.baro_period * baro_error)
@@ -120,7 +125,7 @@ def estimate_position(p: QuadPidParams, s: QuadPidState, attitude, accel, readin
     corrected_velocity = velocity + GPS_GAINS[1] * p.gps_period * (gps[3:] - velocity) * jnp.array([1.0, 1.0, 0.3])
     position = jnp.where(first_fix, position.at[:2].set(gps[:2]), jnp.where(fresh["gps"], corrected_position, position))
     velocity = jnp.where(first_fix, velocity.at[:2].set(gps[3:5]), jnp.where(fresh["gps"], corrected_velocity, velocity))
-    return position, velocity, reference, s.baro_ready | fresh["baro"], s.gps_ready | fresh["gps"]
+    return position, velocity, reference, samples, s.gps_ready | fresh["gps"]
 
 
 def attitude_from_thrust(thrust_world, yaw):
@@ -143,7 +148,7 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     dt = p.imu_period
     gyro, accel = readings["imu"][:3], readings["imu"][3:]
     attitude, gyro_bias, rate = estimate_attitude(p, s, gyro, accel, readings["mag"])
-    position, velocity, reference, baro_ready, gps_ready = estimate_position(p, s, attitude, accel, readings, fresh)
+    position, velocity, reference, baro_samples, gps_ready = estimate_position(p, s, attitude, accel, readings, fresh)
 
     # Mission: arm, spin up, fly the waypoints, optionally land.
     last = p.waypoints.shape[0] - 1
@@ -205,7 +210,7 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     phase = jnp.where(low_thrust >= TOUCHDOWN_TIME, LANDED, phase)
     command = jnp.select([(phase == WAITING) | (phase == LANDED), phase == SPIN_UP],
                          [jnp.zeros(4), jnp.full(4, p.idle_throttle)], throttle)
-    return QuadPidState(attitude, gyro_bias, position, velocity, reference, baro_ready, gps_ready,
+    return QuadPidState(attitude, gyro_bias, position, velocity, reference, baro_samples, gps_ready,
                         velocity_integral, rate_integral, waypoint, hold, phase, low_thrust, command)
 
 

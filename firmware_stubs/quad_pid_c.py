@@ -30,7 +30,7 @@ SOURCE = Path(__file__).resolve().parent / "c" / "quad_pid_ffi.cc"
 
 # quad_pid_state's fields in order, ints as doubles: the layout of a member's state array.
 STATE_FIELDS = (("attitude", 4), ("gyro_bias", 3), ("position", 3), ("velocity", 3), ("baro_reference", 1),
-                ("baro_ready", 1), ("gps_ready", 1), ("velocity_integral", 3), ("rate_integral", 3),
+                ("baro_samples", 1), ("gps_ready", 1), ("velocity_integral", 3), ("rate_integral", 3),
                 ("waypoint", 1), ("hold", 1), ("phase", 1), ("low_thrust", 1), ("command", 4))
 STATE_SIZE = sum(size for _, size in STATE_FIELDS)
 # The fields of QuadPidParams but the mission, in the order of quad_pid.c's parameter table (and of

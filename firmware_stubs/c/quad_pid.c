@@ -232,10 +232,11 @@ static void estimate_attitude(const quad_pid_params *p, const quad_pid_state *s,
 /* Accelerometer prediction corrected by barometric altitude and GPS. */
 static void estimate_position(const quad_pid_params *p, const quad_pid_state *s, const real attitude[4],
                               const real accel[3], const sensed *readings, const quad_pid_fresh *fresh,
-                              real position[3], real velocity[3], real *reference, int *baro_ready, int *gps_ready)
+                              real position[3], real velocity[3], real *reference, int *baro_samples, int *gps_ready)
 {
     static const real gps_weight[3] = {1, 1, R(0.3)};
     real rotation[3][3], acceleration[3], altitude, baro_error, dt = R(p->imu_period);
+    int averaged;
     const real *gps = readings->gps;
     int k;
     quat_to_matrix(attitude, rotation);
@@ -249,7 +250,10 @@ static void estimate_position(const quad_pid_params *p, const quad_pid_state *s,
     }
 
     altitude = pressure_altitude(readings->baro[0]);
-    *reference = s->baro_ready ? s->baro_reference : altitude;
+    /* The barometer's zero: the mean of its samples on the ground before arming (at least the first). */
+    averaged = fresh->baro && (s->baro_samples == 0 || s->phase == QUAD_PID_WAITING);
+    *baro_samples = averaged ? s->baro_samples + 1 : s->baro_samples;
+    *reference = averaged ? s->baro_reference + (altitude - s->baro_reference) / (real)*baro_samples : s->baro_reference;
     baro_error = fresh->baro ? -(altitude - *reference) - position[2] : 0;
     position[2] = position[2] + R(QUAD_PID_BARO_GAIN_POSITION) * R(p->baro_period) * baro_error;
     velocity[2] = velocity[2] + R(QUAD_PID_BARO_GAIN_VELOCITY) * R(p->baro_period) * baro_error;
@@ -266,7 +270,6 @@ static void estimate_position(const quad_pid_params *p, const quad_pid_state *s,
             velocity[k] = velocity[k] + R(QUAD_PID_GPS_GAIN_VELOCITY) * R(p->gps_period) * (gps[3 + k] - velocity[k]) *
                                             gps_weight[k];
     }
-    *baro_ready = s->baro_ready || fresh->baro;
     *gps_ready = s->gps_ready || fresh->gps;
 }
 
@@ -302,10 +305,10 @@ static void update(const quad_pid_params *p, const quad_pid_state *s, const sens
     real heading, yaw, turn, desired[3][3], mismatch[3][3], attitude_error[3], rate_setpoint[3];
     real rate_error[3], rate_integral[3], torque[3], wrench[4], throttle[4];
     double hold, low_thrust;
-    int baro_ready, gps_ready, last, flying, within, done_here, waypoint, mission_over, phase, i, j, k;
+    int baro_samples, gps_ready, last, flying, within, done_here, waypoint, mission_over, phase, i, j, k;
 
     estimate_attitude(p, s, gyro, accel, readings->mag, attitude, gyro_bias, rate);
-    estimate_position(p, s, attitude, accel, readings, fresh, position, velocity, &reference, &baro_ready, &gps_ready);
+    estimate_position(p, s, attitude, accel, readings, fresh, position, velocity, &reference, &baro_samples, &gps_ready);
 
     /* Mission: arm, spin up, fly the waypoints, optionally land. */
     last = (int)p->waypoint_count - 1;
@@ -404,7 +407,7 @@ static void update(const quad_pid_params *p, const quad_pid_state *s, const sens
     memcpy(out->position, position, sizeof position);
     memcpy(out->velocity, velocity, sizeof velocity);
     out->baro_reference = reference;
-    out->baro_ready = baro_ready;
+    out->baro_samples = baro_samples;
     out->gps_ready = gps_ready;
     memcpy(out->velocity_integral, velocity_integral, sizeof velocity_integral);
     memcpy(out->rate_integral, rate_integral, sizeof rate_integral);

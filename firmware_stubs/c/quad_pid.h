@@ -77,8 +77,9 @@ typedef struct quad_pid_state {
     quad_pid_real gyro_bias[3];  /* Mahony integral term, rad/s, added to the gyro */
     quad_pid_real position[3];
     quad_pid_real velocity[3];
-    quad_pid_real baro_reference;/* pressure altitude (m) at the first baro sample */
-    int baro_ready, gps_ready;
+    quad_pid_real baro_reference;/* pressure altitude (m) of the take-off point: the mean of baro_samples */
+    int baro_samples;            /* baro samples averaged into it: those before arming, at least the first */
+    int gps_ready;
     quad_pid_real velocity_integral[3];
     quad_pid_real rate_integral[3];
     int waypoint;                /* index of the active waypoint */

@@ -86,7 +86,7 @@ void LoadState(const double *v, quad_pid_state *s)
     Take(s->position, 3, &v);
     Take(s->velocity, 3, &v);
     Take(&s->baro_reference, 1, &v);
-    s->baro_ready = (int)*v++;
+    s->baro_samples = (int)*v++;
     s->gps_ready = (int)*v++;
     Take(s->velocity_integral, 3, &v);
     Take(s->rate_integral, 3, &v);
@@ -104,7 +104,7 @@ void StoreState(const quad_pid_state *s, double *v)
     Put(s->position, 3, &v);
     Put(s->velocity, 3, &v);
     Put(&s->baro_reference, 1, &v);
-    *v++ = s->baro_ready;
+    *v++ = s->baro_samples;
     *v++ = s->gps_ready;
     Put(s->velocity_integral, 3, &v);
     Put(s->rate_integral, 3, &v);
