@@ -113,6 +113,7 @@ def estimate_position(p: QuadPidParams, s: QuadPidState, attitude, accel, readin
     altitude = pressure_altitude(readings["baro"][0])
     averaged = fresh["baro"] & ((s.baro_samples == 0) | (s.phase == WAITING))
     samples = jnp.where(averaged, s.baro_samples + 1.0, s.baro_samples)
+    # The division is kept finite where it is not taken: a where's other branch still reaches its gradient.
     reference = jnp.where(averaged, s.baro_reference + (altitude - s.baro_reference) / jnp.maximum(samples, 1.0),
                           s.baro_reference)
     baro_error = jnp.where(fresh["baro"], -(altitude - reference) - position[2], 0.0)

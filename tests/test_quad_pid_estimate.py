@@ -5,6 +5,7 @@ other (a sweep over the seed alone, the noise of each member its own)."""
 import numpy as np
 
 from hil import scenario, sweep
+from hil.trace import quantity
 from support import SCENARIOS
 
 
@@ -13,5 +14,5 @@ def test_hover_holds_its_altitude_band_for_every_seed_of_a_sweep():
     result = sweep.fly(hover, runs=64)
     failed = {expectation.name: int((~result.passed[:, index]).sum()) for index, expectation in enumerate(hover.expect)}
     assert failed == {expectation.name: 0 for expectation in hover.expect}, failed
-    altitude = -result.final_rows[:, result.layout["position"][0] + 2]  # every member ends near 2 m
+    altitude = quantity(result.final_rows, result.layout, "altitude")  # every member ends near 2 m
     assert np.all(np.abs(altitude - 2.0) < 0.3), altitude
