@@ -42,13 +42,14 @@ def test_adding_a_sensor_leaves_the_other_sensors_noise_unchanged(scenario_file)
 
 
 def test_tick_noise_has_the_bits_of_stock_jax():
-    """hil lowers threefry without loops on CPU for speed; the random bits must not change."""
+    """hil lowers threefry without loops on CPU for speed; the random bits must not change: the
+    normals are stock JAX's float32 ones, widened."""
     from hil.tick import noise
     ours = np.asarray(jax.jit(lambda: noise.normals(noise.tick_key(jax.random.key(11), 1234), 19, 12))())
     stock = subprocess.run([sys.executable, "-c", (
         "import jax, numpy as np; jax.config.update('jax_enable_x64', True); "
         "k = jax.random.fold_in(jax.random.fold_in(jax.random.key(11), 1234), 19); "
-        "print(repr(np.asarray(jax.random.normal(k, (12,))).tolist()))")],
+        "print(repr(np.asarray(jax.random.normal(k, (12,), dtype='float32')).astype(float).tolist()))")],
         capture_output=True, text=True, check=True).stdout
     np.testing.assert_array_equal(ours, np.array(eval(stock)))
 

@@ -62,7 +62,7 @@ def test_noise_fault_adds_the_given_deviation_drawn_from_its_own_stream(faulty_a
     assert 0.009 < extra.std() < 0.011 and abs(extra.mean()) < 0.002
     tick = 500
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), tick), FAULT_STREAM_BASE + 0)
-    expected = 0.01 * np.asarray(jax.random.normal(key, (12,)))[:6]
+    expected = 0.01 * np.asarray(jax.random.normal(key, (12,), dtype=np.float32)).astype(float)[:6]
     np.testing.assert_allclose(extra[tick - 200], expected, rtol=0, atol=1e-12)
 
 

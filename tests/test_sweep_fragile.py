@@ -10,9 +10,9 @@ RUNS = 256
 EVERY = 8  # the reference flies members 0, 8, 16, ...: RUNS / EVERY of them
 Z99 = 2.5758293035489004  # the standard normal's 99.5 % quantile: a two-sided 99 % interval
 # quad_pid's attitude gain (7 by default) near where its roll and pitch loops turn unstable: measured
-# over 64 members, 1.5 % tilt past 15 degrees at 31, 25 % at 32, 75 % at 33, 95 % at 34; whether a
+# over this test's 256 members, 15 % fail at 31, 32 % at 31.5, 57 % at 32, 75 % at 32.5; whether a
 # member does depends on its mass, wind and seed.
-FRAGILE = {"firmware.gains.attitude": [32.5, 32.5, 3.0]}
+FRAGILE = {"firmware.gains.attitude": [31.5, 31.5, 3.0]}
 
 
 @pytest.mark.slow

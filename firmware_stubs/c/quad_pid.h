@@ -27,7 +27,9 @@ enum quad_pid_phase { QUAD_PID_WAITING = 0, QUAD_PID_SPIN_UP = 1, QUAD_PID_MISSI
                       QUAD_PID_LANDED = 4 };
 
 #define QUAD_PID_SPIN_UP_TIME 1.0    /* s of idle throttle between arming and the mission */
-#define QUAD_PID_ACCEL_GAIN 1.0      /* Mahony gains, 1/s */
+/* Mahony gains, 1/s. The accelerometer reads mostly the thrust, along the body's z axis however the
+   vehicle banks, so its pull towards level is slow, or the estimate of a held bank decays to level. */
+#define QUAD_PID_ACCEL_GAIN 0.3
 #define QUAD_PID_MAG_GAIN 0.5
 #define QUAD_PID_GYRO_BIAS_GAIN 0.05
 #define QUAD_PID_BARO_GAIN_POSITION 2.8  /* altitude correction, 1/s */
