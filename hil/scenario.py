@@ -608,8 +608,11 @@ class Scenario:
 
     def _check_contact_step(self, check) -> None:
         v, g = self.vehicle, self.vehicle.landing_gear
-        stable = gear.stable_step(v.mass, v.inertia, gear.feet(g.foot_spread, g.foot_depth), g.stiffness, g.damping,
-                                  g.friction)
+        eigenvalues = gear.contact_eigenvalues(v.mass, v.inertia, gear.feet(g.foot_spread, g.foot_depth), g.stiffness,
+                                               g.damping, g.friction)
+        if gear.rk4_stable_at(1.0 / self.physics.rate_hz / self.physics.substeps, eigenvalues):
+            return
+        stable = gear.rk4_stable_step(eigenvalues)
         needed = self._substeps_needed(stable)
         if needed:
             substep = 1.0 / self.physics.rate_hz / self.physics.substeps

@@ -659,8 +659,7 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
         picked = {key: values[index] for key, values in drawn.items()}
         structure, params = build(changed(job.scenario, {**picked, "seed": seeds[index]}, member),
                                   in_process_firmware=True)
-        shape = (structure, jax.tree_util.tree_structure(params),
-                 tuple((np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)))
+        shape = _shape(structure, params)
         if reference is None:
             reference = shape
         elif shape != reference:
@@ -670,6 +669,12 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
         built.append(params)
     built += [built[-1]] * (job.chunk - len(built))  # the last chunk padded: one program per chunk size
     return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
+
+
+def _shape(structure, params) -> tuple:
+    """What a member's program is compiled for: its tick's structure and its parameters' layout."""
+    return (structure, jax.tree_util.tree_structure(params),
+            tuple((np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)))
 
 
 def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
@@ -721,16 +726,16 @@ def _compiled_for(program, parts: list, devices: list) -> list[jax.stages.Compil
     return compiled
 
 
-def _compile_ahead(job: ChunkPlan, members: range, pool: ThreadPoolExecutor) -> Future:
-    """Trace the chunk's program on this thread from its first member alone, then compile it for
-    the first device on ``pool``: XLA's compilation (seconds) leaves Python free for the host to
-    build the chunk meanwhile."""
-    shape, one = build_chunk(dataclasses.replace(job, chunk=1), members[:1])
+def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> Future:
+    """Trace the chunk's program on this thread from the scenario itself (a member differs from it
+    in numbers alone, which :func:`build_chunk` checks), then compile it for the first device on
+    ``pool``: XLA's compilation (seconds) leaves Python free for the host to build the chunk."""
+    structure, params = build(job.scenario, in_process_firmware=True)
     spread = _spread(job)
     share = jax.sharding.SingleDeviceSharding(spread[0])
-    specs = jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct((job.chunk // len(spread), *leaf.shape[1:]), leaf.dtype, sharding=share), one)
-    program = _chunk_program(job, shape)
+    specs = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(
+        (job.chunk // len(spread), *np.shape(leaf)), np.asarray(leaf).dtype, sharding=share), params)
+    program = _chunk_program(job, _shape(structure, params))
     program.lower(specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
     return pool.submit(_compiled_for, program, [specs], spread[:1])
 
@@ -741,17 +746,17 @@ def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
 
 
 def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
-    """The chunks in order on this host: the program traced first, from one member, and compiled
-    on a thread while the first chunk is built (:func:`_compile_ahead`); each next chunk built
-    while the one before it flies."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hil-sweep-build") as builder:
-        compiling = _compile_ahead(job, chunks[0], builder)
-        built = build_chunk(job, chunks[0])
+    """The chunks in order on this host: the first chunk built on a thread while the program is
+    traced and compiled (:func:`_compile_ahead`); each next chunk built while the one before it
+    flies."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build") as builder:
+        following = builder.submit(build_chunk, job, chunks[0])  # its draws compile while the program is traced
+        compiling = _compile_ahead(job, builder)
         compiling.result()
         for index, members in enumerate(chunks):
+            built = following.result()
             following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
             yield fly_built(job, members, *built)
-            built = following and following.result()
 
 
 def _ray_executor(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
@@ -791,7 +796,6 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     ticks = scenario.ticks + 1
     chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, min(block, ticks), keep_traces,
                            devices)
-    seeds, drawn = draws(scenario, sweep, np.arange(runs))
     expect = tuple(scenario.expect)
     flown, first_chunk, flight, done = [], 0.0, 0.0, 0
     for result in EXECUTORS[executor](chunk_plan, [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]):
@@ -807,6 +811,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
         if progress is not None:
             progress(done, runs, time.perf_counter() - started)
     wall = time.perf_counter() - started
+    seeds, drawn = draws(scenario, sweep, np.arange(runs))  # the chunks drew theirs: the draw is compiled
     flown.sort(key=lambda c: c.members.start)
     structure = flown[0].shape[0]
     layout = Tick(structure).layout

@@ -30,12 +30,18 @@ def rk4_amplification(z):
     return 1 + z * (1 + z / 2 * (1 + z / 3 * (1 + z / 4)))
 
 
-def _stable_radii(directions: np.ndarray) -> np.ndarray:
-    """Along each unit complex ``direction``, how far z can go from 0 with ``|R(z)| <= 1`` all the way."""
+def _bracket(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Along each unit complex ``direction``, radii ``low < high`` 0.01 apart between which ``|R(z)| <= 1``
+    first fails: ``|R|`` stays within 1 from 0 to ``low``."""
     radii = np.linspace(0.0, _STABILITY_RADIUS, 301)[1:]  # finer than any lobe of RK4's region
     unstable = np.abs(rk4_amplification(radii[None, :] * directions[:, None])) > 1.0 + 1e-9
     first = np.argmax(unstable, axis=1)
-    low, high = np.where(first > 0, radii[first - 1], 0.0), radii[first]
+    return np.where(first > 0, radii[first - 1], 0.0), radii[first]
+
+
+def _stable_radii(directions: np.ndarray) -> np.ndarray:
+    """Along each unit complex ``direction``, how far z can go from 0 with ``|R(z)| <= 1`` all the way."""
+    low, high = _bracket(directions)
     for _ in range(48):  # a bracket of 0.01 halved to below a double's resolution
         middle = 0.5 * (low + high)
         stable = np.abs(rk4_amplification(middle * directions)) <= 1.0 + 1e-9
@@ -46,24 +52,44 @@ def _stable_radii(directions: np.ndarray) -> np.ndarray:
 _REAL_RADIUS = float(_stable_radii(np.array([-1.0 + 0.0j]))[0])  # a decaying mode: RK4's limit on the real axis
 
 
+def _limiting(eigenvalues) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The eigenvalues that can limit a step: their unit directions, sizes, and which decay along the real axis."""
+    eigenvalues = np.asarray(eigenvalues, dtype=complex).ravel()
+    size = np.abs(eigenvalues)
+    eigenvalues, size = eigenvalues[size >= 1e-9], size[size >= 1e-9]  # free motion never limits it
+    directions = eigenvalues / size
+    return directions, size, (directions.imag == 0.0) & (directions.real < 0.0)
+
+
 def rk4_stable_step(eigenvalues) -> float:
     """The longest step h with ``|R(h' λ)| <= 1`` for every h' up to h and every eigenvalue λ (s).
 
     Eigenvalues at zero (free motion) never limit the step; with none left the step is unbounded.
-    All eigenvalues are searched at once, real decaying ones not at all: a sweep checks this for
-    every member.
+    All eigenvalues are searched at once, real decaying ones not at all.
     """
-    eigenvalues = np.asarray(eigenvalues, dtype=complex).ravel()
-    size = np.abs(eigenvalues)
-    eigenvalues, size = eigenvalues[size >= 1e-9], size[size >= 1e-9]
-    if not eigenvalues.size:
+    directions, size, decaying = _limiting(eigenvalues)
+    if not size.size:
         return float(np.inf)
-    directions = eigenvalues / size
-    decaying = (directions.imag == 0.0) & (directions.real < 0.0)
     radii = np.full(len(directions), _REAL_RADIUS)
     if not decaying.all():
         radii[~decaying] = _stable_radii(directions[~decaying])
     return float(np.min(radii / size))
+
+
+def rk4_stable_at(step: float, eigenvalues) -> bool:
+    """``step <= rk4_stable_step(eigenvalues)``, searched only as far as it takes to tell: a sweep checks
+    this for every member, whose step is nearly always well inside the bound or well outside it."""
+    directions, size, decaying = _limiting(eigenvalues)
+    if not size.size:
+        return True
+    low, high = np.full(len(directions), _REAL_RADIUS), np.full(len(directions), _REAL_RADIUS)
+    if not decaying.all():
+        low[~decaying], high[~decaying] = _bracket(directions[~decaying])
+    if np.all(step <= low / size):
+        return True
+    if np.any((step >= high / size) & ~decaying):
+        return False
+    return step <= rk4_stable_step(eigenvalues)
 
 
 def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction, slip_speed=SLIP_SPEED):
@@ -72,20 +98,19 @@ def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction
     ``inertia``: the principal moments (kg m^2); ``foot_points``: (F, 3) body-frame feet (m);
     ``stiffness`` (N/m), ``damping`` (N s/m) per foot, ``friction`` the Coulomb coefficient.
     """
-    foot_points = np.asarray(foot_points, dtype=float)
-    normal, tangential = np.zeros((6, 6)), np.zeros((6, 6))
-    for x, y, z in foot_points:
-        # Each row maps (velocity, body rate) to one component of the foot's velocity, v + w x r.
-        along_x = np.array([1.0, 0.0, 0.0, 0.0, z, -y])
-        along_y = np.array([0.0, 1.0, 0.0, -z, 0.0, x])
-        along_z = np.array([0.0, 0.0, 1.0, y, -x, 0.0])
-        normal += np.outer(along_z, along_z)
-        tangential += np.outer(along_x, along_x) + np.outer(along_y, along_y)
-    load = mass * GRAVITY / len(foot_points)
-    inverse_mass = np.diag(1.0 / np.concatenate([np.full(3, float(mass)), np.asarray(inertia, dtype=float)]))
-    spring = stiffness * normal
-    damper = damping * normal + friction * load / slip_speed * tangential
-    system = np.block([[np.zeros((6, 6)), np.eye(6)], [-inverse_mass @ spring, -inverse_mass @ damper]])
+    x, y, z = np.asarray(foot_points, dtype=float).T
+    one, nil = np.ones_like(x), np.zeros_like(x)
+    # Row f of each maps (velocity, body rate) to one component of foot f's velocity, v + w x r.
+    along_x = np.stack([one, nil, nil, nil, z, -y], axis=1)
+    along_y = np.stack([nil, one, nil, -z, nil, x], axis=1)
+    along_z = np.stack([nil, nil, one, y, -x, nil], axis=1)
+    normal, tangential = along_z.T @ along_z, along_x.T @ along_x + along_y.T @ along_y
+    load = mass * GRAVITY / len(x)
+    inverse_mass = 1.0 / np.concatenate([np.full(3, float(mass)), np.asarray(inertia, dtype=float)])
+    system = np.zeros((12, 12))
+    system[:6, 6:] = np.eye(6)
+    system[6:, :6] = -inverse_mass[:, None] * (stiffness * normal)
+    system[6:, 6:] = -inverse_mass[:, None] * (damping * normal + friction * load / slip_speed * tangential)
     return np.linalg.eigvals(system)
 
 

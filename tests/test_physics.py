@@ -97,6 +97,22 @@ def test_the_stable_step_of_a_single_spring_damper_is_rk4s_real_and_imaginary_li
     assert gear.rk4_stable_step([0.0]) == np.inf
 
 
+def test_telling_whether_a_step_is_stable_agrees_with_the_stable_step_even_at_the_bound():
+    """Validation asks only whether a step is stable (``rk4_stable_at``); it must answer exactly as
+    comparing the step with ``rk4_stable_step`` does, at the bound itself and a rounding either side."""
+    rng = np.random.default_rng(4)
+    cases = [gear.contact_eigenvalues(mass, (inertia, inertia, 2 * inertia), gear.feet(SPREAD, DEPTH), stiffness,
+                                      damping, FRICTION)
+             for mass, inertia, stiffness, damping in zip(rng.uniform(0.2, 5.0, 40), rng.uniform(1e-3, 0.1, 40),
+                                                          rng.uniform(1e3, 1e5, 40), rng.uniform(5.0, 500.0, 40))]
+    cases += [np.roots([1.5, 250.0, 8000.0]), np.roots([1.5, 0.0, 8000.0]), np.array([0.0]), np.array([1.0 + 2.0j])]
+    for eigenvalues in cases:
+        stable = gear.rk4_stable_step(eigenvalues)
+        bound = stable if np.isfinite(stable) else 1.0
+        for step in (bound * 0.5, np.nextafter(bound, 0.0), bound, np.nextafter(bound, np.inf), bound * 1.001, bound * 2):
+            assert gear.rk4_stable_at(step, eigenvalues) == (step <= stable), (eigenvalues, step, stable)
+
+
 def test_validation_refuses_a_substep_longer_than_the_gears_stable_step_and_names_the_fix():
     data = yaml.safe_load((SCENARIOS / "hover.yaml").read_text())
     data["physics"]["rate_hz"] = 250
