@@ -26,9 +26,8 @@ from hil.models.small import computed_once
 WAITING, SPIN_UP, MISSION, LANDING, LANDED = range(5)
 SPIN_UP_TIME = 1.0  # s of idle throttle between arming and the mission
 # Mahony gains, 1/s. A multirotor's accelerometer reads mostly its own thrust, along the body's z
-# axis however it banks, so its pull towards level is slow: at 1/s it levelled the estimate of a
-# held bank within a second and the position loop rang (10-15 deg of tilt, 2 s period, after a
-# weak motor recovered; 37 deg at a waypoint's corner where 30 is the limit).
+# axis however it banks, so its pull towards level is slow: a fast one levels the estimate of a
+# held bank within a second, and the position loop, flying on that estimate, rings.
 ACCEL_GAIN, MAG_GAIN, GYRO_BIAS_GAIN = 0.3, 0.5, 0.05
 BARO_GAINS = (2.8, 4.0)  # altitude and vertical-velocity correction, 1/s and 1/s^2
 GPS_GAINS = (1.0, 2.0)  # position and velocity correction, 1/s

@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -726,18 +726,20 @@ def _compiled_for(program, parts: list, devices: list) -> list[jax.stages.Compil
     return compiled
 
 
-def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> Future:
-    """Trace the chunk's program on this thread from the scenario itself (a member differs from it
-    in numbers alone, which :func:`build_chunk` checks), then compile it for the first device on
-    ``pool``: XLA's compilation (seconds) leaves Python free for the host to build the chunk."""
+def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Future]:
+    """Trace the chunk's program on this thread from the scenario itself, then compile it for the
+    first device on ``pool``: XLA's compilation (seconds) leaves Python free for the host to build
+    the chunk. Returns the shape it was traced for, which every chunk must have (a dispersion
+    changes numbers alone), and the compilation."""
     structure, params = build(job.scenario, in_process_firmware=True)
+    shape = _shape(structure, params)
     spread = _spread(job)
     share = jax.sharding.SingleDeviceSharding(spread[0])
     specs = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(
         (job.chunk // len(spread), *np.shape(leaf)), np.asarray(leaf).dtype, sharding=share), params)
-    program = _chunk_program(job, _shape(structure, params))
+    program = _chunk_program(job, shape)
     program.lower(specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
-    return pool.submit(_compiled_for, program, [specs], spread[:1])
+    return shape, pool.submit(_compiled_for, program, [specs], spread[:1])
 
 
 def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
@@ -749,14 +751,22 @@ def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
     traced and compiled (:func:`_compile_ahead`); each next chunk built while the one before it
     flies."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build") as builder:
+    builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
+    try:
         following = builder.submit(build_chunk, job, chunks[0])  # its draws compile while the program is traced
-        compiling = _compile_ahead(job, builder)
-        compiling.result()
+        traced, compiling = _compile_ahead(job, builder)
+        wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
         for index, members in enumerate(chunks):
             built = following.result()
+            if built[0] != traced:
+                raise SweepError(f"member {members.start} changes the compiled tick (its "
+                                 f"{_difference(built[0], traced)} differs from the scenario's); a sweep flies one "
+                                 "program: disperse only numbers")
+            compiling.result()
             following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
             yield fly_built(job, members, *built)
+    finally:
+        builder.shutdown(wait=False, cancel_futures=True)
 
 
 def _ray_executor(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
@@ -810,8 +820,8 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
             first_chunk = time.perf_counter() - started
         if progress is not None:
             progress(done, runs, time.perf_counter() - started)
+    seeds, drawn = draws(scenario, sweep, np.arange(runs))  # after the flight: the first chunk is built sooner
     wall = time.perf_counter() - started
-    seeds, drawn = draws(scenario, sweep, np.arange(runs))  # the chunks drew theirs: the draw is compiled
     flown.sort(key=lambda c: c.members.start)
     structure = flown[0].shape[0]
     layout = Tick(structure).layout

@@ -87,9 +87,15 @@ def rk4_stable_at(step: float, eigenvalues) -> bool:
         low[~decaying], high[~decaying] = _bracket(directions[~decaying])
     if np.all(step <= low / size):
         return True
-    if np.any((step >= high / size) & ~decaying):
+    if np.any(step > high / size):  # beyond a radius the search found unstable; at it, rounding could tie
         return False
     return step <= rk4_stable_step(eigenvalues)
+
+
+def _outer(rows: np.ndarray) -> np.ndarray:
+    """Each row's outer product with itself, to be summed foot by foot in order: a matrix product
+    would sum in BLAS's order and with its FMAs, moving the bound by roundings between machines."""
+    return rows[:, :, None] * rows[:, None, :]
 
 
 def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction, slip_speed=SLIP_SPEED):
@@ -104,7 +110,7 @@ def contact_eigenvalues(mass, inertia, foot_points, stiffness, damping, friction
     along_x = np.stack([one, nil, nil, nil, z, -y], axis=1)
     along_y = np.stack([nil, one, nil, -z, nil, x], axis=1)
     along_z = np.stack([nil, nil, one, y, -x, nil], axis=1)
-    normal, tangential = along_z.T @ along_z, along_x.T @ along_x + along_y.T @ along_y
+    normal, tangential = _outer(along_z).sum(axis=0), (_outer(along_x) + _outer(along_y)).sum(axis=0)
     load = mass * GRAVITY / len(x)
     inverse_mass = 1.0 / np.concatenate([np.full(3, float(mass)), np.asarray(inertia, dtype=float)])
     system = np.zeros((12, 12))

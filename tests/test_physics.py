@@ -105,11 +105,14 @@ def test_telling_whether_a_step_is_stable_agrees_with_the_stable_step_even_at_th
                                       damping, FRICTION)
              for mass, inertia, stiffness, damping in zip(rng.uniform(0.2, 5.0, 40), rng.uniform(1e-3, 0.1, 40),
                                                           rng.uniform(1e3, 1e5, 40), rng.uniform(5.0, 500.0, 40))]
-    cases += [np.roots([1.5, 250.0, 8000.0]), np.roots([1.5, 0.0, 8000.0]), np.array([0.0]), np.array([1.0 + 2.0j])]
+    cases += [np.roots([1.5, 250.0, 8000.0]), np.roots([1.5, 0.0, 8000.0]), np.array([0.0]), np.array([1.0 + 2.0j]),
+              # its radius is the double just below a point of the coarse search: divided, the two tie
+              np.array([-623.6648383497009 + 1056.8623036010308j, -623.6648383497009 - 1056.8623036010308j])]
     for eigenvalues in cases:
         stable = gear.rk4_stable_step(eigenvalues)
         bound = stable if np.isfinite(stable) else 1.0
-        for step in (bound * 0.5, np.nextafter(bound, 0.0), bound, np.nextafter(bound, np.inf), bound * 1.001, bound * 2):
+        for step in (bound * 0.5, np.nextafter(bound, 0.0), bound, np.nextafter(bound, np.inf), bound * 1.001,
+                     bound * 2):
             assert gear.rk4_stable_at(step, eigenvalues) == (step <= stable), (eigenvalues, step, stable)
 
 
