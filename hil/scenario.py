@@ -30,6 +30,11 @@ class Physics:
     rate_hz: int = spec(1000, unit="Hz", gt=0, le=100_000, help="tick rate: sensors and commands are exchanged once per tick")
     substeps: int = spec(1, gt=0, le=SUBSTEPS_LIMIT, help="RK4 steps per tick")
 
+    @property
+    def substep(self) -> float:
+        """One RK4 step (s)."""
+        return 1.0 / self.rate_hz / self.substeps
+
 
 @dataclass(frozen=True)
 class LandingGear:
@@ -610,22 +615,21 @@ class Scenario:
         v, g = self.vehicle, self.vehicle.landing_gear
         eigenvalues = gear.contact_eigenvalues(v.mass, v.inertia, gear.feet(g.foot_spread, g.foot_depth), g.stiffness,
                                                g.damping, g.friction)
-        if gear.rk4_stable_at(1.0 / self.physics.rate_hz / self.physics.substeps, eigenvalues):
+        substep = self.physics.substep
+        if gear.rk4_stable_at(substep, eigenvalues):
             return
         stable = gear.rk4_stable_step(eigenvalues)
         needed = self._substeps_needed(stable)
-        if needed:
-            substep = 1.0 / self.physics.rate_hz / self.physics.substeps
-            fix = (f"set substeps to {needed} or more, or raise rate_hz" if needed <= SUBSTEPS_LIMIT else
-                   f"it needs more than {SUBSTEPS_LIMIT} substeps: raise rate_hz, or give the gear, mass and "
-                   "inertia physical values")
-            check.fail(("physics", "substeps"), f"a substep of {substep * 1e3:.3g} ms is longer than the landing "
-                       f"gear's stable step, {stable * 1e3:.3g} ms (RK4 on its stiffness, damping and friction with "
-                       f"this mass and inertia): the vehicle would gain energy on the ground; {fix}")
+        fix = (f"set substeps to {needed} or more, or raise rate_hz" if needed <= SUBSTEPS_LIMIT else
+               f"it needs more than {SUBSTEPS_LIMIT} substeps: raise rate_hz, or give the gear, mass and "
+               "inertia physical values")
+        check.fail(("physics", "substeps"), f"a substep of {substep * 1e3:.3g} ms is longer than the landing "
+                   f"gear's stable step, {stable * 1e3:.3g} ms (RK4 on its stiffness, damping and friction with "
+                   f"this mass and inertia): the vehicle would gain energy on the ground; {fix}")
 
     def _substeps_needed(self, stable: float) -> int | None:
         """None when a substep is no longer than ``stable`` s; else the fewest substeps per tick that are."""
-        if 1.0 / self.physics.rate_hz / self.physics.substeps <= stable:
+        if self.physics.substep <= stable:
             return None
         return math.ceil(1.0 / (self.physics.rate_hz * stable))
 
@@ -633,7 +637,7 @@ class Scenario:
         """Body rates, airspeed and rotor speeds each decay at a rate one RK4 substep must resolve, or
         they grow without bound: a vehicle with a tiny inertia turns NaN within a few ticks."""
         v = self.vehicle
-        substep = 1.0 / self.physics.rate_hz / self.physics.substeps
+        substep = self.physics.substep
         for key, rate, what in (("inertia", v.angular_drag / min(v.inertia), "body rates (angular_drag over the "
                                                                              "smallest moment of inertia)"),
                                 ("mass", max(v.drag_linear) / v.mass, "airspeed (drag_linear over the mass)"),

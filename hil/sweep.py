@@ -663,9 +663,8 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
         if reference is None:
             reference = shape
         elif shape != reference:
-            raise SweepError(f"member {member} ({describe(picked)}) changes the compiled tick (its "
-                             f"{_difference(shape, reference)} differs from member {members.start}'s); a sweep "
-                             "flies one program: disperse only numbers")
+            raise _changes_the_tick(f"member {member} ({describe(picked)})", shape, reference,
+                                    f"member {members.start}'s")
         built.append(params)
     built += [built[-1]] * (job.chunk - len(built))  # the last chunk padded: one program per chunk size
     return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
@@ -756,15 +755,14 @@ def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
         following = builder.submit(build_chunk, job, chunks[0])  # its draws compile while the program is traced
         traced, compiling = _compile_ahead(job, builder)
         wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
+        built = following.result()
+        compiling.result()
         for index, members in enumerate(chunks):
-            built = following.result()
             if built[0] != traced:
-                raise SweepError(f"member {members.start} changes the compiled tick (its "
-                                 f"{_difference(built[0], traced)} differs from the scenario's); a sweep flies one "
-                                 "program: disperse only numbers")
-            compiling.result()
+                raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
             following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
             yield fly_built(job, members, *built)
+            built = following and following.result()
     finally:
         builder.shutdown(wait=False, cancel_futures=True)
 
@@ -810,9 +808,8 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     flown, first_chunk, flight, done = [], 0.0, 0.0, 0
     for result in EXECUTORS[executor](chunk_plan, [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]):
         if flown and result.shape != flown[0].shape:
-            raise SweepError(f"member {result.members.start} changes the compiled tick (its "
-                             f"{_difference(result.shape, flown[0].shape)} differs from member "
-                             f"{flown[0].members.start}'s); a sweep flies one program: disperse only numbers")
+            raise _changes_the_tick(f"member {result.members.start}", result.shape, flown[0].shape,
+                                    f"member {flown[0].members.start}'s")
         flown.append(result)
         flight += result.flight_seconds
         done += len(result.members)
@@ -836,6 +833,11 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
                        np.concatenate([c.last for c in flown]), layout,
                        np.concatenate([c.rows for c in flown]) if keep_traces else None,
                        wall, first_chunk, flight, chunk, runs * ticks)
+
+
+def _changes_the_tick(who: str, shape, reference, whose: str) -> SweepError:
+    return SweepError(f"{who} changes the compiled tick (its {_difference(shape, reference)} differs from {whose}); "
+                      "a sweep flies one program: disperse only numbers")
 
 
 def _difference(shape, reference) -> str:
