@@ -44,11 +44,16 @@ def command(scenario: Scenario, runtime: str, udp: str | None) -> list[str]:
     return [sys.executable, "-m", f"hil.firmware_stubs.{name}", *link, *arguments]
 
 
+PTY_BOARD_PATIENCE = 120.0  # s a board on a pty waits for its first frame: a loaded machine's start-up takes over 10
+
+
 def start_on_pty(scenario: Scenario, timeout: float = 10.0) -> tuple["FirmwareProcess", str]:
     """The scenario's C firmware as a board on a new pseudo-terminal, nothing between it and hil:
     the process (``with`` it to stop and close it), and the terminal to open as its serial port
-    (``hil run --port``)."""
-    board = FirmwareProcess(command(scenario, "c", None), f"{scenario.firmware.name} (c, on a pty)")
+    (``hil run --port``). Like a board it waits for hil to start; unlike one it leaves after
+    :data:`PTY_BOARD_PATIENCE` without a frame, so that one its caller lost does not stay."""
+    argv = [*command(scenario, "c", None), "--idle-timeout", f"{PTY_BOARD_PATIENCE:g}"]
+    board = FirmwareProcess(argv, f"{scenario.firmware.name} (c, on a pty)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and board.exit_code is None:
         terminal = board.first_line()

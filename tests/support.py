@@ -4,6 +4,14 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
+# Under pytest -n, tests in one group run on one worker, one after another. Betaflight's SITL
+# listens on fixed ports, so two at once would collide (and a test that finds one running skips);
+# a local Ray cluster is a set of processes a test expects to have to itself.
+SITL_PORTS = pytest.mark.xdist_group("betaflight-sitl")
+RAY_CLUSTER = pytest.mark.xdist_group("ray-cluster")
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 
@@ -35,8 +43,6 @@ def dispersed_hover(expect, runs: int, seed: int, require: float = 0.9, dispersi
 
 def scenario_problems(text: str) -> list[str]:
     """Every problem scenario validation finds in ``text``, as the lines a user would read."""
-    import pytest
-
     from hil import scenario
 
     with pytest.raises(scenario.ScenarioError) as caught:

@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from support import SCENARIOS, betaflight_missing, hil_command, scenario_problems, sitl_processes
+from support import SCENARIOS, SITL_PORTS, betaflight_missing, hil_command, scenario_problems, sitl_processes
 
 from hil import runner, scenario
 from hil.bridges import betaflight
@@ -22,6 +22,7 @@ from hil.bridges.link import LinkError
 from hil.pilot import PilotLoop, Sticks
 
 SITL_MISSING = betaflight_missing()
+pytestmark = SITL_PORTS
 def needs_sitl(test):
     """A flight against Betaflight's real SITL: real time, so in CI's slow step (pytest -m slow)."""
     return pytest.mark.slow(pytest.mark.skipif(SITL_MISSING is not None, reason=f"{SITL_MISSING}")(test))

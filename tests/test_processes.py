@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from support import ROOT, SCENARIOS, betaflight_missing, hil_command, scenario_problems
+from support import ROOT, SCENARIOS, SITL_PORTS, betaflight_missing, hil_command, scenario_problems
 
 from hil import flightlog, runner, scenario, wire
 from hil.firmware_process import FirmwareProcess
@@ -285,6 +285,7 @@ def test_an_interrupted_run_writes_the_same_footer_as_any_run(tmp_path, runtime)
         assert f"goodbye, code {wire.GOODBYE_ERROR}" in footer["firmware_output"]
 
 
+@SITL_PORTS
 @pytest.mark.skipif(SITL_MISSING is not None, reason=f"{SITL_MISSING}")
 def test_betaflight_s_output_is_reported_once_when_its_boot_stalls(monkeypatch):
     from hil.bridges import betaflight

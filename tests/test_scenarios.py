@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from support import ROOT, SCENARIOS, betaflight_missing, hil_command, missed_real_time, scenario_problems, sitl_processes
+from support import ROOT, SCENARIOS, SITL_PORTS, betaflight_missing, hil_command, missed_real_time, scenario_problems, sitl_processes
 from hil import scenario
 
 SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))
@@ -20,7 +20,11 @@ def hil(*args, cwd=ROOT):
 QUICK = ("hover.yaml",)
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED])
+def marks(name: str) -> list:
+    return ([] if name in QUICK else [pytest.mark.slow]) + ([SITL_PORTS] if name.startswith("betaflight") else [])
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in SHIPPED])
 def test_shipped_scenario_passes(name, tmp_path):
     flies_betaflight = name.startswith("betaflight")
     if flies_betaflight and betaflight_missing():

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from hil import scenario, sweep
-from support import ROOT, SPLITTING_EXPECT, dispersed_hover, hil_command
+from support import RAY_CLUSTER, ROOT, SPLITTING_EXPECT, dispersed_hover, hil_command
 
 NOT_INSTALLED = "Ray is an optional extra: pip install 'hil[ray]'"
+pytestmark = RAY_CLUSTER
 RUNS, CHUNK = 48, 16  # three chunks, so that the tasks can finish out of order
 
 

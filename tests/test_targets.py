@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from support import SCENARIOS, betaflight_missing, hil_command
+from support import SCENARIOS, SITL_PORTS, betaflight_missing, hil_command
 from hil import cli, firmware_process, flightlog, runner, scenario, targets
 
 SHORT_EXPECT = [{"name": "stays level", "never_above": {"quantity": "tilt_deg", "bound": 15}},
@@ -41,7 +41,7 @@ def board(kind, loaded):
     """The C firmware as a board hil does not start, with ``loaded``'s controller settings: on UDP
     or on its own pseudo-terminal (``--pty``, as firmware_process.start_on_pty starts it); yields
     its HOST:PORT or its terminal. It serves one run, and waits for it as long as hil takes to
-    start (start_on_pty's board leaves after 10 s without a frame: a loaded machine takes that)."""
+    start (the firmware's own default leaves after 10 s without a frame: a loaded machine takes that)."""
     address = f"127.0.0.1:{firmware_process.free_udp_port()}" if kind == "udp" else None
     argv = [*firmware_process.command(loaded, "c", address), "--idle-timeout", "0"]
     with firmware_process.FirmwareProcess(argv, f"board ({kind})") as process:
@@ -120,6 +120,7 @@ def test_hil_replay_target_re_flies_a_log_on_another_target(short_hover, tmp_pat
 
 
 @pytest.mark.slow
+@SITL_PORTS
 @pytest.mark.skipif(betaflight_missing() is not None, reason=f"{betaflight_missing()}")
 def test_hil_run_target_flies_betaflight_s_sitl(tmp_path):
     """Flown to its end on the SITL, in real time; whether Betaflight holds its expectations on a
