@@ -65,6 +65,16 @@ def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
     print(f"one device, 32 members a device, against two devices, 16 each: largest difference {largest:.3g}")
 
 
+def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkeypatch):
+    """--chunk left out: so many members a device (128 a CPU core), the chunk that many times the
+    devices; made 16 here, both sweeps fly flown's 16 members a device, so its bits."""
+    assert sweep.default_chunk("cpu", 2) == 256 and sweep.default_chunk("gpu", 1) == sweep.MEMBERS_PER_ACCELERATOR
+    monkeypatch.setitem(sweep.MEMBERS_PER_DEVICE, "cpu", 16)
+    two, one = sweep.fly(base, runs=64, keep_traces=True), sweep.fly(base, runs=64, devices=1, keep_traces=True)
+    assert (two.chunk, one.chunk) == (32, 16)
+    assert np.array_equal(two.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
+
+
 _COMPILES_ONCE = """
 import json, logging, sys
 from hil import jaxconfig
