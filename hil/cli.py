@@ -131,8 +131,8 @@ def run(scenario_path, seed, duration, changes, target_url, runtime, firmware_co
     loaded = scenario.with_changes(loaded, changes, option="--set")
     loaded = runner.with_overrides(loaded, seed=seed, duration=duration)
     target = _target_for(named, loaded, realtime)
-    out_path = out_path or default_log_path(loaded.name)
-    # The log's folders are made by the recorder; the reports' are not.
+    # The log's folders are made by the recorder; the reports' are not. The default log is made
+    # just before the flight (default_log_path), and dropped if the run ends before writing it.
     for option, path, makes_folders in (("--out", out_path, True), ("--junit", junit_path, False),
                                         ("--json", json_path, False)):
         if path is not None:
@@ -155,6 +155,8 @@ def run(scenario_path, seed, duration, changes, target_url, runtime, firmware_co
         line = f"  t = {tick / rate:7.2f} / {last / rate:.2f} s   {factor:6.1f}x real time"
         click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
 
+    claimed = out_path is None
+    out_path = out_path or default_log_path(loaded.name)
     try:
         with _signals_interrupt():
             result = _fly(scenario=loaded, target=target, realtime=realtime, log_path=out_path,
@@ -163,9 +165,12 @@ def run(scenario_path, seed, duration, changes, target_url, runtime, firmware_co
                           warn=lambda line: click.echo(line, err=True),
                           firmware_lines=runner.FIRMWARE_LINES_VERBOSE if verbose else runner.FIRMWARE_LINES)
     except runner.Interrupted as error:
-        click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if out_path.exists() else ""),
-                   err=True)
+        written = out_path.exists() and out_path.stat().st_size > 0
+        click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if written else ""), err=True)
         sys.exit(error.exit_code)
+    finally:
+        if claimed and out_path.exists() and out_path.stat().st_size == 0:
+            out_path.unlink()  # the run ended before its log began: no empty log left behind
     if show_progress:
         click.echo("", err=True)
     ticks = result.trace.ticks_done
@@ -259,10 +264,22 @@ def _signals_interrupt():
 
 
 def default_log_path(name: str, folder: Path = Path("runs")) -> Path:
-    """``runs/<name>-<UTC time>.hillog``, the name cut down to letters, digits, ``.``, ``-`` and ``_`` so
-    that no name (``../x``, ``/etc/x``, a very long one) can place the log outside ``folder``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:64] or "run"
-    return folder / f"{safe}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.hillog"
+    """``runs/<name>-<UTC time>.hillog`` (``-2``, ``-3``... when another run took it in the same
+    second), made now: the name cut down to letters, digits, ``.``, ``-`` and ``_`` so that no
+    name (``../x``, ``/etc/x``, a very long one) can place the log outside ``folder``."""
+    from hil import flightlog
+
+    try:
+        return flightlog.claim(folder, f"{_file_name(name)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    except OSError as error:
+        raise click.UsageError(f"cannot write the flight log in {folder.absolute()} ({error.strerror or error}); "
+                               "give --out PATH") from None
+
+
+def _file_name(name: str) -> str:
+    """A scenario's name cut down to letters, digits, ``.``, ``-`` and ``_``: a name that cannot
+    place a file outside its folder."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:64] or "run"
 
 
 def _named_target(url: str | None, **options):
@@ -613,15 +630,19 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
       hil sweep scenarios/hover_sweep.yaml --out sweeps/today --junit sweep.xml --plot
       hil run scenarios/hover_sweep.yaml --member sweeps/today:17 --firmware c
     """
-    from hil import jaxconfig, scenario, sweep
+    from hil import flightlog, jaxconfig, scenario, sweep
 
     jaxconfig.configure()
     loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
-    out_dir = out_dir or Path("runs") / "sweeps" / f"{loaded.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:  # before flying: a sweep's results are not lost to a folder that cannot be written
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir is None:  # a folder of its own, even for two sweeps started in the same second
+            out_dir = flightlog.claim(Path("runs") / "sweeps", f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}", "",
+                                      folder=True)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise click.UsageError(f"--out {out_dir}: cannot make the folder: {error.strerror or error}") from None
+        raise click.UsageError(f"--out {out_dir or Path('runs') / 'sweeps'}: cannot make the folder: "
+                               f"{error.strerror or error}") from None
     if junit_path is not None:
         _check_writable("--junit", junit_path, makes_folders=False)
     try:

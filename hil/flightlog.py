@@ -58,6 +58,25 @@ FLUSH_INTERVAL = 0.05  # s between writes of buffered records
 ENCODE_BATCH = 64  # ticks encoded at a time (a run killed loses at most these, and the unwritten ones)
 
 
+def claim(parent: Path, stem: str, suffix: str = ".hillog", *, numbered: bool = False, folder: bool = False) -> Path:
+    """A new path in ``parent``, made at once so that no other process takes it: ``stem + suffix``,
+    or when that is taken ``stem-2 + suffix``, ``stem-3 + suffix``... (``numbered``: from
+    ``stem-1``); an empty file, or with ``folder`` an empty folder. Two runs started in the same
+    second under the same name each keep their own. Makes ``parent``; OSError when it cannot."""
+    parent.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        path = parent / (f"{stem}-{number}{suffix}" if numbered or number > 1 else f"{stem}{suffix}")
+        try:
+            if folder:
+                path.mkdir()
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            number += 1
+
+
 def _record(kind: int, payload: bytes) -> bytes:
     body = bytes([kind]) + payload
     return struct.pack("<I", len(payload)) + body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)

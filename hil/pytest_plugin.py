@@ -16,7 +16,6 @@ nothing of hil's runner (nor JAX) is imported until a test flies. docs/testing.m
 import argparse
 import fcntl
 import hashlib
-import itertools
 import os
 import re
 import tempfile
@@ -156,17 +155,12 @@ def _log_path(config, tmp_path_factory, nodeid: str, target) -> Path:
     """A new log file for one flight, named after the test and the target and numbered: the first
     number free is taken by making the file, so no two flights share a log, whatever runs at once
     (pytest -n, two sessions on one folder)."""
+    from hil import flightlog
+
     given = config.getoption("hil_log_dir")
     folder = config.invocation_params.dir / given if given else tmp_path_factory.getbasetemp() / "hil-logs"
-    folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{nodeid}-{target.url}").strip("._-")[:LOG_STEM_CHARS]
-    for number in itertools.count(1):
-        path = folder / f"{stem}-{number}.hillog"
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            continue
-        return path
+    return flightlog.claim(folder, stem, numbered=True)
 
 
 @contextmanager

@@ -25,6 +25,17 @@ def whole_log(tmp_path_factory):
     return path
 
 
+def test_runs_started_in_the_same_second_each_claim_their_own_log_and_sweep_folder(tmp_path):
+    stem = "hover-20261203T101500Z"  # the default name of two runs of hover.yaml started at that second
+    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+        logs = list(pool.map(flightlog.claim, [tmp_path / "runs"] * 16, [stem] * 16))
+    assert sorted(log.name for log in logs) == sorted([f"{stem}.hillog"] + [f"{stem}-{n}.hillog" for n in range(2, 17)])
+    assert all(log.is_file() for log in logs)
+    folders = [flightlog.claim(tmp_path / "sweeps", "hover_sweep-20261203-101500", "", folder=True) for _ in range(2)]
+    assert [f.name for f in folders] == ["hover_sweep-20261203-101500", "hover_sweep-20261203-101500-2"]
+    assert all(f.is_dir() for f in folders)
+
+
 def test_a_finished_run_leaves_a_complete_log(whole_log):
     log = flightlog.read(whole_log)
     assert log.complete and log.damage == []
