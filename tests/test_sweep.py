@@ -52,6 +52,22 @@ def test_member_i_is_the_same_whatever_the_number_of_members_and_the_chunking(ba
 
 
 @pytest.mark.slow
+def test_a_256_member_sweep_agrees_with_512_members_and_with_chunks_of_64_and_256():
+    """Issue 14's sizes: 256 members of hover (mass within 10 %, wind, IMU bias), in chunks of 64,
+    against the first 256 of 512 in chunks of 64 (every bit) and 256 in one chunk (1e-12)."""
+    members = dispersed_hover(EXPECT, runs=256, seed=11)
+    by_64 = sweep.fly(members, runs=256, chunk=64, keep_traces=True)
+    more = sweep.fly(members, runs=512, chunk=64, keep_traces=True)
+    whole = sweep.fly(members, runs=256, chunk=256, keep_traces=True)
+    assert np.array_equal(more.traces[:256], by_64.traces) and more.outcomes[:256] == by_64.outcomes
+    assert np.array_equal(whole.passed, by_64.passed)
+    largest = float(np.max(np.abs(whole.traces - by_64.traces)))
+    assert largest <= 1e-12, largest
+    assert all(0 < by_64.passed[:, index].sum() < 256 for index in range(1, len(EXPECT)))  # verdicts that can differ
+    print(f"256 members, one chunk against chunks of 64: largest difference {largest:.3g}")
+
+
+@pytest.mark.slow
 def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
     import jax
     assert len(jax.local_devices()) == 2  # jaxconfig: one CPU device per core, and the suite runs on two
