@@ -26,6 +26,7 @@ import numpy as np
 from hil.firmware_stubs import quad_pid
 
 TARGET = "hil_quad_pid_step"
+PLATFORMS = ("cpu",)  # the FFI call is registered for the CPU: a sweep of it flies on the CPU's cores (hil.sweep)
 SOURCE = Path(__file__).resolve().parent / "c" / "quad_pid_ffi.cc"
 
 # quad_pid_state's fields in order, ints as doubles: the layout of a member's state array.

@@ -702,9 +702,19 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
                  rows[:count] if job.keep_traces else None, seconds)
 
 
+def flight_devices(firmware: str) -> list:
+    """The local devices a sweep of ``firmware`` flies on: the default backend's (a GPU host's
+    GPUs), or the CPU's, one a core, for a firmware whose code runs on the CPU alone (its
+    module's ``PLATFORMS``: quad_pid_c's C code is an FFI call for the CPU)."""
+    platforms = getattr(FIRMWARES[firmware], "PLATFORMS", None)
+    if platforms is None or jax.default_backend() in platforms:
+        return jax.local_devices()
+    return jax.local_devices(backend=platforms[0])
+
+
 def _spread(job: ChunkPlan) -> list:
     """The local devices a chunk's members are shared over."""
-    local = jax.local_devices()
+    local = flight_devices(job.scenario.firmware.name)
     return local[:job.devices or len(local)]
 
 
@@ -798,7 +808,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
                          f"{' or '.join(FIRMWARES)}")
     if executor not in EXECUTORS:
         raise SweepError(f"--executor {executor}: not one of {', '.join(EXECUTORS)}")
-    local = jax.local_devices()
+    local = flight_devices(scenario.firmware.name)
     if devices is not None and not 1 <= devices <= len(local):
         raise SweepError(f"--devices {devices}: this host has {len(local)} {local[0].platform.upper()} device"
                          f"{'s' if len(local) > 1 else ''}")

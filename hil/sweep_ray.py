@@ -23,9 +23,7 @@ import socket
 import warnings
 from typing import Iterator
 
-import jax
-
-from hil.sweep import Chunk, ChunkPlan, SweepError
+from hil.sweep import Chunk, ChunkPlan, SweepError, flight_devices
 
 INSTALL = "pip install 'hil[ray]'"
 CONNECT_SECONDS = 5.0  # to reach the head node RAY_ADDRESS names
@@ -40,7 +38,7 @@ def fly(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
     except ImportError:
         raise SweepError(f"--executor ray needs Ray, which is not installed: {INSTALL}") from None
 
-    local = jax.local_devices()
+    local = flight_devices(job.scenario.firmware.name)
     job = dataclasses.replace(job, devices=job.devices or len(local))
     started = _connect(ray)
     try:
@@ -148,7 +146,7 @@ def _fly_chunk(job: ChunkPlan, members: range, platform: str) -> Chunk:
     from hil import jaxconfig, sweep
 
     jaxconfig.configure()  # float64 and the device count before this worker traces anything
-    local = jax.local_devices()
+    local = sweep.flight_devices(job.scenario.firmware.name)
     if local[0].platform != platform or len(local) < job.devices:
         raise SweepError(f"the worker on node {ray.util.get_node_ip_address()} has {len(local)} "
                          f"{local[0].platform.upper()} devices; the sweep splits each chunk over {job.devices} "

@@ -91,6 +91,17 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert np.array_equal(two.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
 
 
+def test_on_a_gpu_host_the_jax_controller_flies_on_the_gpus_and_the_c_one_on_the_cpu_cores(monkeypatch):
+    """The choice alone (no GPU here): quad_pid_c's FFI call is built for the CPU."""
+    import jax
+    cores, gpus = jax.local_devices(backend="cpu"), ["gpu 0", "gpu 1"]
+    every = jax.local_devices
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "local_devices", lambda backend=None: gpus if backend in (None, "gpu") else every(backend=backend))
+    assert sweep.flight_devices("quad_pid") == gpus and sweep.flight_devices("open_loop") == gpus
+    assert sweep.flight_devices("quad_pid_c") == cores and len(cores) == len(os.sched_getaffinity(0))
+
+
 _COMPILES_ONCE = """
 import json, logging, sys
 from hil import jaxconfig
