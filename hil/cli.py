@@ -673,8 +673,9 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
         click.echo("", err=True)
     result.origin = sweep.Origin(str(scenario_path), tuple(changes))
     click.echo(f"  {result.runs} members, {result.member_ticks:,} member-ticks in {result.wall_seconds:.1f} s "
-               f"({result.member_ticks / result.wall_seconds / 1e3:.1f} k member-ticks/s, first chunk of "
-               f"{result.chunk} after {result.first_chunk_seconds:.1f} s, compilation included)", err=True)
+               f"({result.member_ticks / result.wall_seconds / 1e3:.1f} k member-ticks/s on {result.devices} "
+               f"{result.platform.upper()} device{'s' if result.devices > 1 else ''}, first chunk of {result.chunk} "
+               f"after {result.first_chunk_seconds:.1f} s, compilation included)", err=True)
     written, option = [], "--out"
     try:
         written += result.write(out_dir)

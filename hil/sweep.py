@@ -459,6 +459,8 @@ class SweepResult:
     first_chunk_seconds: float = 0.0  # to the first chunk's results, compilation included
     flight_seconds: float = 0.0  # in the compiled program (compilation included), not building members
     chunk: int = 0
+    devices: int = 0  # the chunk split evenly over this many devices: a member's bits follow chunk / devices
+    platform: str = ""  # theirs: cpu, gpu
     member_ticks: int = 0
     origin: Origin | None = None  # the scenario's file and --set changes, for summary.json
     passed: np.ndarray = field(init=False)  # (members, expectations)
@@ -544,7 +546,8 @@ class SweepResult:
                 "scenario_sha256": fingerprint(self.scenario), "runs": self.runs, "sweep_seed": self.sweep.seed,
                 "vary_seed": self.sweep.vary_seed, "require": self.sweep.require,
                 "dispersions": [d.key for d in self.sweep.dispersions], "ticks_per_member": self.scenario.ticks + 1,
-                "member_ticks": self.member_ticks, "chunk": self.chunk, "wall_seconds": self.wall_seconds,
+                "member_ticks": self.member_ticks, "chunk": self.chunk, "devices": self.devices,
+                "platform": self.platform, "wall_seconds": self.wall_seconds,
                 "passed": self.ok, "expectations": expectations}
 
     def write(self, folder: Path) -> tuple[Path, Path]:
@@ -848,7 +851,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     return SweepResult(scenario, sweep, seeds, drawn, list(expect), outcomes, measured, margins,
                        np.concatenate([c.last for c in flown]), layout,
                        np.concatenate([c.rows for c in flown]) if keep_traces else None,
-                       wall, first_chunk, flight, chunk, runs * ticks)
+                       wall, first_chunk, flight, chunk, share, local[0].platform, runs * ticks)
 
 
 def default_chunk(platform: str, devices: int) -> int:

@@ -87,7 +87,9 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert sweep.default_chunk("cpu", 2) == 256 and sweep.default_chunk("gpu", 1) == sweep.MEMBERS_PER_ACCELERATOR
     monkeypatch.setitem(sweep.MEMBERS_PER_DEVICE, "cpu", 16)
     two, one = sweep.fly(base, runs=64, keep_traces=True), sweep.fly(base, runs=64, devices=1, keep_traces=True)
-    assert (two.chunk, one.chunk) == (32, 16)
+    assert (two.chunk, one.chunk) == (32, 16) and (two.devices, one.devices) == (2, 1)
+    assert {key: two.summary()[key] for key in ("chunk", "devices", "platform")} == {"chunk": 32, "devices": 2,
+                                                                                    "platform": "cpu"}
     assert np.array_equal(two.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
 
 
