@@ -634,10 +634,11 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
 
     jaxconfig.configure()
     loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
+    claimed = out_dir is None
     try:  # before flying: a sweep's results are not lost to a folder that cannot be written
-        if out_dir is None:  # a folder of its own, even for two sweeps started in the same second
-            out_dir = flightlog.claim(Path("runs") / "sweeps", f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}", "",
-                                      folder=True)
+        if claimed:  # a folder of its own, even for two sweeps started in the same second
+            out_dir = flightlog.claim(Path("runs") / "sweeps", f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}",
+                                      "", folder=True)
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -663,12 +664,18 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
 
     if not quiet:  # the first results come once the program is compiled (seconds) and the first chunk flown
         click.echo(f"  0/{plan.runs} members   compiling...", err=True, nl=not show_progress)
+    flown = False
     try:
         result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
                            devices=devices, executor=executor)
+        flown = True
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    finally:
+        if claimed and not flown:  # stopped before any result: no empty folder of its own left behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
     if show_progress:
         click.echo("", err=True)
     result.origin = sweep.Origin(str(scenario_path), tuple(changes))
