@@ -634,22 +634,24 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
 
     jaxconfig.configure()
     loaded = scenario.with_changes(scenario.load(scenario_path), changes, option="--set")
-    claimed = out_dir is None
-    try:  # before flying: a sweep's results are not lost to a folder that cannot be written
-        if claimed:  # a folder of its own, even for two sweeps started in the same second
-            out_dir = flightlog.claim(Path("runs") / "sweeps", f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}",
-                                      "", folder=True)
-        else:
-            out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise click.UsageError(f"--out {out_dir or Path('runs') / 'sweeps'}: cannot make the folder: "
-                               f"{error.strerror or error}") from None
     if junit_path is not None:
         _check_writable("--junit", junit_path, makes_folders=False)
     try:
         plan = sweep.plan(loaded, runs)
     except sweep.SweepError as error:
         raise click.UsageError(str(error)) from None
+    claimed, default_parent = out_dir is None, Path("runs") / "sweeps"
+    try:  # before flying: a sweep's results are not lost to a folder that cannot be written
+        if claimed:  # a folder of its own, even for two sweeps started in the same second
+            out_dir = flightlog.claim(default_parent, f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}", "",
+                                      folder=True)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or error
+        if claimed:
+            raise click.UsageError(f"cannot make a folder in {default_parent} ({reason}); give --out DIR") from None
+        raise click.UsageError(f"--out {out_dir}: cannot make the folder: {reason}") from None
     ticks = loaded.ticks + 1
     show_progress = not quiet and sys.stderr.isatty()
     click.echo(f"hil {__version__}: sweep of {loaded.name} from {scenario_path}: {plan.runs} members of "

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import hashlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -27,7 +28,8 @@ def whole_log(tmp_path_factory):
 
 def test_runs_started_in_the_same_second_each_claim_their_own_log_and_sweep_folder(tmp_path):
     stem = "hover-20261203T101500Z"  # the default name of two runs of hover.yaml started at that second
-    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+    # forkserver: JAX's threads are running in this process, and a fork of it warns of deadlocks
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("forkserver")) as pool:
         logs = list(pool.map(flightlog.claim, [tmp_path / "runs"] * 16, [stem] * 16))
     assert sorted(log.name for log in logs) == sorted([f"{stem}.hillog"] + [f"{stem}-{n}.hillog" for n in range(2, 17)])
     assert all(log.is_file() for log in logs)
