@@ -165,12 +165,12 @@ def run(scenario_path, seed, duration, changes, target_url, runtime, firmware_co
                           warn=lambda line: click.echo(line, err=True),
                           firmware_lines=runner.FIRMWARE_LINES_VERBOSE if verbose else runner.FIRMWARE_LINES)
     except runner.Interrupted as error:
-        written = out_path.exists() and out_path.stat().st_size > 0
-        click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if written else ""), err=True)
+        click.echo(f"\nINTERRUPTED by {error.signal_name}" + (f"; log {out_path}" if _begun(out_path) else ""),
+                   err=True)
         sys.exit(error.exit_code)
     finally:
-        if claimed and out_path.exists() and out_path.stat().st_size == 0:
-            out_path.unlink()  # the run ended before its log began: no empty log left behind
+        if claimed and not _begun(out_path):
+            out_path.unlink(missing_ok=True)  # the run ended before its log began: no empty log left behind
     if show_progress:
         click.echo("", err=True)
     ticks = result.trace.ticks_done
@@ -270,16 +270,15 @@ def default_log_path(name: str, folder: Path = Path("runs")) -> Path:
     from hil import flightlog
 
     try:
-        return flightlog.claim(folder, f"{_file_name(name)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+        return flightlog.claim(folder, f"{flightlog.file_name(name)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     except OSError as error:
         raise click.UsageError(f"cannot write the flight log in {folder.absolute()} ({error.strerror or error}); "
                                "give --out PATH") from None
 
 
-def _file_name(name: str) -> str:
-    """A scenario's name cut down to letters, digits, ``.``, ``-`` and ``_``: a name that cannot
-    place a file outside its folder."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:64] or "run"
+def _begun(log: Path) -> bool:
+    """Whether a run wrote its log's first bytes (a log is claimed empty, then written)."""
+    return log.exists() and log.stat().st_size > 0
 
 
 def _named_target(url: str | None, **options):
@@ -643,8 +642,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     claimed, default_parent = out_dir is None, Path("runs") / "sweeps"
     try:  # before flying: a sweep's results are not lost to a folder that cannot be written
         if claimed:  # a folder of its own, even for two sweeps started in the same second
-            out_dir = flightlog.claim(default_parent, f"{_file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}", "",
-                                      folder=True)
+            stem = f"{flightlog.file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}"
+            out_dir = flightlog.claim(default_parent, stem, "", folder=True)
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

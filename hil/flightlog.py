@@ -35,6 +35,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import struct
 import time
 import zlib
@@ -56,6 +57,12 @@ CRC = struct.Struct("<I")
 SNAPSHOT_INTERVAL = 1000  # ticks
 FLUSH_INTERVAL = 0.05  # s between writes of buffered records
 ENCODE_BATCH = 64  # ticks encoded at a time (a run killed loses at most these, and the unwritten ones)
+
+
+def file_name(text: str, limit: int = 64) -> str:
+    """``text`` (a scenario's name, a test's id) cut down to letters, digits, ``.``, ``-`` and ``_``
+    and ``limit`` characters: a name that cannot place a file outside its folder."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:limit] or "run"
 
 
 def claim(parent: Path, stem: str, suffix: str = ".hillog", *, numbered: bool = False, folder: bool = False) -> Path:

@@ -17,7 +17,6 @@ import argparse
 import fcntl
 import hashlib
 import os
-import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,8 +158,7 @@ def _log_path(config, tmp_path_factory, nodeid: str, target) -> Path:
 
     given = config.getoption("hil_log_dir")
     folder = config.invocation_params.dir / given if given else tmp_path_factory.getbasetemp() / "hil-logs"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{nodeid}-{target.url}").strip("._-")[:LOG_STEM_CHARS]
-    return flightlog.claim(folder, stem, numbered=True)
+    return flightlog.claim(folder, flightlog.file_name(f"{nodeid}-{target.url}", LOG_STEM_CHARS), numbered=True)
 
 
 @contextmanager
