@@ -657,13 +657,21 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
                f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, sweep seed {plan.seed}, dispersed: "
                f"{', '.join(d.key for d in plan.dispersions) or 'the seed alone'}", err=True)
 
-    def progress(done, total, elapsed):
-        rate = done * ticks / max(elapsed, 1e-9)
-        eta = (total - done) * ticks / rate
-        line = f"  {done}/{total} members   {rate / 1e3:8.1f} k member-ticks/s   ETA {eta:5.0f} s"
-        click.echo("\r" + line if show_progress else line, err=True, nl=not show_progress)
+    first_told, last_line = [], [0.0]  # (member-ticks, seconds) at the first report: the rate leaves compilation out
 
-    if not quiet:  # the first results come once the program is compiled (seconds) and the first chunk flown
+    def progress(flown, total, elapsed):
+        first_told[:] = first_told or [(flown, elapsed)]
+        since, began = first_told[0]
+        if not show_progress and elapsed - last_line[0] < 2.0 and flown < total:
+            return  # a log gets a line every two seconds, not one a segment
+        last_line[0] = elapsed
+        line = f"  {flown // ticks}/{plan.runs} members"
+        if elapsed > began and flown > since:
+            rate = (flown - since) / (elapsed - began)
+            line += f"   {rate / 1e3:8.1f} k member-ticks/s   ETA {(total - flown) / rate:5.0f} s"
+        click.echo("\r" + line.ljust(64) if show_progress else line, err=True, nl=not show_progress)
+
+    if not quiet:  # the first results come once the program is compiled (seconds) and its first part flown
         click.echo(f"  0/{plan.runs} members   compiling...", err=True, nl=not show_progress)
     flown = False
     try:

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ MEMBERS_PER_ACCELERATOR = 16_384
 DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
 SUMMARY, TABLE, TRACES = "summary.json", "members.csv", "traces.npz"  # what a sweep writes in its folder
 
-Progress = Callable[[int, int, float], None]  # (members done, members, seconds since the start)
+Progress = Callable[[int, int, float], None]  # (member-ticks flown, member-ticks in all, seconds since the start)
 
 
 class SweepError(Exception):
@@ -378,33 +379,70 @@ class DeviceMonitor:
 
 # ---- the program ----------------------------------------------------------------------------------
 
-_PROGRAMS: dict = {}  # (structure, parameter layout, ticks, block, expectations, traces) -> program
+_PROGRAMS: dict = {}  # (structure, parameter layout, ticks, block, segments, expectations, traces) -> Flight
 MEMBERS = "members"  # the vmap axis of a device's members
+# A chunk flies as this many calls of its program, its state carried from one to the next on the
+# device, so that progress shows within a chunk (a chunk of the 20 s hover is seconds of flight).
+SEGMENTS = 10
 
 
-def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_traces: bool):
-    """``params (members) -> (monitor states, last rows[, rows])``: the program one device flies.
+@dataclass(frozen=True)
+class Flight:
+    """The program one device flies, ``segment(params, carry, first tick) -> (carry, rows)``,
+    called ``segments`` times from :meth:`start`'s carry, ``segment_ticks`` ticks a call; each
+    call the same executable, so a member's bits do not depend on the number of calls. The carry
+    is (tick state, monitor states, each member's last row); ``rows`` (blocks of a segment,
+    block, members, row) with keep_traces, else None."""
+
+    tick: Tick
+    monitors: tuple
+    segment: Callable
+    segments: int
+    segment_ticks: int
+    block: int
+    ticks: int
+
+    def start(self, params) -> tuple:
+        """The carry before tick 0 of a device's members (host NumPy parameters, stacked): each
+        member's state as :meth:`hil.tick.Tick.init` makes it on the host for a run alone, the
+        tick counter shared."""
+        members = jax.tree_util.tree_leaves(params)[0].shape[0]
+        states = [self.tick.init(jax.tree_util.tree_map(lambda leaf: leaf[m], params)) for m in range(members)]
+        state = jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *states)
+        state = dataclasses.replace(state, tick=np.asarray(states[0].tick))
+        judged = [{k: np.broadcast_to(np.asarray(v), (members, *np.shape(v))).copy() for k, v in m.init().items()}
+                  for m in self.monitors]
+        return state, judged, np.zeros((members, self.tick.width))
+
+    def traces(self, rows: list) -> np.ndarray:
+        """Each segment's ``rows`` of a device, in order -> (members, ticks, row)."""
+        rows = np.concatenate(rows)  # (blocks, block, members, row)
+        rows = rows.reshape(-1, *rows.shape[2:])[:self.ticks]
+        return np.ascontiguousarray(np.moveaxis(rows, 1, 0))
+
+
+def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_traces: bool) -> Flight:
+    """The :class:`Flight` one device flies.
 
     One loop over ticks steps all of its members together (``vmap``) with one shared tick
     counter, so the sensors due and tick 0 are branches for the batch, not per-member selects
-    (:class:`hil.tick.Tick`). The ticks go in ``blocks`` blocks of ``block``, judged block by
-    block; the few ticks past the end (fewer than ``blocks``) are flown but neither judged nor
-    returned."""
-    key = (structure, treedef, ticks, block, expect, keep_traces)
+    (:class:`hil.tick.Tick`). The ticks go in blocks of about ``block``, judged block by block, a
+    whole number of blocks a segment; the few ticks past the end (fewer than the blocks) are
+    flown but neither judged nor returned."""
+    key = (structure, treedef, ticks, block, SEGMENTS, expect, keep_traces)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
     tick = Tick(structure, batch_axis=MEMBERS)
-    monitors = [DeviceMonitor(e, tick.layout, structure.rate) for e in expect]
+    monitors = tuple(DeviceMonitor(e, tick.layout, structure.rate) for e in expect)
     blocks = -(-ticks // block)
-    block = -(-ticks // blocks)
+    segments = min(SEGMENTS, blocks)
+    per_segment = -(-blocks // segments)
+    block = -(-ticks // (per_segment * segments))
     shared_tick = SimState(tick=None, vehicle=0, wind=0, channels=0, firmware=0, command=0, acceleration=0)
-    init = jax.vmap(tick.init, out_axes=shared_tick, axis_name=MEMBERS)
     step = jax.vmap(tick.step, in_axes=(0, shared_tick), out_axes=(shared_tick, 0), axis_name=MEMBERS)
     reads = [jax.vmap(m.read, in_axes=(0, None, 1, None)) for m in monitors]
 
-    def fly_members(params):
-        members = jax.tree_util.tree_leaves(params)[0].shape[0]
-
+    def fly_members(params, carry, first_tick):
         def one_block(carry, first):
             state, judged, last = carry
             state, rows = jax.lax.scan(lambda s, _: step(params, s), state, None, length=block)  # (block, members, row)
@@ -414,17 +452,13 @@ def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_tra
             last = jnp.where(first + block >= ticks, rows[jnp.clip(ticks - 1 - first, 0, block - 1)], last)
             return (state, judged, last), (rows if keep_traces else None)
 
-        judged = [jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), m.init())
-                  for m in monitors]
-        carry = (init(params), judged, jnp.zeros((members, tick.width)))
-        (_, judged, last), rows = jax.lax.scan(one_block, carry, jnp.arange(blocks, dtype=jnp.int64) * block)
-        if keep_traces:  # (blocks, block, members, row) -> (members, ticks, row)
-            rows = jnp.moveaxis(rows.reshape(blocks * block, members, tick.width), 1, 0)[:, :ticks]
-        return judged, last, rows
+        firsts = first_tick + jnp.arange(per_segment, dtype=jnp.int64) * block
+        return jax.lax.scan(one_block, carry, firsts)
 
-    program = jax.jit(fly_members)
-    _PROGRAMS[key] = program
-    return program
+    flight = Flight(tick, monitors, jax.jit(fly_members, donate_argnums=1), segments, per_segment * block, block,
+                    ticks)
+    _PROGRAMS[key] = flight
+    return flight
 
 
 # ---- the sweep ------------------------------------------------------------------------------------
@@ -685,24 +719,58 @@ def _shape(structure, params) -> tuple:
             tuple((np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)))
 
 
-def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked) -> Chunk:
+def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, flown: Callable[[int], None] | None = None
+              ) -> Chunk:
     """Fly a built chunk on this host's devices: an equal share on each, each device running the
     same program at once (one thread each). A device's program is the same whatever the number of
-    devices, so a member's bits depend only on how many members a device flies at a time."""
+    devices, so a member's bits depend only on how many members a device flies at a time.
+    ``flown(member_ticks)`` is called from the devices' threads as each segment lands."""
     spread = _spread(job)
-    program = _chunk_program(job, shape)
+    flight = _chunk_program(job, shape)
     share = job.chunk // len(spread)
     flying = time.perf_counter()
-    parts = [jax.device_put(jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked),
-                            device) for index, device in enumerate(spread)]
-    executables = _compiled_for(program, parts, spread)
+    parts = [jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked)
+             for index in range(len(spread))]
+    starts = [flight.start(part) for part in parts]
+    executables = _compiled_for(flight, [_arguments(part, start, device)
+                                         for part, start, device in zip(parts, starts, spread)], spread)
+    real = [min(share, max(0, len(members) - index * share)) for index in range(len(spread))]
+
+    def fly_on(index: int):
+        device, run = spread[index], executables[index]
+        params, carry = jax.device_put((parts[index], starts[index]), device)
+        rows, done = [], 0
+        for segment in range(flight.segments):
+            first = segment * flight.segment_ticks
+            carry, segment_rows = run(params, carry, jax.device_put(np.int64(first), device))
+            if job.keep_traces:
+                rows.append(np.asarray(segment_rows))
+            jax.block_until_ready(carry)
+            if flown is not None and real[index]:
+                ticks = min(first + flight.segment_ticks, flight.ticks) - min(first, flight.ticks)
+                flown(real[index] * ticks)
+        _, judged, last = jax.device_get(carry)
+        return judged, last, flight.traces(rows) if job.keep_traces else None
+
     with ThreadPoolExecutor(max_workers=len(spread), thread_name_prefix="hil-sweep-device") as devices:
-        parts = list(devices.map(lambda run, part: jax.device_get(run(part)), executables, parts))
-    judged, last, rows = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *parts)
+        flown_parts = list(devices.map(fly_on, range(len(spread))))
+    judged, last, rows = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *flown_parts)
     seconds = time.perf_counter() - flying
     count = len(members)
     return Chunk(members, shape, [{k: v[:count] for k, v in state.items()} for state in judged], last[:count],
                  rows[:count] if job.keep_traces else None, seconds)
+
+
+def _arguments(params, carry, device) -> tuple:
+    """The shapes of a segment's arguments on ``device``: a leaf's first axis is its member axis
+    (the shared tick counter has none)."""
+    sharding = jax.sharding.SingleDeviceSharding(device)
+
+    def spec(leaf):
+        return jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype, sharding=sharding)
+
+    return (jax.tree_util.tree_map(spec, params), jax.tree_util.tree_map(spec, carry),
+            jax.ShapeDtypeStruct((), np.int64, sharding=sharding))
 
 
 def flight_devices(firmware: str) -> list:
@@ -721,7 +789,7 @@ def _spread(job: ChunkPlan) -> list:
     return local[:job.devices or len(local)]
 
 
-def _chunk_program(job: ChunkPlan, shape: tuple):
+def _chunk_program(job: ChunkPlan, shape: tuple) -> Flight:
     ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
     return _program(shape[0], shape[1], ticks, job.block, tuple(job.scenario.expect), job.keep_traces)
 
@@ -729,17 +797,17 @@ def _chunk_program(job: ChunkPlan, shape: tuple):
 _EXECUTABLES: dict = {}  # (program, its arguments' shapes, device) -> the program compiled for that device
 
 
-def _compiled_for(program, parts: list, devices: list) -> list[jax.stages.Compiled]:
-    """``program`` compiled for each device, for its part of the chunk (arrays, or their shapes),
-    one device after the other: XLA compiles the tick in 5-7 s on both cores, two compilations at
-    once took longer than one after the other, and the devices after the first load the first's
-    executable from the persistent compilation cache, whose key names no CPU device
+def _compiled_for(flight: Flight, arguments: list[tuple], devices: list) -> list[jax.stages.Compiled]:
+    """``flight``'s segment compiled for each device, for its :func:`_arguments`, one device after
+    the other: XLA compiles the tick in 5-7 s on both cores, two compilations at once took longer
+    than one after the other, and the devices after the first load the first's executable from
+    the persistent compilation cache, whose key names no CPU device
     (:func:`hil.jaxconfig.configure`)."""
     compiled = []
-    for device, part in zip(devices, parts):
-        key = (program, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(part)), device)
+    for device, specs in zip(devices, arguments):
+        key = (flight.segment, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(specs)), device)
         if key not in _EXECUTABLES:
-            _EXECUTABLES[key] = program.lower(part).compile()
+            _EXECUTABLES[key] = flight.segment.lower(*specs).compile()
         compiled.append(_EXECUTABLES[key])
     return compiled
 
@@ -752,12 +820,17 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
     structure, params = build(job.scenario, in_process_firmware=True)
     shape = _shape(structure, params)
     spread = _spread(job)
-    share = jax.sharding.SingleDeviceSharding(spread[0])
-    specs = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(
-        (job.chunk // len(spread), *np.shape(leaf)), np.asarray(leaf).dtype, sharding=share), params)
-    program = _chunk_program(job, shape)
-    program.lower(specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
-    return shape, pool.submit(_compiled_for, program, [specs], spread[:1])
+    share = job.chunk // len(spread)
+    flight = _chunk_program(job, shape)
+    one = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], params)
+
+    def widen(leaf):  # one member's shape -> the share's (the shared tick counter stays a scalar)
+        return np.broadcast_to(leaf, (share, *np.shape(leaf)[1:])) if np.ndim(leaf) else leaf
+
+    stacked, carry = jax.tree_util.tree_map(widen, (one, flight.start(one)))
+    specs = _arguments(stacked, carry, spread[0])
+    flight.segment.lower(*specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
+    return shape, pool.submit(_compiled_for, flight, [specs], spread[:1])
 
 
 def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
@@ -765,7 +838,8 @@ def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
     return fly_built(job, members, *build_chunk(job, members))
 
 
-def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
+def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None] | None = None
+                ) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
     traced and compiled (:func:`_compile_ahead`); each next chunk built while the one before it
     flies."""
@@ -780,19 +854,21 @@ def fly_locally(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
             if built[0] != traced:
                 raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
             following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
-            yield fly_built(job, members, *built)
+            yield fly_built(job, members, *built, flown=flown)
             built = following and following.result()
     finally:
         builder.shutdown(wait=False, cancel_futures=True)
 
 
-def _ray_executor(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
+def _ray_executor(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None] | None = None
+                  ) -> Iterator[Chunk]:
     from hil import sweep_ray  # an optional extra: hil[ray]
 
     return sweep_ray.fly(job, chunks)
 
 
-Executor = Callable[[ChunkPlan, list[range]], Iterator[Chunk]]
+# (the job, its chunks, flown(member_ticks) as the flight goes, where the executor can tell) -> the chunks flown
+Executor = Callable[[ChunkPlan, list[range], Callable[[int], None] | None], Iterator[Chunk]]
 EXECUTORS: dict[str, Executor] = {"local": fly_locally, "ray": _ray_executor}
 
 
@@ -824,18 +900,18 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, min(block, ticks), keep_traces,
                            devices)
     expect = tuple(scenario.expect)
-    flown, first_chunk, flight, done = [], 0.0, 0.0, 0
-    for result in EXECUTORS[executor](chunk_plan, [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]):
+    flown, first_chunk, flight = [], 0.0, 0.0
+    told = _Told(progress, runs * ticks, started)
+    chunks = [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]
+    for result in EXECUTORS[executor](chunk_plan, chunks, told.flown if progress is not None else None):
         if flown and result.shape != flown[0].shape:
             raise _changes_the_tick(f"member {result.members.start}", result.shape, flown[0].shape,
                                     f"member {flown[0].members.start}'s")
         flown.append(result)
         flight += result.flight_seconds
-        done += len(result.members)
         if not first_chunk:
             first_chunk = time.perf_counter() - started
-        if progress is not None:
-            progress(done, runs, time.perf_counter() - started)
+        told.landed(len(result.members) * ticks)
     seeds, drawn = draws(scenario, sweep, np.arange(runs))  # after the flight: the first chunk is built sooner
     wall = time.perf_counter() - started
     flown.sort(key=lambda c: c.members.start)
@@ -852,6 +928,30 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
                        np.concatenate([c.last for c in flown]), layout,
                        np.concatenate([c.rows for c in flown]) if keep_traces else None,
                        wall, first_chunk, flight, chunk, share, local[0].platform, runs * ticks)
+
+
+class _Told:
+    """What :class:`Progress` has been told: member-ticks flown, as the devices' threads report
+    segments (the local executor) or as chunks land (any executor), never counted twice."""
+
+    def __init__(self, progress: Progress | None, total: int, started: float):
+        self.progress, self.total, self.started = progress, total, started
+        self.segments = self.chunks = 0
+        self.lock = threading.Lock()
+
+    def flown(self, member_ticks: int) -> None:
+        with self.lock:
+            self.segments += member_ticks
+            self._tell()
+
+    def landed(self, member_ticks: int) -> None:
+        with self.lock:
+            self.chunks += member_ticks
+            self._tell()
+
+    def _tell(self) -> None:
+        if self.progress is not None:
+            self.progress(max(self.segments, self.chunks), self.total, time.perf_counter() - self.started)
 
 
 def default_chunk(platform: str, devices: int) -> int:

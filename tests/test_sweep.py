@@ -99,6 +99,21 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert np.array_equal(every.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
 
 
+def test_a_chunk_flies_in_segments_that_tell_progress_and_change_no_bit(base, flown, monkeypatch):
+    """A chunk flies as sweep.SEGMENTS calls of one program, its state carried on the device from
+    one to the next: progress is told as each call lands, within the chunk, and a member's bits
+    are those of the chunk flown in one call."""
+    ticks, told = base.ticks + 1, []
+    segmented = sweep.fly(base, runs=32, chunk=32, keep_traces=True, progress=lambda *said: told.append(said))
+    assert np.array_equal(segmented.traces, flown.traces[:32])  # flown's first chunk
+    member_ticks = [said[0] for said in told]
+    assert member_ticks == sorted(member_ticks) and member_ticks[-1] == told[-1][1] == 32 * ticks
+    assert len([m for m in member_ticks if 0 < m < 32 * ticks]) >= sweep.SEGMENTS - 1  # one chunk, told in parts
+    monkeypatch.setattr(sweep, "SEGMENTS", 1)
+    whole = sweep.fly(base, runs=32, chunk=32, keep_traces=True)
+    assert np.array_equal(whole.traces, segmented.traces) and whole.outcomes == segmented.outcomes
+
+
 def test_on_a_gpu_host_the_jax_controller_flies_on_the_gpus_and_the_c_one_on_the_cpu_cores(monkeypatch):
     """The choice alone (no GPU here): quad_pid_c's FFI call is built for the CPU."""
     import jax
