@@ -21,7 +21,7 @@ import numpy as np
 from hil.models import quaternion
 from hil.models.environment import GRAVITY, pressure_altitude
 from hil.models.pytree import pytree, static
-from hil.models.small import computed_once
+from hil.models.small import computed_once, dot, matvec
 
 WAITING, SPIN_UP, MISSION, LANDING, LANDED = range(5)
 SPIN_UP_TIME = 1.0  # s of idle throttle between arming and the mission
@@ -91,25 +91,28 @@ def init(params: QuadPidParams) -> QuadPidState:
     )
 
 
-def estimate_attitude(p: QuadPidParams, s: QuadPidState, gyro, accel, mag):
-    """Mahony filter; returns the new attitude, gyro-bias integral and corrected body rate."""
+def estimate_attitude(p: QuadPidParams, s: QuadPidState, gyro, accel, mag, once):
+    """Mahony filter; returns the new attitude, gyro-bias integral and corrected body rate. ``once``:
+    the predicate of :func:`~hil.models.small.computed_once`."""
     rotation = quaternion.to_matrix(s.attitude)
-    up_predicted = rotation.T @ jnp.array([0.0, 0.0, -1.0])
+    # Products with the matrices of a member are written out (hil.models.small): under a sweep's
+    # vmap an ``@`` is a batched matrix product, a library call of its own for a few numbers.
+    up_predicted = -rotation[2]  # rotation.T @ (0, 0, -1)
     norm = jnp.linalg.norm(accel)
     # The accelerometer only tells tilt when it reads about 1 g; trust fades out by 0.5 g off.
     trust = jnp.clip(1.0 - jnp.abs(norm - GRAVITY) / (0.5 * GRAVITY), 0.0, 1.0)
     tilt_error = trust * jnp.cross(accel / jnp.maximum(norm, 1e-6), up_predicted)
-    field_world = rotation @ mag
+    field_world = matvec(rotation, mag)
     heading_error = jnp.arctan2(field_world[1], field_world[0])
-    heading_correction = rotation.T @ jnp.array([0.0, 0.0, -heading_error])
+    heading_correction = -heading_error * rotation[2]  # rotation.T @ (0, 0, -heading_error)
     error = ACCEL_GAIN * tilt_error + MAG_GAIN * heading_correction
     gyro_bias = s.gyro_bias + GYRO_BIAS_GAIN * error * p.imu_period
     rate = gyro + gyro_bias
-    return quaternion.integrate(s.attitude, rate + error, p.imu_period), gyro_bias, rate
+    return quaternion.integrate(s.attitude, rate + error, p.imu_period, once), gyro_bias, rate
 
 
 def estimate_position(p: QuadPidParams, s: QuadPidState, attitude, accel, readings, fresh):
-    acceleration = quaternion.to_matrix(attitude) @ accel + jnp.array([0.0, 0.0, GRAVITY])
+    acceleration = matvec(quaternion.to_matrix(attitude), accel) + jnp.array([0.0, 0.0, GRAVITY])
     position = s.position + s.velocity * p.imu_period + 0.5 * acceleration * p.imu_period**2
     velocity = s.velocity + acceleration * p.imu_period
 
@@ -151,7 +154,8 @@ def step(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
 def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     dt = p.imu_period
     gyro, accel = readings["imu"][:3], readings["imu"][3:]
-    attitude, gyro_bias, rate = estimate_attitude(p, s, gyro, accel, readings["mag"])
+    once = time >= 0  # always true, and the same for a batch: computed_once's predicate
+    attitude, gyro_bias, rate = estimate_attitude(p, s, gyro, accel, readings["mag"], once)
     position, velocity, reference, baro_samples, gps_ready = estimate_position(p, s, attitude, accel, readings, fresh)
 
     # Mission: arm, spin up, fly the waypoints, optionally land.
@@ -187,7 +191,7 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
     thrust = thrust.at[:2].multiply(jnp.minimum(1.0, allowed / jnp.maximum(horizontal, 1e-9)))
 
     rotation = quaternion.to_matrix(attitude)
-    collective = jnp.maximum(thrust @ -rotation[:, 2], 0.0)
+    collective = jnp.maximum(-dot(thrust, rotation[:, 2]), 0.0)
     # Turn at most MAX_YAW_STEP ahead of the current heading, so a large heading change never
     # pulls the geometric attitude error (and so the tilt) off the thrust direction.
     yaw = jnp.asarray(p.waypoint_yaw)[waypoint]
@@ -197,16 +201,19 @@ def _update(p: QuadPidParams, s: QuadPidState, readings, fresh, time):
         turn = jnp.arctan2(jnp.sin(yaw - heading), jnp.cos(yaw - heading))
         return heading + jnp.clip(turn, -MAX_YAW_STEP, MAX_YAW_STEP)
 
-    desired = attitude_from_thrust(thrust, computed_once(commanded_yaw, time >= 0))
-    mismatch = desired.T @ rotation - rotation.T @ desired
-    attitude_error = 0.5 * jnp.stack([mismatch[2, 1], mismatch[0, 2], mismatch[1, 0]])
+    desired = attitude_from_thrust(thrust, computed_once(commanded_yaw, once))
+    # The three entries of desired.T @ rotation - rotation.T @ desired (a skew matrix) it uses.
+    def mismatch(i, j):
+        return dot(desired[:, i], rotation[:, j]) - dot(rotation[:, i], desired[:, j])
+
+    attitude_error = 0.5 * jnp.stack([mismatch(2, 1), mismatch(0, 2), mismatch(1, 0)])
     rate_setpoint = -p.gain_attitude * attitude_error
 
     rate_error = rate_setpoint - rate
     rate_integral = jnp.where(flying, jnp.clip(s.rate_integral + rate_error * dt, -1.0, 1.0), 0.0)
     torque = p.inertia * (p.gain_rate * rate_error + p.gain_rate_integral * rate_integral)
 
-    rotor_thrust = jnp.maximum(p.mixer @ jnp.concatenate([collective[None], torque]), 0.0)
+    rotor_thrust = jnp.maximum(matvec(p.mixer, jnp.concatenate([collective[None], torque])), 0.0)
     throttle = jnp.sqrt(rotor_thrust / p.thrust_coefficient) / p.max_rotor_speed
     throttle = jnp.clip(throttle, p.idle_throttle, 1.0)
 

@@ -402,17 +402,12 @@ class Flight:
     block: int
     ticks: int
 
-    def start(self, params) -> tuple:
-        """The carry before tick 0 of a device's members (host NumPy parameters, stacked): each
-        member's state as :meth:`hil.tick.Tick.init` makes it on the host for a run alone, the
-        tick counter shared."""
-        members = jax.tree_util.tree_leaves(params)[0].shape[0]
-        states = [self.tick.init(jax.tree_util.tree_map(lambda leaf: leaf[m], params)) for m in range(members)]
-        state = jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *states)
-        state = dataclasses.replace(state, tick=np.asarray(states[0].tick))
+    def start(self, states: SimState) -> tuple:
+        """The carry before tick 0 of a device's members, from their states (:func:`stacked_states`)."""
+        members = len(states.command)
         judged = [{k: np.broadcast_to(np.asarray(v), (members, *np.shape(v))).copy() for k, v in m.init().items()}
                   for m in self.monitors]
-        return state, judged, np.zeros((members, self.tick.width))
+        return states, judged, np.zeros((members, self.tick.width))
 
     def traces(self, rows: list) -> np.ndarray:
         """Each segment's ``rows`` of a device, in order -> (members, ticks, row)."""
@@ -694,23 +689,32 @@ class ChunkPlan:
     devices: int | None  # local devices to split over; None: all
 
 
-def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict]:
-    """The chunk's parameters, stacked (host work), and the shape of its program."""
+def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
+    """Host work: the shape of the chunk's program, and its members' parameters and states before
+    tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked."""
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
-    built, reference = [], None
+    built, states, reference = [], [], None
     for index, member in enumerate(members):
         picked = {key: values[index] for key, values in drawn.items()}
         structure, params = build(changed(job.scenario, {**picked, "seed": seeds[index]}, member),
                                   in_process_firmware=True)
         shape = _shape(structure, params)
         if reference is None:
-            reference = shape
+            reference, tick = shape, Tick(structure)
         elif shape != reference:
             raise _changes_the_tick(f"member {member} ({describe(picked)})", shape, reference,
                                     f"member {members.start}'s")
         built.append(params)
-    built += [built[-1]] * (job.chunk - len(built))  # the last chunk padded: one program per chunk size
-    return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built)
+        states.append(tick.init(params))
+    padding = job.chunk - len(built)  # the last chunk padded: one program per chunk size
+    built, states = built + [built[-1]] * padding, states + [states[-1]] * padding
+    return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built), stacked_states(states)
+
+
+def stacked_states(states: list[SimState]) -> SimState:
+    """Members' states stacked on a first axis, the tick counter (the same for all) shared."""
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *states)
+    return dataclasses.replace(stacked, tick=np.asarray(states[0].tick))
 
 
 def _shape(structure, params) -> tuple:
@@ -719,8 +723,8 @@ def _shape(structure, params) -> tuple:
             tuple((np.shape(x), np.asarray(x).dtype) for x in jax.tree_util.tree_leaves(params)))
 
 
-def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, flown: Callable[[int], None] | None = None
-              ) -> Chunk:
+def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: SimState,
+              flown: Callable[[int], None] | None = None) -> Chunk:
     """Fly a built chunk on this host's devices: an equal share on each, each device running the
     same program at once (one thread each). A device's program is the same whatever the number of
     devices, so a member's bits depend only on how many members a device flies at a time.
@@ -729,9 +733,12 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, flown: Call
     flight = _chunk_program(job, shape)
     share = job.chunk // len(spread)
     flying = time.perf_counter()
-    parts = [jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share], stacked)
-             for index in range(len(spread))]
-    starts = [flight.start(part) for part in parts]
+    def part(tree, index):
+        return jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share] if np.ndim(leaf) else leaf,
+                                      tree)
+
+    parts = [part(stacked, index) for index in range(len(spread))]
+    starts = [flight.start(part(states, index)) for index in range(len(spread))]
     executables = _compiled_for(flight, [_arguments(part, start, device)
                                          for part, start, device in zip(parts, starts, spread)], spread)
     real = [min(share, max(0, len(members) - index * share)) for index in range(len(spread))]
@@ -827,7 +834,8 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
     def widen(leaf):  # one member's shape -> the share's (the shared tick counter stays a scalar)
         return np.broadcast_to(leaf, (share, *np.shape(leaf)[1:])) if np.ndim(leaf) else leaf
 
-    stacked, carry = jax.tree_util.tree_map(widen, (one, flight.start(one)))
+    start = flight.start(stacked_states([Tick(structure).init(params)]))
+    stacked, carry = jax.tree_util.tree_map(widen, (one, start))
     specs = _arguments(stacked, carry, spread[0])
     flight.segment.lower(*specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
     return shape, pool.submit(_compiled_for, flight, [specs], spread[:1])

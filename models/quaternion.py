@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from hil.models.small import norm
+from hil.models.small import computed_once, norm
 
 
 def multiply(a, b):
@@ -47,11 +47,17 @@ def from_euler(roll, pitch, yaw):
     ])
 
 
-def integrate(q, angular_rate, dt):
-    """Rotate ``q`` by a constant body rate over ``dt`` (exact exponential map), renormalised."""
-    angle = norm(angular_rate) * dt
-    half = 0.5 * angle
-    # sin(x)/x written so that it stays finite and exact to first order at zero rate.
-    scale = jnp.where(angle > 1e-12, jnp.sin(half) / jnp.where(angle > 1e-12, angle, 1.0), 0.5) * dt
-    delta = jnp.concatenate([jnp.cos(half)[None], angular_rate * scale])
-    return normalize(multiply(q, delta))
+def integrate(q, angular_rate, dt, once=None):
+    """Rotate ``q`` by a constant body rate over ``dt`` (exact exponential map), renormalised.
+
+    ``once``: a predicate for :func:`~hil.models.small.computed_once` (true whenever this runs, the
+    same for a whole batch) to keep the increment in a buffer: fused into the product, each of its
+    four elements computed the increment's cosine again."""
+    def increment():
+        angle = norm(angular_rate) * dt
+        half = 0.5 * angle
+        # sin(x)/x written so that it stays finite and exact to first order at zero rate.
+        scale = jnp.where(angle > 1e-12, jnp.sin(half) / jnp.where(angle > 1e-12, angle, 1.0), 0.5) * dt
+        return jnp.concatenate([jnp.cos(half)[None], angular_rate * scale])
+
+    return normalize(multiply(q, increment() if once is None else computed_once(increment, once)))
