@@ -3,12 +3,14 @@ samples before arming, not the first sample, so a shipped scenario holds for its
 other (a sweep over the seed alone, the noise of each member its own)."""
 
 import numpy as np
+import pytest
 
 from hil import scenario, sweep
 from hil.trace import quantity
 from support import SCENARIOS
 
 
+@pytest.mark.slow
 def test_hover_holds_its_altitude_band_for_every_seed_of_a_sweep():
     hover = scenario.load(SCENARIOS / "hover.yaml")  # "holds 2 m": within [1.7, 2.3] m from 8 s
     result = sweep.fly(hover, runs=64)

@@ -99,6 +99,7 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert np.array_equal(every.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
 
 
+@pytest.mark.slow
 def test_a_chunk_flies_in_segments_that_tell_progress_and_change_no_bit(base, flown, monkeypatch):
     """A chunk flies as sweep.SEGMENTS calls of one program, its state carried on the device from
     one to the next: progress is told as each call lands, within the chunk, and a member's bits
@@ -149,6 +150,7 @@ print(json.dumps({"program": program, "same": bool(np.array_equal(one.traces, tw
 """
 
 
+@pytest.mark.slow
 def test_two_devices_compile_the_program_once_and_fly_the_bits_of_one(tmp_path):
     """With an empty cache, the second device loads the first's compilation from the persistent
     cache (the cache's key names no CPU device, hil.jaxconfig) instead of compiling again."""
