@@ -660,7 +660,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     first_told, last_line = [], [0.0]  # (member-ticks, seconds) at the first report: the rate leaves compilation out
 
     def progress(flown, total, elapsed):
-        first_told[:] = first_told or [(flown, elapsed)]
+        if not first_told:
+            first_told.append((flown, elapsed))
         since, began = first_told[0]
         if not show_progress and elapsed - last_line[0] < 2.0 and flown < total:
             return  # a log gets a line every two seconds, not one a segment

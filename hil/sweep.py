@@ -399,7 +399,6 @@ class Flight:
     segment: Callable
     segments: int
     segment_ticks: int
-    block: int
     ticks: int
 
     def start(self, states: SimState) -> tuple:
@@ -450,8 +449,7 @@ def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_tra
         firsts = first_tick + jnp.arange(per_segment, dtype=jnp.int64) * block
         return jax.lax.scan(one_block, carry, firsts)
 
-    flight = Flight(tick, monitors, jax.jit(fly_members, donate_argnums=1), segments, per_segment * block, block,
-                    ticks)
+    flight = Flight(tick, monitors, jax.jit(fly_members, donate_argnums=1), segments, per_segment * block, ticks)
     _PROGRAMS[key] = flight
     return flight
 
@@ -708,13 +706,17 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
         states.append(tick.init(params))
     padding = job.chunk - len(built)  # the last chunk padded: one program per chunk size
     built, states = built + [built[-1]] * padding, states + [states[-1]] * padding
-    return reference, jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *built), stacked_states(states)
+    return reference, stacked(built), stacked_states(states)
+
+
+def stacked(trees: list):
+    """Members' trees (parameters, states) stacked leaf by leaf on a first axis, the member axis."""
+    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
 
 
 def stacked_states(states: list[SimState]) -> SimState:
-    """Members' states stacked on a first axis, the tick counter (the same for all) shared."""
-    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *states)
-    return dataclasses.replace(stacked, tick=np.asarray(states[0].tick))
+    """Members' states stacked, the tick counter (the same for all) shared."""
+    return dataclasses.replace(stacked(states), tick=np.asarray(states[0].tick))
 
 
 def _shape(structure, params) -> tuple:
@@ -746,7 +748,7 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
     def fly_on(index: int):
         device, run = spread[index], executables[index]
         params, carry = jax.device_put((parts[index], starts[index]), device)
-        rows, done = [], 0
+        rows = []
         for segment in range(flight.segments):
             first = segment * flight.segment_ticks
             carry, segment_rows = run(params, carry, jax.device_put(np.int64(first), device))
@@ -829,14 +831,8 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
     spread = _spread(job)
     share = job.chunk // len(spread)
     flight = _chunk_program(job, shape)
-    one = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], params)
-
-    def widen(leaf):  # one member's shape -> the share's (the shared tick counter stays a scalar)
-        return np.broadcast_to(leaf, (share, *np.shape(leaf)[1:])) if np.ndim(leaf) else leaf
-
-    start = flight.start(stacked_states([Tick(structure).init(params)]))
-    stacked, carry = jax.tree_util.tree_map(widen, (one, start))
-    specs = _arguments(stacked, carry, spread[0])
+    carry = flight.start(stacked_states([Tick(structure).init(params)] * share))
+    specs = _arguments(stacked([params] * share), carry, spread[0])
     flight.segment.lower(*specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
     return shape, pool.submit(_compiled_for, flight, [specs], spread[:1])
 
@@ -911,7 +907,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     flown, first_chunk, flight = [], 0.0, 0.0
     told = _Told(progress, runs * ticks, started)
     chunks = [range(s, min(s + chunk, runs)) for s in range(0, runs, chunk)]
-    for result in EXECUTORS[executor](chunk_plan, chunks, told.flown if progress is not None else None):
+    for result in EXECUTORS[executor](chunk_plan, chunks, told.flown):
         if flown and result.shape != flown[0].shape:
             raise _changes_the_tick(f"member {result.members.start}", result.shape, flown[0].shape,
                                     f"member {flown[0].members.start}'s")

@@ -47,12 +47,12 @@ def from_euler(roll, pitch, yaw):
     ])
 
 
-def integrate(q, angular_rate, dt, once=None):
+def integrate(q, angular_rate, dt, once):
     """Rotate ``q`` by a constant body rate over ``dt`` (exact exponential map), renormalised.
 
-    ``once``: a predicate for :func:`~hil.models.small.computed_once` (true whenever this runs, the
-    same for a whole batch) to keep the increment in a buffer: fused into the product, each of its
-    four elements computed the increment's cosine again."""
+    ``once``: :func:`~hil.models.small.computed_once`'s predicate (true whenever this runs, the
+    same for a whole batch), which keeps the increment in a buffer: fused into the product, each
+    of its four elements computed the increment's cosine again."""
     def increment():
         angle = norm(angular_rate) * dt
         half = 0.5 * angle
@@ -60,4 +60,4 @@ def integrate(q, angular_rate, dt, once=None):
         scale = jnp.where(angle > 1e-12, jnp.sin(half) / jnp.where(angle > 1e-12, angle, 1.0), 0.5) * dt
         return jnp.concatenate([jnp.cos(half)[None], angular_rate * scale])
 
-    return normalize(multiply(q, increment() if once is None else computed_once(increment, once)))
+    return normalize(multiply(q, computed_once(increment, once)))
