@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import export
 
 from hil import jaxconfig, tick_cache
 from hil.bridges import compiled_exchange
@@ -176,11 +175,7 @@ def _compiled(function, arguments, name: str, custom_call: str | None = None):
     if name in PROGRAMS:
         PROGRAMS.move_to_end(name)
         return PROGRAMS[name]
-    exported = tick_cache.load(name)
-    if exported is None:
-        checks = [export.DisabledSafetyCheck.custom_call(custom_call)] if custom_call else []
-        exported = export.export(jax.jit(function), disabled_checks=checks)(*arguments)
-        tick_cache.store(name, exported)
+    exported = tick_cache.exported(function, arguments, name, custom_call)
     # The state's buffers are donated: XLA writes the new state over the old one instead of
     # allocating, which takes a third off the time of a call.
     program = PROGRAMS[name] = jax.jit(exported.call, donate_argnums=0).lower(*arguments).compile()

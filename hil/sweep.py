@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hil import schema
+from hil import schema, tick_cache
 from hil import scenario as scenarios
 from hil.expectations import Monitor, Outcome
 from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
 from hil.schema import Check
 from hil.tick import SimState, Tick
-from hil.tick.firmware import FIRMWARES
+from hil.tick.firmware import FIRMWARES, custom_call
 from hil.tick.params import build
 from hil.trace import column, quantity
 
@@ -380,6 +380,7 @@ class DeviceMonitor:
 # ---- the program ----------------------------------------------------------------------------------
 
 _PROGRAMS: dict = {}  # (structure, parameter layout, ticks, block, segments, expectations, traces) -> Flight
+_EXPORTED: dict = {}  # a segment's cache name (Flight.traced) -> its export, traced once a process
 MEMBERS = "members"  # the vmap axis of a device's members
 # A chunk flies as this many calls of its program, its state carried from one to the next on the
 # device, so that progress shows within a chunk (a chunk of the 20 s hover is seconds of flight).
@@ -392,7 +393,8 @@ class Flight:
     called ``segments`` times from :meth:`start`'s carry, ``segment_ticks`` ticks a call; each
     call the same executable, so a member's bits do not depend on the number of calls. The carry
     is (tick state, monitor states, each member's last row); ``rows`` (blocks of a segment,
-    block, members, row) with keep_traces, else None."""
+    block, members, row) with keep_traces, else None. ``shape`` names the program for the
+    traced-tick cache (:mod:`hil.tick_cache`), with its arguments' shapes."""
 
     tick: Tick
     monitors: tuple
@@ -400,6 +402,33 @@ class Flight:
     segments: int
     segment_ticks: int
     ticks: int
+    shape: str
+    custom_call: str | None
+
+    def traced(self, specs: tuple) -> Callable:
+        """The segment traced for :func:`_arguments`' ``specs`` (whatever their device), through the
+        traced-tick cache: a warm start neither traces nor lowers it. The export takes and gives
+        lists of arrays (a serialised export names no Python class); the function returned takes
+        and gives the trees."""
+        params_tree, carry_tree = (jax.tree_util.tree_structure(tree) for tree in specs[:2])
+        shapes = tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree_util.tree_leaves(specs))
+        name = tick_cache.key(hashlib.sha256(repr((self.shape, str(params_tree), str(carry_tree), shapes)).encode())
+                              .hexdigest())
+        if name not in _EXPORTED:
+            def on_leaves(params, carry, first_tick):
+                carry, rows = self.segment(jax.tree_util.tree_unflatten(params_tree, params),
+                                           jax.tree_util.tree_unflatten(carry_tree, carry), first_tick)
+                return jax.tree_util.tree_leaves(carry), rows
+
+            flat = [jax.tree_util.tree_leaves(tree) for tree in specs[:2]]
+            _EXPORTED[name] = tick_cache.exported(on_leaves, (*flat, specs[2]), name, self.custom_call)
+        exported = _EXPORTED[name]
+
+        def segment(params, carry, first_tick):
+            carry, rows = exported.call(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(carry), first_tick)
+            return jax.tree_util.tree_unflatten(carry_tree, carry), rows
+
+        return segment
 
     def start(self, states: SimState) -> tuple:
         """The carry before tick 0 of a device's members, from their states (:func:`stacked_states`)."""
@@ -449,7 +478,9 @@ def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_tra
         firsts = first_tick + jnp.arange(per_segment, dtype=jnp.int64) * block
         return jax.lax.scan(one_block, carry, firsts)
 
-    flight = Flight(tick, monitors, jax.jit(fly_members, donate_argnums=1), segments, per_segment * block, ticks)
+    named = repr(("sweep segment", structure, str(treedef), ticks, block, SEGMENTS, expect, keep_traces))
+    flight = Flight(tick, monitors, fly_members, segments, per_segment * block, ticks, named,
+                    custom_call(structure))
     _PROGRAMS[key] = flight
     return flight
 
@@ -816,7 +847,8 @@ def _compiled_for(flight: Flight, arguments: list[tuple], devices: list) -> list
     for device, specs in zip(devices, arguments):
         key = (flight.segment, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(specs)), device)
         if key not in _EXECUTABLES:
-            _EXECUTABLES[key] = flight.segment.lower(*specs).compile()
+            # The carry is donated: each segment's state is written over the one before it.
+            _EXECUTABLES[key] = jax.jit(flight.traced(specs), donate_argnums=1).lower(*specs).compile()
         compiled.append(_EXECUTABLES[key])
     return compiled
 
@@ -833,7 +865,7 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
     flight = _chunk_program(job, shape)
     carry = flight.start(stacked_states([Tick(structure).init(params)] * share))
     specs = _arguments(stacked([params] * share), carry, spread[0])
-    flight.segment.lower(*specs)  # traced and lowered here, before the build takes Python; JAX keeps the lowering
+    flight.traced(specs)  # traced and exported here (or loaded), before the build takes Python
     return shape, pool.submit(_compiled_for, flight, [specs], spread[:1])
 
 

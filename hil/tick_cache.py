@@ -1,7 +1,8 @@
 """A cache of traced ticks, so a warm start skips Python tracing and lowering.
 
 JAX's persistent compilation cache skips XLA compilation, but tracing and lowering the tick
-still cost about 0.7 s per start. Here the lowered tick is kept as a serialised ``jax.export``
+still cost about 0.7 s per start (a sweep's program, a loop of the tick over its members with
+their expectations, about 2 s). Here the lowered tick is kept as a serialised ``jax.export``
 module, keyed by everything that shapes it: the tick's structure and the shapes of its parameters
 (never their values: :mod:`hil.tick.params`), the source of hil itself, and the JAX version and flags. Any failure to read an entry falls
 back to tracing, so a stale or damaged cache costs time, never correctness.
@@ -56,6 +57,18 @@ def load(name: str):
         return export.deserialize(bytearray(_path(name).read_bytes()))
     except (OSError, ValueError, RuntimeError):  # CacheDirectoryError is a RuntimeError
         return None
+
+
+def exported(function, arguments, name: str, custom_call: str | None = None) -> export.Exported:
+    """``function`` (a pure function of ``arguments``: arrays or their shapes) as exported under
+    ``name`` (:func:`key`): loaded from the cache, or traced, exported and stored. ``custom_call``:
+    the one FFI target it may call."""
+    found = load(name)
+    if found is None:
+        checks = [export.DisabledSafetyCheck.custom_call(custom_call)] if custom_call else []
+        found = export.export(jax.jit(function), disabled_checks=checks)(*arguments)
+        store(name, found)
+    return found
 
 
 def store(name: str, exported) -> None:

@@ -145,7 +145,7 @@ base = dispersed_hover(SPLITTING_EXPECT, runs=8, seed=11)
 two = sweep.fly(base, runs=8, chunk=8, keep_traces=True)
 one = sweep.fly(base, runs=8, chunk=4, devices=1, keep_traces=True)
 program = [line.split(" for ")[0].lower() for line in said
-           if "fly_members" in line and "persistent compilation cache" in line.lower()]
+           if "jit_segment" in line and "persistent compilation cache" in line.lower()]
 print(json.dumps({"program": program, "same": bool(np.array_equal(one.traces, two.traces))}))
 """
 
@@ -163,6 +163,44 @@ def test_two_devices_compile_the_program_once_and_fly_the_bits_of_one(tmp_path):
     found = json.loads(done.stdout.splitlines()[-1])
     assert found["program"] == ["persistent compilation cache miss", "persistent compilation cache hit"], found
     assert found["same"]  # members 4-7 flew on the second device in the first sweep, on the first in the second
+
+
+_FLIES_TRACED_OR_NOT = """
+import json, sys
+from hil import jaxconfig
+jaxconfig.configure()
+from hil import sweep
+from hil.tick import Tick
+from support import SPLITTING_EXPECT, dispersed_hover
+
+if sys.argv[1] == "without tracing":
+    def traced(*arguments):
+        raise AssertionError("the tick was traced")
+    Tick.step = traced
+flown = sweep.fly(dispersed_hover(SPLITTING_EXPECT, runs=8, seed=11), runs=8, chunk=8)
+print(json.dumps([flown.final_rows.tolist(), flown.passed.tolist()]))
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_start_flies_the_cached_program_without_tracing_the_tick(tmp_path):
+    """The sweep's program is kept in the traced-tick cache (hil.tick_cache): a second process
+    flies it with the tick's Python unusable, and its members fly the same bits."""
+    from support import ROOT
+
+    def sweep_in_a_process(how: str) -> list:
+        done = subprocess.run([sys.executable, "-c", _FLIES_TRACED_OR_NOT, how], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path, env={**os.environ, "HIL_CACHE_DIR": str(tmp_path / "cache"),
+                                                              "PYTHONPATH": str(ROOT / "tests")})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    cold = sweep_in_a_process("traced")
+    assert len(list((tmp_path / "cache" / "ticks").glob("*.jaxexport"))) == 1
+    assert sweep_in_a_process("without tracing") == cold
+    (next((tmp_path / "cache" / "ticks").glob("*.jaxexport"))).unlink()
+    with pytest.raises(AssertionError, match="the tick was traced"):  # the check can fail: without the cache it traces
+        sweep_in_a_process("without tracing")
 
 
 def test_a_member_flown_alone_has_the_same_verdicts_and_trajectory(base, flown):
