@@ -869,13 +869,12 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
     return shape, pool.submit(_compiled_for, flight, [specs], spread[:1])
 
 
-def fly_chunk(job: ChunkPlan, members: range) -> Chunk:
-    """Build and fly one chunk: what a remote executor runs."""
-    return fly_built(job, members, *build_chunk(job, members))
+def fly_chunk(job: ChunkPlan, members: range, flown: Callable[[int], None]) -> Chunk:
+    """Build and fly one chunk: what a remote executor runs (``flown``: as :func:`fly_built`)."""
+    return fly_built(job, members, *build_chunk(job, members), flown=flown)
 
 
-def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None] | None = None
-                ) -> Iterator[Chunk]:
+def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
     traced and compiled (:func:`_compile_ahead`); each next chunk built while the one before it
     flies."""
@@ -896,15 +895,14 @@ def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None
         builder.shutdown(wait=False, cancel_futures=True)
 
 
-def _ray_executor(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None] | None = None
-                  ) -> Iterator[Chunk]:
+def _ray_executor(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
     from hil import sweep_ray  # an optional extra: hil[ray]
 
-    return sweep_ray.fly(job, chunks)
+    return sweep_ray.fly(job, chunks, flown)
 
 
-# (the job, its chunks, flown(member_ticks) as the flight goes, where the executor can tell) -> the chunks flown
-Executor = Callable[[ChunkPlan, list[range], Callable[[int], None] | None], Iterator[Chunk]]
+# (the job, its chunks, flown(member_ticks) as the flight goes) -> the chunks flown
+Executor = Callable[[ChunkPlan, list[range], Callable[[int], None]], Iterator[Chunk]]
 EXECUTORS: dict[str, Executor] = {"local": fly_locally, "ray": _ray_executor}
 
 

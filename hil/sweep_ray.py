@@ -2,7 +2,9 @@
 
 Each chunk is one task running :func:`hil.sweep.fly_chunk` (build and fly) in a Ray worker; the
 driver keeps a bounded number of tasks in flight and hands chunks back as they finish, in any
-order (:func:`hil.sweep.fly` sorts them). The cluster is the one ``RAY_ADDRESS`` names, or the one
+order (:func:`hil.sweep.fly` sorts them). A task reports each segment it flies to a small actor
+(:class:`Tally`), which the driver reads while it waits, so the progress line moves within a
+chunk as it does with the local executor. The cluster is the one ``RAY_ADDRESS`` names, or the one
 this process is already connected to; otherwise a Ray of this machine is started on loopback for
 the sweep and shut down after it.
 
@@ -20,19 +22,23 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hil.sweep import Chunk, ChunkPlan, SweepError, flight_devices
 
 INSTALL = "pip install 'hil[ray]'"
 CONNECT_SECONDS = 5.0  # to reach the head node RAY_ADDRESS names
 IN_FLIGHT_PER_SLOT = 2  # tasks queued per task the cluster can run at once: one flies, one waits
+PROGRESS_SECONDS = 0.5  # how often the driver reads the tasks' reports while it waits
 QUIET = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}  # errors: SweepError
 
 
-def fly(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
-    """Fly ``chunks`` of ``job`` as Ray tasks; yields each :class:`~hil.sweep.Chunk` as it finishes."""
+def fly(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
+    """Fly ``chunks`` of ``job`` as Ray tasks; yields each :class:`~hil.sweep.Chunk` as it finishes.
+    ``flown(member_ticks)`` is called as the tasks report their segments, all of a chunk's before it
+    is yielded."""
     try:
         import ray
     except ImportError:
@@ -42,7 +48,7 @@ def fly(job: ChunkPlan, chunks: list[range]) -> Iterator[Chunk]:
     job = dataclasses.replace(job, devices=job.devices or len(local))
     started = _connect(ray)
     try:
-        yield from _fly(ray, job, chunks, local[0].platform)
+        yield from _fly(ray, job, chunks, local[0].platform, flown)
     finally:
         if started:
             ray.shutdown()
@@ -104,7 +110,23 @@ def start_local(**options) -> None:
             ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str) -> Iterator[Chunk]:
+class Tally:
+    """A Ray actor the tasks report to: (the chunk's first member, its member-ticks flown so far),
+    in the order each task flew them. A task run again by Ray after a lost worker reports from 0
+    again; the driver tells only what goes past what it has told of that chunk."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report(self, chunk: int, member_ticks: int) -> None:
+        self.reports.append((chunk, member_ticks))
+
+    def take(self) -> list[tuple[int, int]]:
+        reports, self.reports = self.reports, []
+        return reports
+
+
+def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str, flown: Callable[[int], None]) -> Iterator[Chunk]:
     kind = "GPU" if platform == "gpu" else "CPU"
     largest = max((node["Resources"].get(kind, 0.0) for node in ray.nodes() if node["Alive"]), default=0.0)
     if kind == "GPU":  # Ray hides the GPUs from a task that asks for none
@@ -120,16 +142,28 @@ def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str) -> Iterator[Ch
     task = ray.remote(_fly_chunk).options(
         **{f"num_{kind.lower()}s": amount}, runtime_env={"env_vars": {"XLA_FLAGS": flags}} if flags else None)
     shared = ray.put(job)  # sent to the object store once, not with every task
+    tally = ray.remote(num_cpus=0)(Tally).remote()
+    told: dict[int, int] = {}  # a chunk's first member -> its member-ticks told
+
+    def tell() -> None:
+        for chunk, member_ticks in ray.get(tally.take.remote()):
+            if member_ticks > told.get(chunk, 0):
+                flown(member_ticks - told.get(chunk, 0))
+                told[chunk] = member_ticks
+
     waiting, pending = collections.deque(chunks), {}
     try:
         while waiting or pending:
             while waiting and len(pending) < in_flight:
                 members = waiting.popleft()
-                pending[task.remote(shared, members, platform)] = members
-            (done,), _ = ray.wait(list(pending), num_returns=1)
-            members = pending.pop(done)
+                pending[task.remote(shared, members, platform, tally)] = members
+            finished, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
+            tell()  # a finished task's reports are all in: it waited for its last one
+            if not finished:
+                continue
+            members = pending.pop(finished[0])
             try:
-                chunk = ray.get(done)
+                chunk = ray.get(finished[0])
             except ray.exceptions.RayError as error:
                 raise SweepError(f"members {members.start}-{members.stop - 1} failed on a Ray worker: "
                                  f"{_reason(error)}") from None
@@ -137,9 +171,10 @@ def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str) -> Iterator[Ch
     finally:  # an error or an abandoned sweep: the cluster stops flying what nobody will read
         for ref in pending:
             ray.cancel(ref, force=True)
+        ray.kill(tally)
 
 
-def _fly_chunk(job: ChunkPlan, members: range, platform: str) -> Chunk:
+def _fly_chunk(job: ChunkPlan, members: range, platform: str, tally) -> Chunk:
     """A Ray task: one chunk flown in a worker with hil's JAX settings."""
     import ray
 
@@ -151,7 +186,16 @@ def _fly_chunk(job: ChunkPlan, members: range, platform: str) -> Chunk:
         raise SweepError(f"the worker on node {ray.util.get_node_ip_address()} has {len(local)} "
                          f"{local[0].platform.upper()} devices; the sweep splits each chunk over {job.devices} "
                          f"{platform.upper()} devices, as the driver does")
-    return sweep.fly_chunk(job, members)
+    lock, flown, last = threading.Lock(), [0], []
+
+    def report(member_ticks: int) -> None:  # from the devices' threads
+        with lock:
+            flown[0] += member_ticks
+            last[:] = [tally.report.remote(members.start, flown[0])]
+
+    chunk = sweep.fly_chunk(job, members, report)
+    ray.get(last)  # an actor runs one caller's calls in order: every report is in when this one is
+    return chunk
 
 
 def _reason(error) -> str:
