@@ -393,7 +393,7 @@ class Flight:
     called ``segments`` times from :meth:`start`'s carry, ``segment_ticks`` ticks a call; each
     call the same executable, so a member's bits do not depend on the number of calls. The carry
     is (tick state, monitor states, each member's last row); ``rows`` (blocks of a segment,
-    block, members, row) with keep_traces, else None. ``shape`` names the program for the
+    block, members, row) with keep_traces, else None. ``identity`` names the program for the
     traced-tick cache (:mod:`hil.tick_cache`), with its arguments' shapes."""
 
     tick: Tick
@@ -402,7 +402,7 @@ class Flight:
     segments: int
     segment_ticks: int
     ticks: int
-    shape: str
+    identity: str
     custom_call: str | None
 
     def traced(self, specs: tuple) -> Callable:
@@ -412,7 +412,7 @@ class Flight:
         and gives the trees."""
         params_tree, carry_tree = (jax.tree_util.tree_structure(tree) for tree in specs[:2])
         shapes = tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree_util.tree_leaves(specs))
-        name = tick_cache.key(hashlib.sha256(repr((self.shape, str(params_tree), str(carry_tree), shapes)).encode())
+        name = tick_cache.key(hashlib.sha256(repr((self.identity, str(params_tree), str(carry_tree), shapes)).encode())
                               .hexdigest())
         if name not in _EXPORTED:
             def on_leaves(params, carry, first_tick):
