@@ -144,9 +144,17 @@ def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str, flown: Callabl
     shared = ray.put(job)  # sent to the object store once, not with every task
     tally = ray.remote(num_cpus=0)(Tally).remote()
     told: dict[int, int] = {}  # a chunk's first member -> its member-ticks told
+    lost = []  # the tally, once it has died: progress is then told as chunks land
 
     def tell() -> None:
-        for chunk, member_ticks in ray.get(tally.take.remote()):
+        if lost:
+            return
+        try:
+            reports = ray.get(tally.take.remote())
+        except ray.exceptions.RayError:  # its process lost (a node gone, the OOM killer): no more reports
+            lost.append(tally)
+            return
+        for chunk, member_ticks in reports:
             if member_ticks > told.get(chunk, 0):
                 flown(member_ticks - told.get(chunk, 0))
                 told[chunk] = member_ticks
@@ -194,7 +202,10 @@ def _fly_chunk(job: ChunkPlan, members: range, platform: str, tally) -> Chunk:
             last[:] = [tally.report.remote(members.start, flown[0])]
 
     chunk = sweep.fly_chunk(job, members, report)
-    ray.get(last)  # an actor runs one caller's calls in order: every report is in when this one is
+    try:
+        ray.get(last)  # an actor runs one caller's calls in order: every report is in when this one is
+    except ray.exceptions.RayError:
+        pass  # the tally is lost: the driver tells this chunk's progress as it lands; the chunk is whole
     return chunk
 
 

@@ -8,6 +8,7 @@ module, keyed by everything that shapes it: the tick's structure and the shapes 
 back to tracing, so a stale or damaged cache costs time, never correctness.
 """
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -18,7 +19,10 @@ from jax import export
 from hil.jaxconfig import CacheDirectoryError, cache_directory
 
 
+@functools.cache
 def _source_digest() -> bytes:
+    """hil's source as this process first read it: a file edited after that is not the code this
+    process traces, and must not name what it stores."""
     import hil
     import hil.bridges
     import hil.firmware_stubs

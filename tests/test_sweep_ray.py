@@ -70,6 +70,37 @@ def test_the_ray_executor_gives_the_same_table_as_the_local_one(cluster, base, l
     assert all(0 < count < RUNS for count in failed[1:]), failed
 
 
+def dying_tally():
+    """A progress tally whose process dies at its fourth report, as a lost node or the OOM killer would end it."""
+    from hil import sweep_ray
+
+    class DyingTally(sweep_ray.Tally):
+        def __init__(self):
+            super().__init__()
+            self.received = 0
+
+        def report(self, chunk, member_ticks):
+            self.received += 1
+            if self.received > 3:
+                os._exit(1)
+            super().report(chunk, member_ticks)
+
+    return DyingTally
+
+
+@pytest.mark.slow
+def test_a_lost_progress_tally_loses_no_chunk_and_no_progress(cluster, base, local, monkeypatch):
+    from hil import sweep_ray
+
+    monkeypatch.setattr(sweep_ray, "Tally", dying_tally())
+    seen = []
+    remote = sweep.fly(base, runs=RUNS, chunk=CHUNK, executor="ray", progress=lambda done, *_: seen.append(done))
+    member_ticks = base.ticks + 1
+    assert len([done for done in seen if done % (CHUNK * member_ticks)]) <= 3  # the tally did die
+    assert seen == sorted(seen) and seen[-1] == RUNS * member_ticks  # the chunks' landings told the rest
+    assert remote.outcomes == local.outcomes and np.array_equal(remote.final_rows, local.final_rows)
+
+
 @pytest.mark.slow
 def test_a_chunk_that_fails_on_a_worker_names_its_members_and_the_reason(cluster, base):
     heavy = scenario.with_changes(base, {"sweep.dispersions": [{"key": "vehicle.mass",
