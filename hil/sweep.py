@@ -410,10 +410,9 @@ class Flight:
         traced-tick cache: a warm start neither traces nor lowers it. The export takes and gives
         lists of arrays (a serialised export names no Python class); the function returned takes
         and gives the trees."""
-        params_tree, carry_tree = (jax.tree_util.tree_structure(tree) for tree in specs[:2])
+        params_tree, carry_tree = (jax.tree_util.tree_structure(tree) for tree in specs[:2])  # both follow from identity
         shapes = tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree_util.tree_leaves(specs))
-        name = tick_cache.key(hashlib.sha256(repr((self.identity, str(params_tree), str(carry_tree), shapes)).encode())
-                              .hexdigest())
+        name = tick_cache.key(hashlib.sha256(repr((self.identity, shapes)).encode()).hexdigest())
         if name not in _EXPORTED:
             def on_leaves(params, carry, first_tick):
                 carry, rows = self.segment(jax.tree_util.tree_unflatten(params_tree, params),
@@ -478,8 +477,7 @@ def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_tra
         firsts = first_tick + jnp.arange(per_segment, dtype=jnp.int64) * block
         return jax.lax.scan(one_block, carry, firsts)
 
-    named = repr(("sweep segment", structure, str(treedef), ticks, block, SEGMENTS, expect, keep_traces))
-    flight = Flight(tick, monitors, fly_members, segments, per_segment * block, ticks, named,
+    flight = Flight(tick, monitors, fly_members, segments, per_segment * block, ticks, repr(("sweep segment", key)),
                     custom_call(structure))
     _PROGRAMS[key] = flight
     return flight
@@ -757,7 +755,7 @@ def _shape(structure, params) -> tuple:
 
 
 def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: SimState,
-              flown: Callable[[int], None] | None = None) -> Chunk:
+              flown: Callable[[int], None]) -> Chunk:
     """Fly a built chunk on this host's devices: an equal share on each, each device running the
     same program at once (one thread each). A device's program is the same whatever the number of
     devices, so a member's bits depend only on how many members a device flies at a time.
@@ -786,7 +784,7 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
             if job.keep_traces:
                 rows.append(np.asarray(segment_rows))
             jax.block_until_ready(carry)
-            if flown is not None and real[index]:
+            if real[index]:
                 ticks = min(first + flight.segment_ticks, flight.ticks) - min(first, flight.ticks)
                 flown(real[index] * ticks)
         _, judged, last = jax.device_get(carry)

@@ -144,15 +144,16 @@ def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str, flown: Callabl
     shared = ray.put(job)  # sent to the object store once, not with every task
     tally = ray.remote(num_cpus=0)(Tally).remote()
     told: dict[int, int] = {}  # a chunk's first member -> its member-ticks told
-    lost = []  # the tally, once it has died: progress is then told as chunks land
+    reading = tally  # None once the tally's process is lost: progress is then told as chunks land
 
     def tell() -> None:
-        if lost:
+        nonlocal reading
+        if reading is None:
             return
         try:
-            reports = ray.get(tally.take.remote())
-        except ray.exceptions.RayError:  # its process lost (a node gone, the OOM killer): no more reports
-            lost.append(tally)
+            reports = ray.get(reading.take.remote())
+        except ray.exceptions.RayError:  # a node gone, the OOM killer: no more reports
+            reading = None
             return
         for chunk, member_ticks in reports:
             if member_ticks > told.get(chunk, 0):
