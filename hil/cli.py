@@ -1,11 +1,13 @@
 """The ``hil`` command line."""
 
 import contextlib
+import logging
 import os
 import re
 import signal
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -608,9 +610,11 @@ def plot_command(path, output):
 @click.option("--executor", default="local", show_default=True, metavar="NAME",
               help="Who flies the chunks: local (this process), or ray (a Ray cluster: the one RAY_ADDRESS names, "
                    "else one started on this machine; pip install 'hil[ray]'). A member's results do not depend on it.")
+@click.option("-v", "--verbose", is_flag=True, help="Also each stage's time as it ends: the program traced or "
+              "loaded, compiled or loaded, each chunk's members built on the host and flown.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
 def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep_traces, plot, devices, executor,
-                  quiet):
+                  verbose, quiet):
     """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
 
     The scenario's `sweep:` section says how many members fly, what differs between them
@@ -672,8 +676,10 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
             line += f"   {rate / 1e3:8.1f} k member-ticks/s   ETA {(total - flown) / rate:5.0f} s"
         click.echo("\r" + line.ljust(64) if show_progress else line, err=True, nl=not show_progress)
 
-    if not quiet:  # the first results come once the program is compiled (seconds) and its first part flown
-        click.echo(f"  0/{plan.runs} members   compiling...", err=True, nl=not show_progress)
+    if verbose:
+        _show_stages(time.time(), over_a_progress_line=show_progress)
+    if not quiet:  # the first results come once the program is ready (seconds) and its first part flown
+        click.echo(f"  0/{plan.runs} members   preparing the compiled program...", err=True, nl=not show_progress)
     flown = False
     try:
         result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
@@ -713,6 +719,25 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     click.echo(f"{verdict}: every expectation needs a pass rate of {plan.require:.4g}; "
                f"wrote {', '.join(str(path) for path in written)}")
     sys.exit(EXIT_PASSED if result.ok else EXIT_FAILED)
+
+
+class _Stages(logging.Handler):
+    """hil's log at INFO (each stage's time) as -v shows it: a line each, with the seconds since
+    the command began, above a progress line that rewrites itself."""
+
+    def __init__(self, started: float, over_a_progress_line: bool):
+        super().__init__(logging.INFO)
+        self.started, self.over_a_progress_line = started, over_a_progress_line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"  [{record.created - self.started:6.1f} s] {record.getMessage()}"
+        click.echo("\r" + line.ljust(64) if self.over_a_progress_line else line, err=True)
+
+
+def _show_stages(started: float, over_a_progress_line: bool) -> None:
+    hil_log = logging.getLogger("hil")
+    hil_log.setLevel(logging.INFO)
+    hil_log.addHandler(_Stages(started, over_a_progress_line))
 
 
 def _sweep_plot(loaded, result, chunk, out_dir: Path, quiet: bool) -> Path:

@@ -17,16 +17,31 @@ settings. hil's entry points (``hil`` on the command line, the emulated firmware
 - threefry lowered as straight-line code on CPU (:func:`_unroll_threefry_on_cpu`);
 - the persistent cache's key without the CPU device, so that the sweep's devices share one
   compilation (:func:`_one_cache_entry_for_every_cpu_device`).
+
+hil's own programs are compiled with :func:`compiled`, which adds XLA options of their own
+(:data:`COMPILER_OPTIONS`) to those programs alone.
 """
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import jax
 
 # XLA's concurrency-optimised scheduler spreads a tick's few dozen tiny kernels over threads, and
 # the hand-offs cost more than the kernels (~30 % of a tick).
 _XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
+# XLA's elemental CPU fusion emitter, not its MLIR fusion emitters: a tick's few hundred small
+# kernels compile in about 30 % less CPU time (a sweep's program: 6.5 s against 8.8 s on two
+# cores) and run as fast (bench/sweep_cold.py, bench/tick.py; docs/sweep.md). Numbers agree to
+# rounding with the other emitter's, not bit for bit, so a log replays with the options it was
+# flown with: every hil program is compiled through :func:`compiled`.
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
 _configured = False
+_options_known = True  # until this XLA refuses one of COMPILER_OPTIONS
 
 
 def configure() -> None:
@@ -60,6 +75,21 @@ def configure() -> None:
     _unroll_threefry_on_cpu()
     _one_cache_entry_for_every_cpu_device()
     _configured = True
+
+
+def compiled(lowered: "jax.stages.Lowered") -> "jax.stages.Compiled":
+    """``lowered`` compiled with :data:`COMPILER_OPTIONS`, or with XLA's defaults where this XLA
+    does not know one of them (a later JAX may drop an option; the program is the same, only its
+    compilation slower). The options are part of JAX's persistent cache key."""
+    global _options_known
+    if _options_known:
+        try:
+            return lowered.compile(compiler_options=COMPILER_OPTIONS)
+        except Exception as error:  # jax.errors.JaxRuntimeError, whose home has moved between versions
+            if "No such compile option" not in str(error):
+                raise
+            _options_known = False
+    return lowered.compile()
 
 
 class CacheDirectoryError(RuntimeError):

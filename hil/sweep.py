@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hil import schema, tick_cache
+from hil import jaxconfig, schema, tick_cache
 from hil import scenario as scenarios
 from hil.expectations import Monitor, Outcome
 from hil.scenario import Expectation, Scenario, ScenarioError, Sweep
@@ -44,6 +45,7 @@ from hil.tick.firmware import FIRMWARES, custom_call
 from hil.tick.params import build
 from hil.trace import column, quantity
 
+log = logging.getLogger(__name__)  # what hil sweep -v shows: each stage's time
 SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn from
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
 WORST = 5  # members listed per expectation in the summary
@@ -420,7 +422,9 @@ class Flight:
                 return jax.tree_util.tree_leaves(carry), rows
 
             flat = [jax.tree_util.tree_leaves(tree) for tree in specs[:2]]
-            _EXPORTED[name] = tick_cache.exported(on_leaves, (*flat, specs[2]), name, self.custom_call)
+            members = flat[0][0].shape[0]  # the first parameter's member axis
+            _EXPORTED[name] = tick_cache.exported(on_leaves, (*flat, specs[2]), name, self.custom_call,
+                                                  f"the sweep's program ({members} members a device)")
         exported = _EXPORTED[name]
 
         def segment(params, carry, first_tick):
@@ -719,6 +723,7 @@ class ChunkPlan:
 def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
     """Host work: the shape of the chunk's program, and its members' parameters and states before
     tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked."""
+    started = time.perf_counter()
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
     built, states, reference = [], [], None
     for index, member in enumerate(members):
@@ -735,7 +740,11 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
         states.append(tick.init(params))
     padding = job.chunk - len(built)  # the last chunk padded: one program per chunk size
     built, states = built + [built[-1]] * padding, states + [states[-1]] * padding
-    return reference, stacked(built), stacked_states(states)
+    chunk = reference, stacked(built), stacked_states(states)
+    seconds = time.perf_counter() - started
+    log.info("members %d-%d built on the host in %.1f s (%.2f ms a member)", members.start, members.stop - 1, seconds,
+             seconds / len(members) * 1e3)
+    return chunk
 
 
 def stacked(trees: list):
@@ -795,6 +804,9 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
     judged, last, rows = jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *flown_parts)
     seconds = time.perf_counter() - flying
     count = len(members)
+    log.info("members %d-%d flown in %.1f s on %d device%s: %.0f k member-ticks/s%s", members.start, members.stop - 1,
+             seconds, len(spread), "s" if len(spread) > 1 else "", count * flight.ticks / seconds / 1e3,
+             f" (the chunk padded to {job.chunk} members)" if count < job.chunk else "")
     return Chunk(members, shape, [{k: v[:count] for k, v in state.items()} for state in judged], last[:count],
                  rows[:count] if job.keep_traces else None, seconds)
 
@@ -845,8 +857,11 @@ def _compiled_for(flight: Flight, arguments: list[tuple], devices: list) -> list
     for device, specs in zip(devices, arguments):
         key = (flight.segment, tuple((leaf.shape, leaf.dtype) for leaf in jax.tree_util.tree_leaves(specs)), device)
         if key not in _EXECUTABLES:
+            started = time.perf_counter()
             # The carry is donated: each segment's state is written over the one before it.
-            _EXECUTABLES[key] = jax.jit(flight.traced(specs), donate_argnums=1).lower(*specs).compile()
+            _EXECUTABLES[key] = jaxconfig.compiled(jax.jit(flight.traced(specs), donate_argnums=1).lower(*specs))
+            log.info("the sweep's program ready on %s in %.1f s (compiled by XLA, or loaded from JAX's compilation "
+                     "cache)", device, time.perf_counter() - started)
         compiled.append(_EXECUTABLES[key])
     return compiled
 
@@ -874,12 +889,13 @@ def fly_chunk(job: ChunkPlan, members: range, flown: Callable[[int], None]) -> C
 
 def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
-    traced and compiled (:func:`_compile_ahead`); each next chunk built while the one before it
-    flies."""
+    compiled (:func:`_compile_ahead`); each next chunk built while the one before it flies."""
     builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
     try:
-        following = builder.submit(build_chunk, job, chunks[0])  # its draws compile while the program is traced
+        # Tracing is Python, as building is: built while it traced, both took longer. XLA's
+        # compilation leaves Python to the build.
         traced, compiling = _compile_ahead(job, builder)
+        following = builder.submit(build_chunk, job, chunks[0])
         wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
         built = following.result()
         compiling.result()

@@ -10,13 +10,17 @@ back to tracing, so a stale or damaged cache costs time, never correctness.
 
 import functools
 import hashlib
+import logging
 import os
+import time
 from pathlib import Path
 
 import jax
 from jax import export
 
 from hil.jaxconfig import CacheDirectoryError, cache_directory
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -63,15 +67,20 @@ def load(name: str):
         return None
 
 
-def exported(function, arguments, name: str, custom_call: str | None = None) -> export.Exported:
+def exported(function, arguments, name: str, custom_call: str | None = None,
+             what: str = "the tick") -> export.Exported:
     """``function`` (a pure function of ``arguments``: arrays or their shapes) as exported under
     ``name`` (:func:`key`): loaded from the cache, or traced, exported and stored. ``custom_call``:
-    the one FFI target it may call."""
+    the one FFI target it may call; ``what``: the program, as the log at INFO names it."""
+    started = time.perf_counter()
     found = load(name)
     if found is None:
         checks = [export.DisabledSafetyCheck.custom_call(custom_call)] if custom_call else []
         found = export.export(jax.jit(function), disabled_checks=checks)(*arguments)
         store(name, found)
+        log.info("%s: traced and lowered in %.1f s", what, time.perf_counter() - started)
+    else:
+        log.info("%s: loaded from the traced-tick cache in %.1f s", what, time.perf_counter() - started)
     return found
 
 

@@ -1,6 +1,7 @@
 """hil from a Python script: the names ``import hil`` offers, and what importing hil leaves alone.
 
-Each check runs in a fresh interpreter: this test process has JAX set up already (conftest.py).
+The checks of what importing does run in a fresh interpreter: this test process has JAX set up
+already (conftest.py).
 """
 
 import json
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from support import ROOT, SCENARIOS
 
@@ -86,3 +89,21 @@ def test_a_scenario_flown_changed_read_and_replayed_through_the_public_names(tmp
     assert outcome["logged_mass"] == 1.6  # the log holds the scenario as flown
     assert outcome["identical"] and outcome["compared"] == 8001
     assert not outcome["lighter_identical"] and outcome["lighter_first"] is not None  # the mass mattered
+
+
+def test_hils_programs_compile_with_its_xla_options_and_without_those_this_xla_lacks(monkeypatch):
+    """hil.jaxconfig.compiled: hil's programs get hil's XLA options; an option a later XLA drops
+    costs compilation time, never the run (the program is the same)."""
+    import jax
+    import numpy as np
+
+    from hil import jaxconfig
+
+    lowered = jax.jit(lambda x: x * 2.0 + 1.0).lower(np.arange(4.0))
+    assert jaxconfig.compiled(lowered)(np.arange(4.0)).tolist() == [1.0, 3.0, 5.0, 7.0]
+    with pytest.raises(Exception, match="No such compile option"):  # what compiled() recognises
+        lowered.compile(compiler_options={"xla_hil_no_such_option": True})
+    monkeypatch.setattr(jaxconfig, "COMPILER_OPTIONS", {**jaxconfig.COMPILER_OPTIONS, "xla_hil_no_such_option": True})
+    monkeypatch.setattr(jaxconfig, "_options_known", True)
+    assert jaxconfig.compiled(lowered)(np.arange(4.0)).tolist() == [1.0, 3.0, 5.0, 7.0]
+    assert jaxconfig._options_known is False  # asked once: the next program compiles without them at once

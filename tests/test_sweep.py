@@ -8,6 +8,7 @@ trajectory within 1e-9.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -262,12 +263,23 @@ def test_two_sweeps_give_identical_tables_and_the_cli_gives_the_same(base, tmp_p
     failed = hil_sweep("--out", str(tmp_path / "cli"))
     assert failed.returncode == 1, failed.stderr
     assert (tmp_path / "cli" / "members.csv").read_bytes() == table
-    assert "0/64 members   compiling" in failed.stderr  # said before the first chunk's seconds of compiling
+    assert "0/64 members   preparing the compiled program" in failed.stderr  # before the seconds of compiling
     assert "64/64 members" in failed.stderr and "member-ticks/s" in failed.stderr
     assert "FAILED" in failed.stdout and "stays low" in failed.stdout
-    passed = hil_sweep("--out", str(tmp_path / "cli2"), "--set", f"sweep.require={min(rates)}", "-q")
+    passed = hil_sweep("--out", str(tmp_path / "cli2"), "--set", f"sweep.require={min(rates)}", "-q", "-v")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "PASSED" in passed.stdout
+    # -v: each stage's time; the program, traced by the sweep before, now comes from the traced-tick cache
+    stages = [line.split("] ", 1)[1] for line in passed.stderr.splitlines() if line.startswith("  [")]
+    assert any(re.fullmatch(r"the sweep's program \(\d+ members a device\): loaded from the traced-tick cache "
+                            r"in [\d.]+ s", stage) for stage in stages), stages
+    assert any(stage.startswith("the sweep's program ready on cpu:0 in ") for stage in stages), stages
+    for first, last in ((0, 31), (32, 63)):
+        assert any(re.fullmatch(rf"members {first}-{last} built on the host in [\d.]+ s \([\d.]+ ms a member\)",
+                                stage) for stage in stages), stages
+        assert any(re.fullmatch(rf"members {first}-{last} flown in [\d.]+ s on \d devices?: \d+ k member-ticks/s",
+                                stage) for stage in stages), stages
+    assert "/64 members" not in passed.stderr  # -q: no progress line
 
 
 def test_draws_depend_on_the_member_alone_and_grids_form_a_product(base):
