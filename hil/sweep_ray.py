@@ -32,6 +32,7 @@ INSTALL = "pip install 'hil[ray]'"
 CONNECT_SECONDS = 5.0  # to reach the head node RAY_ADDRESS names
 IN_FLIGHT_PER_SLOT = 2  # tasks queued per task the cluster can run at once: one flies, one waits
 PROGRESS_SECONDS = 0.5  # how often the driver reads the tasks' reports while it waits
+log = logging.getLogger(__name__)  # hil sweep -v: each chunk as it lands
 QUIET = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}  # errors: SweepError
 
 
@@ -176,6 +177,8 @@ def _fly(ray, job: ChunkPlan, chunks: list[range], platform: str, flown: Callabl
             except ray.exceptions.RayError as error:
                 raise SweepError(f"members {members.start}-{members.stop - 1} failed on a Ray worker: "
                                  f"{_reason(error)}") from None
+            log.info("members %d-%d landed from a Ray worker, built and flown there (%.1f s in the program)",
+                     members.start, members.stop - 1, chunk.flight_seconds)
             yield chunk
     finally:  # an error or an abandoned sweep: the cluster stops flying what nobody will read
         for ref in pending:

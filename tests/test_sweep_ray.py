@@ -2,6 +2,7 @@
 executor's table, bit for bit (the workers fly each chunk over as many devices as the driver,
 with the same jax on the same processor: docs/sweep.md)."""
 
+import logging
 import os
 import re
 import socket
@@ -47,9 +48,13 @@ def test_the_ray_cluster_listens_on_loopback_only(cluster):
 
 
 @pytest.mark.slow
-def test_the_ray_executor_gives_the_same_table_as_the_local_one(cluster, base, local, tmp_path):
+def test_the_ray_executor_gives_the_same_table_as_the_local_one(cluster, base, local, tmp_path, caplog):
     seen = []
-    remote = sweep.fly(base, runs=RUNS, chunk=CHUNK, executor="ray", progress=lambda done, *_: seen.append(done))
+    with caplog.at_level(logging.INFO, logger="hil"):
+        remote = sweep.fly(base, runs=RUNS, chunk=CHUNK, executor="ray", progress=lambda done, *_: seen.append(done))
+    landed = sorted(r.getMessage().split(" landed")[0] for r in caplog.records if "landed from a Ray worker" in
+                    r.getMessage())  # what hil sweep -v shows of each chunk
+    assert landed == sorted(f"members {s}-{min(s + CHUNK, RUNS) - 1}" for s in range(0, RUNS, CHUNK)), landed
     member_ticks = base.ticks + 1
     # Each device's segments told from the workers (a chunk of 16 on two devices: 8 members a report).
     assert seen == sorted(seen) and seen[-1] == RUNS * member_ticks, seen
