@@ -610,11 +610,14 @@ def plot_command(path, output):
 @click.option("--executor", default="local", show_default=True, metavar="NAME",
               help="Who flies the chunks: local (this process), or ray (a Ray cluster: the one RAY_ADDRESS names, "
                    "else one started on this machine; pip install 'hil[ray]'). A member's results do not depend on it.")
+@click.option("--build-processes", type=click.IntRange(0, 1024), metavar="N",
+              help="Build each chunk's members (their checks and parameters) in N processes (default: none on a "
+                   "CPU-only machine, whose cores fly the members; every core but one beside a GPU).")
 @click.option("-v", "--verbose", is_flag=True, help="Also each stage's time as it ends: the program traced or "
               "loaded, compiled or loaded, each chunk's members built on the host and flown.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
 def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep_traces, plot, devices, executor,
-                  verbose, quiet):
+                  build_processes, verbose, quiet):
     """Fly many dispersed members of SCENARIO in one compiled program and report pass rates.
 
     The scenario's `sweep:` section says how many members fly, what differs between them
@@ -678,12 +681,14 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
 
     if verbose:
         _show_stages(time.time(), over_a_progress_line=show_progress)
+    if build_processes is None:
+        build_processes = sweep.default_build_processes(loaded.firmware.name)
     if not quiet:  # the first results come once the program is ready (seconds) and its first part flown
         click.echo(f"  0/{plan.runs} members   preparing the compiled program...", err=True, nl=not show_progress)
     flown = False
     try:
         result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
-                           devices=devices, executor=executor)
+                           devices=devices, executor=executor, build_processes=build_processes)
         flown = True
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)

@@ -23,9 +23,11 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
+import os
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -718,12 +720,42 @@ class ChunkPlan:
     block: int
     keep_traces: bool
     devices: int | None  # local devices to split over; None: all
+    build_processes: int = 0  # processes that build a chunk's members in parts (build_chunk); 0: this one
 
 
-def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
+def build_chunk(job: ChunkPlan, members: range, builders: Executor | None = None) -> tuple[tuple, dict, SimState]:
     """Host work: the shape of the chunk's program, and its members' parameters and states before
-    tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked."""
+    tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked. ``builders``
+    (:func:`member_builders`): ``job.build_processes`` processes that build the members in equal
+    parts, to the same numbers."""
     started = time.perf_counter()
+    if builders is None:
+        parts = [members]
+        built = [_built(job, members)]
+    else:
+        size = -(-len(members) // job.build_processes)
+        parts = [range(first, min(first + size, members.stop)) for first in range(members.start, members.stop, size)]
+        built = list(builders.map(_built, [job] * len(parts), parts))
+    reference = built[0][0]
+    for part, (shape, _, _) in zip(parts[1:], built[1:]):
+        if shape != reference:
+            raise _changes_the_tick(f"member {part.start}", shape, reference, f"member {members.start}'s")
+    padding = job.chunk - len(members)  # the last chunk padded with its last member: one program per chunk size
+
+    def joined(*leaves):
+        return np.concatenate([*leaves, np.repeat(leaves[-1][-1:], padding, axis=0)])
+
+    params = jax.tree_util.tree_map(joined, *(part_params for _, part_params, _ in built))
+    states = jax.tree_util.tree_map(joined, *(dataclasses.replace(part_states, tick=None)
+                                              for _, _, part_states in built))
+    seconds = time.perf_counter() - started
+    log.info("members %d-%d built on the host in %.1f s (%.2f ms a member%s)", members.start, members.stop - 1,
+             seconds, seconds / len(members) * 1e3, f", {len(parts)} processes" if builders else "")
+    return reference, params, dataclasses.replace(states, tick=built[0][2].tick)
+
+
+def _built(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
+    """:func:`build_chunk`'s work for ``members``, unpadded."""
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
     built, states, reference = [], [], None
     for index, member in enumerate(members):
@@ -738,13 +770,33 @@ def build_chunk(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
                                     f"member {members.start}'s")
         built.append(params)
         states.append(tick.init(params))
-    padding = job.chunk - len(built)  # the last chunk padded: one program per chunk size
-    built, states = built + [built[-1]] * padding, states + [states[-1]] * padding
-    chunk = reference, stacked(built), stacked_states(states)
-    seconds = time.perf_counter() - started
-    log.info("members %d-%d built on the host in %.1f s (%.2f ms a member)", members.start, members.stop - 1, seconds,
-             seconds / len(members) * 1e3)
-    return chunk
+    return reference, stacked(built), stacked_states(states)
+
+
+def member_builders(processes: int) -> ProcessPoolExecutor | None:
+    """``processes`` processes that build members (:func:`build_chunk`), or None for fewer than two.
+    Each computes on its CPU alone, with hil's JAX settings: it never takes an accelerator's memory.
+    They are started afresh (``spawn``: JAX's threads make a fork unsafe), so, as with any such
+    pool, a script of your own that asks for them runs its work under ``if __name__ == "__main__":``."""
+    if processes < 2:
+        return None
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_builder_started)
+
+
+def _builder_started() -> None:
+    os.environ["JAX_PLATFORMS"] = "cpu"  # read when JAX starts its backend, at the first draw
+    jaxconfig.configure()
+
+
+def default_build_processes(firmware: str) -> int:
+    """Processes that build members when ``hil sweep`` is not told, for a sweep of ``firmware``: none
+    where the members fly on the CPU's cores (a thread builds the next chunk meanwhile), every core
+    but one, the driver's, where they fly on accelerators: one core builds about 500 members a
+    second, a GPU's chunk of 16,384 in half a minute."""
+    if firmware not in FIRMWARES:
+        return 0  # fly() says why such a sweep cannot fly
+    return 0 if flight_devices(firmware)[0].platform == "cpu" else max(len(os.sched_getaffinity(0)) - 1, 0)
 
 
 def stacked(trees: list):
@@ -887,29 +939,39 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
 
 def fly_chunk(job: ChunkPlan, members: range, flown: Callable[[int], None]) -> Chunk:
     """Build and fly one chunk: what a remote executor runs (``flown``: as :func:`fly_built`)."""
-    return fly_built(job, members, *build_chunk(job, members), flown=flown)
+    builders = member_builders(job.build_processes)
+    try:
+        built = build_chunk(job, members, builders)
+    finally:
+        if builders is not None:
+            builders.shutdown(cancel_futures=True)
+    return fly_built(job, members, *built, flown=flown)
 
 
 def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
     compiled (:func:`_compile_ahead`); each next chunk built while the one before it flies."""
     builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
+    builders = member_builders(job.build_processes)  # started now: they import while the program is traced
     try:
         # Tracing is Python, as building is: built while it traced, both took longer. XLA's
         # compilation leaves Python to the build.
         traced, compiling = _compile_ahead(job, builder)
-        following = builder.submit(build_chunk, job, chunks[0])
+        following = builder.submit(build_chunk, job, chunks[0], builders)
         wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
         built = following.result()
         compiling.result()
         for index, members in enumerate(chunks):
             if built[0] != traced:
                 raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
-            following = builder.submit(build_chunk, job, chunks[index + 1]) if index + 1 < len(chunks) else None
+            following = builder.submit(build_chunk, job, chunks[index + 1], builders) if index + 1 < len(chunks) \
+                else None
             yield fly_built(job, members, *built, flown=flown)
             built = following and following.result()
     finally:
         builder.shutdown(wait=False, cancel_futures=True)
+        if builders is not None:
+            builders.shutdown(wait=False, cancel_futures=True)
 
 
 def _ray_executor(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
@@ -925,11 +987,12 @@ EXECUTORS: dict[str, Executor] = {"local": fly_locally, "ray": _ray_executor}
 
 def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, progress: Progress | None = None,
         keep_traces: bool = False, block: int = DEFAULT_BLOCK, devices: int | None = None,
-        executor: str = "local") -> SweepResult:
+        executor: str = "local", build_processes: int = 0) -> SweepResult:
     """Fly ``runs`` members of ``scenario``'s sweep (its ``sweep.runs`` by default), ``chunk`` at a
     time through one compiled program, split over ``devices`` local devices (default: all of
-    them), the chunks flown by ``executor`` (:data:`EXECUTORS`); raises :class:`SweepError` for a
-    sweep that cannot fly."""
+    them), the chunks flown by ``executor`` (:data:`EXECUTORS`), their members built by
+    ``build_processes`` processes (:func:`member_builders`; default: by a thread of this one);
+    raises :class:`SweepError` for a sweep that cannot fly."""
     started = time.perf_counter()
     sweep = plan(scenario, runs)
     runs = sweep.runs
@@ -949,7 +1012,7 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     chunk = -(-chunk // share) * share  # an equal share for every device
     ticks = scenario.ticks + 1
     chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, min(block, ticks), keep_traces,
-                           devices)
+                           devices, build_processes)
     expect = tuple(scenario.expect)
     flown, first_chunk, flight = [], 0.0, 0.0
     told = _Told(progress, runs * ticks, started)

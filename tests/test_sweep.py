@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -98,6 +99,35 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert {key: every.summary()[key] for key in ("chunk", "devices", "platform")} == {
         "chunk": 32, "devices": devices, "platform": "cpu"}
     assert np.array_equal(every.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
+
+
+def test_members_built_in_processes_fly_the_members_built_here(base, flown):
+    """On a host whose cores do not fly (a GPU's), processes build each chunk's members in parts
+    (hil.sweep.member_builders): the same parameters and states, so the same flight; a member
+    that cannot fly is named from its process."""
+    import dataclasses
+
+    job = sweep.ChunkPlan(dataclasses.replace(base, sweep=None), sweep.plan(base, 64), 16, sweep.DEFAULT_BLOCK, False,
+                          None, build_processes=3)
+    builders = sweep.member_builders(3)
+    try:
+        apart = sweep.build_chunk(job, range(40, 51), builders)  # 11 members in parts of 4, 4, 3; 5 of padding
+        here = sweep.build_chunk(job, range(40, 51))
+        assert apart[0] == here[0]
+        assert jax.tree_util.tree_structure(apart[1:]) == jax.tree_util.tree_structure(here[1:])
+        for theirs, ours in zip(jax.tree_util.tree_leaves(apart[1:]), jax.tree_util.tree_leaves(here[1:])):
+            assert np.shape(theirs) == np.shape(ours) and np.array_equal(theirs, ours)
+        assert len(jax.tree_util.tree_leaves(here[1])[0]) == 16
+        # Motors too quick for the substep: every member's checks fail, the first part's first.
+        quick = dataclasses.replace(job.scenario.vehicle, motor_time_constant=1e-5)
+        failing = dataclasses.replace(job, scenario=dataclasses.replace(job.scenario, vehicle=quick))
+        with pytest.raises(sweep.SweepError, match=r"^member 44 \(.*motor_time_constant: rotor speeds decay"):
+            sweep.build_chunk(failing, range(44, 48), builders)
+    finally:
+        builders.shutdown()
+    built_apart = sweep.fly(base, runs=64, chunk=32, keep_traces=True, build_processes=2)
+    assert np.array_equal(built_apart.traces, flown.traces) and built_apart.outcomes == flown.outcomes
+    assert sweep.default_build_processes("quad_pid") == 0  # this host's cores fly: a thread builds here
 
 
 @pytest.mark.slow
