@@ -611,8 +611,9 @@ def plot_command(path, output):
               help="Who flies the chunks: local (this process), or ray (a Ray cluster: the one RAY_ADDRESS names, "
                    "else one started on this machine; pip install 'hil[ray]'). A member's results do not depend on it.")
 @click.option("--build-processes", type=click.IntRange(0, 1024), metavar="N",
-              help="Build each chunk's members (their checks and parameters) in N processes (default: none on a "
-                   "CPU-only machine, whose cores fly the members; every core but one beside a GPU).")
+              help="Build each chunk's members (their checks and parameters) in N processes; 0 or 1: a thread "
+                   "builds them (the default where the members fly on the CPU's cores; where they fly on "
+                   "accelerators, every core but one; with --executor ray, each task builds its own).")
 @click.option("-v", "--verbose", is_flag=True, help="Also each stage's time as it ends: the program traced or "
               "loaded, compiled or loaded, each chunk's members built on the host and flown.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line, only the results table.")
@@ -679,16 +680,15 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
             line += f"   {rate / 1e3:8.1f} k member-ticks/s   ETA {(total - flown) / rate:5.0f} s"
         click.echo("\r" + line.ljust(64) if show_progress else line, err=True, nl=not show_progress)
 
-    if verbose:
-        _show_stages(time.time(), over_a_progress_line=show_progress)
-    if build_processes is None:
-        build_processes = sweep.default_build_processes(loaded.firmware.name)
+    if build_processes is None:  # a Ray task builds its own chunk, on a machine this one cannot see
+        build_processes = sweep.default_build_processes(loaded.firmware.name) if executor == "local" else 0
     if not quiet:  # the first results come once the program is ready (seconds) and its first part flown
         click.echo(f"  0/{plan.runs} members   preparing the compiled program...", err=True, nl=not show_progress)
     flown = False
     try:
-        result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
-                           devices=devices, executor=executor, build_processes=build_processes)
+        with _stages_shown(verbose, over_a_progress_line=show_progress):
+            result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
+                               devices=devices, executor=executor, build_processes=build_processes)
         flown = True
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)
@@ -739,10 +739,22 @@ class _Stages(logging.Handler):
         click.echo("\r" + line.ljust(64) if self.over_a_progress_line else line, err=True)
 
 
-def _show_stages(started: float, over_a_progress_line: bool) -> None:
-    hil_log = logging.getLogger("hil")
+@contextlib.contextmanager
+def _stages_shown(shown: bool, over_a_progress_line: bool):
+    """-v: hil's log at INFO shown while the command runs; as it was afterwards (a script may call
+    the command more than once)."""
+    if not shown:
+        yield
+        return
+    hil_log, handler = logging.getLogger("hil"), _Stages(time.time(), over_a_progress_line)
+    level = hil_log.level
     hil_log.setLevel(logging.INFO)
-    hil_log.addHandler(_Stages(started, over_a_progress_line))
+    hil_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        hil_log.removeHandler(handler)
+        hil_log.setLevel(level)
 
 
 def _sweep_plot(loaded, result, chunk, out_dir: Path, quiet: bool) -> Path:

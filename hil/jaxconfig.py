@@ -92,6 +92,13 @@ def compiled(lowered: "jax.stages.Lowered") -> "jax.stages.Compiled":
     return lowered.compile()
 
 
+def compiler_options() -> str:
+    """The XLA options hil's programs are compiled with, as a flight log's header records them."""
+    if not _options_known:
+        return "XLA's defaults (this XLA lacks one of " + ", ".join(COMPILER_OPTIONS) + ")"
+    return ", ".join(f"{name}={value}" for name, value in COMPILER_OPTIONS.items())
+
+
 class CacheDirectoryError(RuntimeError):
     """hil's cache directory is one that someone else could write to."""
 

@@ -25,9 +25,11 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -82,7 +84,13 @@ def plan(scenario: Scenario, runs: int | None = None) -> Sweep:
 
 
 def draws(scenario: Scenario, sweep: Sweep, members) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The seeds and drawn values of ``members`` (indices): ``(seeds, {key: (members, ...) array})``."""
+    """The seeds and drawn values of ``members`` (indices): ``(seeds, {key: (members, ...) array})``,
+    drawn on the CPU whatever the default device, so the same wherever a member is built."""
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        return _draws(scenario, sweep, members)
+
+
+def _draws(scenario: Scenario, sweep: Sweep, members) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     members = np.asarray(members, dtype=np.int64).ravel()
     if members.size and members.max() >= 2**32:
         raise SweepError(f"member {members.max()}: a sweep has at most 2^32 members")
@@ -519,7 +527,7 @@ class SweepResult:
     traces: np.ndarray | None = None  # (members, ticks + 1, width) with keep_traces
     wall_seconds: float = 0.0  # building the members and flying them, compilation included
     first_chunk_seconds: float = 0.0  # to the first chunk's results, compilation included
-    flight_seconds: float = 0.0  # in the compiled program (compilation included), not building members
+    flight_seconds: float = 0.0  # in the compiled programs: neither building members nor compiling or loading
     chunk: int = 0
     devices: int = 0  # the chunk split evenly over this many devices: a member's bits follow chunk / devices
     platform: str = ""  # theirs: cpu, gpu
@@ -707,7 +715,7 @@ class Chunk:
     judged: list[dict[str, np.ndarray]]  # per expectation, its monitor state per member
     last: np.ndarray  # (members, row) each member's last row
     rows: np.ndarray | None  # (members, ticks, row) with keep_traces
-    flight_seconds: float
+    flight_seconds: float  # from the first call of its programs, their executables ready
 
 
 @dataclass(frozen=True)
@@ -723,7 +731,8 @@ class ChunkPlan:
     build_processes: int = 0  # processes that build a chunk's members in parts (build_chunk); 0: this one
 
 
-def build_chunk(job: ChunkPlan, members: range, builders: Executor | None = None) -> tuple[tuple, dict, SimState]:
+def build_chunk(job: ChunkPlan, members: range,
+                builders: ProcessPoolExecutor | None = None) -> tuple[tuple, dict, SimState]:
     """Host work: the shape of the chunk's program, and its members' parameters and states before
     tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked. ``builders``
     (:func:`member_builders`): ``job.build_processes`` processes that build the members in equal
@@ -733,9 +742,13 @@ def build_chunk(job: ChunkPlan, members: range, builders: Executor | None = None
         parts = [members]
         built = [_built(job, members)]
     else:
-        size = -(-len(members) // job.build_processes)
+        size = -(-len(members) // max(job.build_processes, 1))
         parts = [range(first, min(first + size, members.stop)) for first in range(members.start, members.stop, size)]
-        built = list(builders.map(_built, [job] * len(parts), parts))
+        try:
+            built = list(builders.map(_built, [job] * len(parts), parts))
+        except BrokenProcessPool:
+            raise SweepError(f"members {members.start}-{members.stop - 1}: a process building them ended abruptly "
+                             "(out of memory?); try fewer --build-processes") from None
     reference = built[0][0]
     for part, (shape, _, _) in zip(parts[1:], built[1:]):
         if shape != reference:
@@ -750,12 +763,17 @@ def build_chunk(job: ChunkPlan, members: range, builders: Executor | None = None
                                               for _, _, part_states in built))
     seconds = time.perf_counter() - started
     log.info("members %d-%d built on the host in %.1f s (%.2f ms a member%s)", members.start, members.stop - 1,
-             seconds, seconds / len(members) * 1e3, f", {len(parts)} processes" if builders else "")
+             seconds, seconds / len(members) * 1e3, f", {len(parts)} processes" if len(parts) > 1 else "")
     return reference, params, dataclasses.replace(states, tick=built[0][2].tick)
 
 
 def _built(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
-    """:func:`build_chunk`'s work for ``members``, unpadded."""
+    """:func:`build_chunk`'s work for ``members``, unpadded, on the CPU (as a builder process does it)."""
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        return _built_here(job, members)
+
+
+def _built_here(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
     built, states, reference = [], [], None
     for index, member in enumerate(members):
@@ -780,12 +798,16 @@ def member_builders(processes: int) -> ProcessPoolExecutor | None:
     pool, a script of your own that asks for them runs its work under ``if __name__ == "__main__":``."""
     if processes < 2:
         return None
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_builder_started)
+    for _ in range(processes):  # a pool starts its processes as work comes: start them now, to import meanwhile
+        pool.submit(os.getpid)
+    return pool
 
 
 def _builder_started() -> None:
-    os.environ["JAX_PLATFORMS"] = "cpu"  # read when JAX starts its backend, at the first draw
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the pool
+    jax.config.update("jax_platforms", "cpu")  # before JAX starts a backend, at this process's first draw
     jaxconfig.configure()
 
 
@@ -827,7 +849,6 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
     spread = _spread(job)
     flight = _chunk_program(job, shape)
     share = job.chunk // len(spread)
-    flying = time.perf_counter()
     def part(tree, index):
         return jax.tree_util.tree_map(lambda leaf: leaf[index * share:(index + 1) * share] if np.ndim(leaf) else leaf,
                                       tree)
@@ -836,6 +857,7 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
     starts = [flight.start(part(states, index)) for index in range(len(spread))]
     executables = _compiled_for(flight, [_arguments(part, start, device)
                                          for part, start, device in zip(parts, starts, spread)], spread)
+    flying = time.perf_counter()
     real = [min(share, max(0, len(members) - index * share)) for index in range(len(spread))]
 
     def fly_on(index: int):

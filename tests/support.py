@@ -50,6 +50,12 @@ def scenario_problems(text: str) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
+def jax_platforms() -> str | None:
+    """JAX's platforms setting in the process that calls this (a builder process, for one)."""
+    import jax
+    return jax.config.jax_platforms
+
+
 def hil_command(*args):
     return [sys.executable, "-m", "hil", *args]
 

@@ -20,7 +20,7 @@ from hil import runner, scenario, sweep
 from hil.expectations import Judge, Outcome
 from hil.tick.params import build
 from hil.trace import Trace
-from support import SPLITTING_EXPECT, dispersed_hover
+from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 EXPECT = SPLITTING_EXPECT
 
@@ -111,6 +111,7 @@ def test_members_built_in_processes_fly_the_members_built_here(base, flown):
                           None, build_processes=3)
     builders = sweep.member_builders(3)
     try:
+        assert builders.submit(jax_platforms).result() == "cpu"  # beside a GPU, they leave it to the flight
         apart = sweep.build_chunk(job, range(40, 51), builders)  # 11 members in parts of 4, 4, 3; 5 of padding
         here = sweep.build_chunk(job, range(40, 51))
         assert apart[0] == here[0]
@@ -127,7 +128,8 @@ def test_members_built_in_processes_fly_the_members_built_here(base, flown):
         builders.shutdown()
     built_apart = sweep.fly(base, runs=64, chunk=32, keep_traces=True, build_processes=2)
     assert np.array_equal(built_apart.traces, flown.traces) and built_apart.outcomes == flown.outcomes
-    assert sweep.default_build_processes("quad_pid") == 0  # this host's cores fly: a thread builds here
+    cores_fly = jax.default_backend() == "cpu"  # then a thread builds; beside accelerators, every core but one
+    assert sweep.default_build_processes("quad_pid") == (0 if cores_fly else len(os.sched_getaffinity(0)) - 1)
 
 
 @pytest.mark.slow
@@ -163,7 +165,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 import numpy as np
 from hil import sweep
-from support import SPLITTING_EXPECT, dispersed_hover
+from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 said = []
 class Keep(logging.Handler):
@@ -202,7 +204,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 from hil import sweep
 from hil.tick import Tick
-from support import SPLITTING_EXPECT, dispersed_hover
+from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 if sys.argv[1] == "without tracing":
     def traced(*arguments):
