@@ -133,7 +133,7 @@ class CompiledStep:
             return pages.pack(new), jnp.concatenate([command, jnp.reshape(phase, (1,)).astype(jnp.float64)])
 
         self.state = pages.pack(state)  # host pages first: the call copies them in
-        self.call = jaxconfig.compiled(jax.jit(step, donate_argnums=0).lower(self.state, self.inputs.host))
+        self.call = jax.jit(step, donate_argnums=0).lower(self.state, self.inputs.host).compile()
 
     def expect(self, sensors: tuple[wire.SensorSpec, ...]) -> None:
         """Map hil's sensors (its HELLO) onto the inputs, once, not at every SENSORS."""

@@ -18,8 +18,8 @@ settings. hil's entry points (``hil`` on the command line, the emulated firmware
 - the persistent cache's key without the CPU device, so that the sweep's devices share one
   compilation (:func:`_one_cache_entry_for_every_cpu_device`).
 
-hil's own programs are compiled with :func:`compiled`, which adds XLA options of their own
-(:data:`COMPILER_OPTIONS`) to those programs alone.
+A sweep's program is compiled with :func:`compiled`, which adds XLA options of its own
+(:data:`COMPILER_OPTIONS`) to that program alone.
 """
 
 import os
@@ -33,11 +33,12 @@ if TYPE_CHECKING:
 # the hand-offs cost more than the kernels (~30 % of a tick).
 _XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
-# XLA's elemental CPU fusion emitter, not its MLIR fusion emitters: a tick's few hundred small
-# kernels compile in about 30 % less CPU time (a sweep's program: 6.5 s against 8.8 s on two
-# cores) and run as fast (bench/sweep_cold.py, bench/tick.py; docs/sweep.md). Numbers agree to
-# rounding with the other emitter's, not bit for bit, so a log replays with the options it was
-# flown with: every hil program is compiled through :func:`compiled`.
+# XLA's elemental CPU fusion emitter, not its MLIR fusion emitters, for a sweep's program: its
+# few hundred small kernels compile in about 30 % less CPU time (6.5 s against 8.8 s on two
+# cores) and run as fast (bench/sweep_cold.py; docs/sweep.md). A run's programs keep XLA's
+# defaults: a log is replayed by a program of another batch size than the one that flew it,
+# bit for bit, and with this emitter the two rounded apart (waypoints.yaml: one ulp of attitude
+# at tick 23,346). A sweep's member agrees with its run alone to 1e-9, not bits (docs/sweep.md).
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 _configured = False
@@ -90,13 +91,6 @@ def compiled(lowered: "jax.stages.Lowered") -> "jax.stages.Compiled":
                 raise
             _options_known = False
     return lowered.compile()
-
-
-def compiler_options() -> str:
-    """The XLA options hil's programs are compiled with, as a flight log's header records them."""
-    if not _options_known:
-        return "XLA's defaults (this XLA lacks one of " + ", ".join(COMPILER_OPTIONS) + ")"
-    return ", ".join(f"{name}={value}" for name, value in COMPILER_OPTIONS.items())
 
 
 class CacheDirectoryError(RuntimeError):

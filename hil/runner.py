@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 import hil
-from hil import flightlog, jaxconfig, schema, targets, wire
+from hil import flightlog, schema, targets, wire
 from hil import scenario as scenario_module
 from hil.bridges import compiled_exchange as exchange_module
 from hil.bridges.link import Link, LinkError
@@ -462,7 +462,7 @@ def _header(scenario: Scenario, simulation: Simulation, target: Target) -> dict:
         "layout": {name: list(span) for name, span in simulation.layout.items()},
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
                      "python": platform.python_version(), "platform": platform.platform(),
-                     "device": str(jax.devices()[0]), "xla_options": jaxconfig.compiler_options()},
+                     "device": str(jax.devices()[0])},
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

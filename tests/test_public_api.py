@@ -91,9 +91,9 @@ def test_a_scenario_flown_changed_read_and_replayed_through_the_public_names(tmp
     assert not outcome["lighter_identical"] and outcome["lighter_first"] is not None  # the mass mattered
 
 
-def test_hils_programs_compile_with_its_xla_options_and_without_those_this_xla_lacks(monkeypatch):
-    """hil.jaxconfig.compiled: hil's programs get hil's XLA options; an option a later XLA drops
-    costs compilation time, never the run (the program is the same)."""
+def test_a_sweeps_program_compiles_with_its_xla_options_and_without_those_this_xla_lacks(monkeypatch):
+    """hil.jaxconfig.compiled: a sweep's program gets hil's XLA options; an option a later XLA
+    drops costs compilation time, never the sweep (the program is the same)."""
     import jax
     import numpy as np
 
