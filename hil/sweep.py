@@ -755,25 +755,21 @@ def build_chunk(job: ChunkPlan, members: range,
             raise _changes_the_tick(f"member {part.start}", shape, reference, f"member {members.start}'s")
     padding = job.chunk - len(members)  # the last chunk padded with its last member: one program per chunk size
 
-    def joined(*leaves):
+    def joined(*leaves):  # the shared tick counter has no member axis: every part's is the same
+        if not np.ndim(leaves[0]):
+            return leaves[0]
         return np.concatenate([*leaves, np.repeat(leaves[-1][-1:], padding, axis=0)])
 
-    params = jax.tree_util.tree_map(joined, *(part_params for _, part_params, _ in built))
-    states = jax.tree_util.tree_map(joined, *(dataclasses.replace(part_states, tick=None)
-                                              for _, _, part_states in built))
+    params, states = jax.tree_util.tree_map(joined, *((part_params, part_states) for _, part_params, part_states
+                                                      in built))
     seconds = time.perf_counter() - started
     log.info("members %d-%d built on the host in %.1f s (%.2f ms a member%s)", members.start, members.stop - 1,
              seconds, seconds / len(members) * 1e3, f", {len(parts)} processes" if len(parts) > 1 else "")
-    return reference, params, dataclasses.replace(states, tick=built[0][2].tick)
+    return reference, params, states
 
 
 def _built(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
-    """:func:`build_chunk`'s work for ``members``, unpadded, on the CPU (as a builder process does it)."""
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        return _built_here(job, members)
-
-
-def _built_here(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
+    """:func:`build_chunk`'s work for ``members``, unpadded: NumPy, but for the draws (on the CPU)."""
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
     built, states, reference = [], [], None
     for index, member in enumerate(members):
@@ -973,25 +969,25 @@ def fly_chunk(job: ChunkPlan, members: range, flown: Callable[[int], None]) -> C
 def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:
     """The chunks in order on this host: the first chunk built on a thread while the program is
     compiled (:func:`_compile_ahead`); each next chunk built while the one before it flies."""
-    builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
+    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
     builders = member_builders(job.build_processes)  # started now: they import while the program is traced
     try:
         # Tracing is Python, as building is: built while it traced, both took longer. XLA's
         # compilation leaves Python to the build.
-        traced, compiling = _compile_ahead(job, builder)
-        following = builder.submit(build_chunk, job, chunks[0], builders)
+        traced, compiling = _compile_ahead(job, background)
+        following = background.submit(build_chunk, job, chunks[0], builders)
         wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
         built = following.result()
         compiling.result()
         for index, members in enumerate(chunks):
             if built[0] != traced:
                 raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
-            following = builder.submit(build_chunk, job, chunks[index + 1], builders) if index + 1 < len(chunks) \
-                else None
+            following = background.submit(build_chunk, job, chunks[index + 1], builders) \
+                if index + 1 < len(chunks) else None
             yield fly_built(job, members, *built, flown=flown)
             built = following and following.result()
     finally:
-        builder.shutdown(wait=False, cancel_futures=True)
+        background.shutdown(wait=False, cancel_futures=True)
         if builders is not None:
             builders.shutdown(wait=False, cancel_futures=True)
 
