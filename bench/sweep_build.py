@@ -40,7 +40,7 @@ def main():
     plan = sweep.plan(loaded, 3 * args.chunk)
     figures = []
     for processes in args.processes:
-        job = sweep.ChunkPlan(dataclasses.replace(loaded, sweep=None), plan, args.chunk, sweep.DEFAULT_BLOCK, False,
+        job = sweep.ChunkPlan(dataclasses.replace(loaded, sweep=None), plan, args.chunk, False,
                               None, processes)
         builders = sweep.member_builders(processes)
         try:

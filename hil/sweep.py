@@ -5,9 +5,9 @@ false, a seed of its own (:func:`member_scenarios`). Member i's draws come from
 ``fold_in(key(sweep.seed), i)``, sub-stream j for dispersion j and sub-stream
 :data:`SEED_STREAM` for its seed, so member i is the same whatever the number of members or
 the chunking. Every member must have member 0's :class:`~hil.tick.params.Structure` and
-parameter layout: the sweep flies one program, ``vmap`` over the members of a chunk of a
-``lax.scan`` over blocks of ticks. The expectations are judged inside that program, block by
-block, by running versions of :class:`hil.expectations.Monitor` (running extremes, the first
+parameter layout: the sweep flies one program, ``vmap`` over the members of a chunk inside a
+``lax.scan`` over ticks. The expectations are judged inside that program, tick by tick, by
+running versions of :class:`hil.expectations.Monitor` (running extremes, the first
 tick out of bounds, the first tick within reach), so no member's rows come to the host; their
 final state fills a Monitor on the host, whose :meth:`~hil.expectations.Monitor.outcome` gives
 the same :class:`~hil.expectations.Outcome` a run alone gives.
@@ -54,14 +54,14 @@ SEED_STREAM = 0xFFFFFFFF  # the sub-stream of a member's key its seed is drawn f
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: a two-sided 95 % interval
 WORST = 5  # members listed per expectation in the summary
 DRAWN_AT_ONCE = 256  # members drawn together, the last group padded: each draw compiles for one shape
-# Members each device flies at a time unless --chunk says. On a CPU core 128: one core's program
-# flew 128 members 10-15 % slower a member-tick than 512 (XLA's cost a kernel, shared by fewer
-# members), and two cores flew 1,000 members in chunks of 256, 512 and 1,000 within the
-# machine's noise. An accelerator runs each kernel over the whole batch at once, so it takes a
-# wider one: 16,384 members hold about 1.2 GB of rows a block (not measured: no GPU was lent).
-MEMBERS_PER_DEVICE = {"cpu": 128}
+# Members each device flies at a time unless --chunk says. On a CPU core 256: two cores flew
+# 1,000 members of the 20 s hover at 1.04-1.14 M member-ticks/s in chunks of 128 a device, 1.22 M
+# in chunks of 256 and 1.29 M in one chunk of 500 (XLA's fixed cost a kernel shared by more
+# members); 256 leaves a second chunk to build while the first flies, and its results sooner. An
+# accelerator runs each kernel over the whole batch at once, so it takes a wider one (not
+# measured: no GPU was lent).
+MEMBERS_PER_DEVICE = {"cpu": 256}
 MEMBERS_PER_ACCELERATOR = 16_384
-DEFAULT_BLOCK = 200  # ticks judged at a time: rows of a block live only inside the program
 SUMMARY, TABLE, TRACES = "summary.json", "members.csv", "traces.npz"  # what a sweep writes in its folder
 
 Progress = Callable[[int, int, float], None]  # (member-ticks flown, member-ticks in all, seconds since the start)
@@ -391,7 +391,7 @@ class DeviceMonitor:
 
 # ---- the program ----------------------------------------------------------------------------------
 
-_PROGRAMS: dict = {}  # (structure, parameter layout, ticks, block, segments, expectations, traces) -> Flight
+_PROGRAMS: dict = {}  # (structure, parameter layout, ticks, segments, expectations, traces) -> Flight
 _EXPORTED: dict = {}  # a segment's cache name (Flight.traced) -> its export, traced once a process
 MEMBERS = "members"  # the vmap axis of a device's members
 # A chunk flies as this many calls of its program, its state carried from one to the next on the
@@ -404,8 +404,8 @@ class Flight:
     """The program one device flies, ``segment(params, carry, first tick) -> (carry, rows)``,
     called ``segments`` times from :meth:`start`'s carry, ``segment_ticks`` ticks a call; each
     call the same executable, so a member's bits do not depend on the number of calls. The carry
-    is (tick state, monitor states, each member's last row); ``rows`` (blocks of a segment,
-    block, members, row) with keep_traces, else None. ``identity`` names the program for the
+    is (tick state, monitor states, each member's last row); ``rows`` (ticks of a segment,
+    members, row) with keep_traces, else None. ``identity`` names the program for the
     traced-tick cache (:mod:`hil.tick_cache`), with its arguments' shapes."""
 
     tick: Tick
@@ -452,46 +452,43 @@ class Flight:
 
     def traces(self, rows: list) -> np.ndarray:
         """Each segment's ``rows`` of a device, in order -> (members, ticks, row)."""
-        rows = np.concatenate(rows)  # (blocks, block, members, row)
-        rows = rows.reshape(-1, *rows.shape[2:])[:self.ticks]
+        rows = np.concatenate(rows)[:self.ticks]  # (ticks, members, row)
         return np.ascontiguousarray(np.moveaxis(rows, 1, 0))
 
 
-def _program(structure, treedef, ticks: int, block: int, expect: tuple, keep_traces: bool) -> Flight:
+def _program(structure, treedef, ticks: int, expect: tuple, keep_traces: bool) -> Flight:
     """The :class:`Flight` one device flies.
 
     One loop over ticks steps all of its members together (``vmap``) with one shared tick
     counter, so the sensors due and tick 0 are branches for the batch, not per-member selects
-    (:class:`hil.tick.Tick`). The ticks go in blocks of about ``block``, judged block by block, a
-    whole number of blocks a segment; the few ticks past the end (fewer than the blocks) are
-    flown but neither judged nor returned."""
-    key = (structure, treedef, ticks, block, SEGMENTS, expect, keep_traces)
+    (:class:`hil.tick.Tick`), and judges each tick's rows as they are made. The few ticks past
+    the end of the last segment (fewer than the segments) are flown but neither judged nor
+    returned."""
+    key = (structure, treedef, ticks, SEGMENTS, expect, keep_traces)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
     tick = Tick(structure, batch_axis=MEMBERS)
     monitors = tuple(DeviceMonitor(e, tick.layout, structure.rate) for e in expect)
-    blocks = -(-ticks // block)
-    segments = min(SEGMENTS, blocks)
-    per_segment = -(-blocks // segments)
-    block = -(-ticks // (per_segment * segments))
+    segments = min(SEGMENTS, ticks)
+    segment_ticks = -(-ticks // segments)
     shared_tick = SimState(tick=None, vehicle=0, wind=0, channels=0, firmware=0, command=0, acceleration=0)
     step = jax.vmap(tick.step, in_axes=(0, shared_tick), out_axes=(shared_tick, 0), axis_name=MEMBERS)
     reads = [jax.vmap(m.read, in_axes=(0, None, 1, None)) for m in monitors]
 
     def fly_members(params, carry, first_tick):
-        def one_block(carry, first):
+        def one_tick(carry, number):
+            # Judged as each row is made. Kept for 150 ticks and judged then, the rows (150 ticks
+            # x 512 members x 45 numbers, 28 MB) went through memory, zeroed, written and read:
+            # an eighth of a tick's time. The verdicts are the same (minima, maxima, firsts).
             state, judged, last = carry
-            state, rows = jax.lax.scan(lambda s, _: step(params, s), state, None, length=block)  # (block, members, row)
-            numbers = first + jnp.arange(block, dtype=jnp.int64)
-            inside = numbers < ticks
-            judged = [read(j, numbers, rows, inside) for read, j in zip(reads, judged)]
-            last = jnp.where(first + block >= ticks, rows[jnp.clip(ticks - 1 - first, 0, block - 1)], last)
-            return (state, judged, last), (rows if keep_traces else None)
+            state, row = step(params, state)
+            judged = [read(j, number[None], row[None], (number < ticks)[None]) for read, j in zip(reads, judged)]
+            last = jax.lax.cond(number == ticks - 1, lambda: row, lambda: last)
+            return (state, judged, last), (row if keep_traces else None)
 
-        firsts = first_tick + jnp.arange(per_segment, dtype=jnp.int64) * block
-        return jax.lax.scan(one_block, carry, firsts)
+        return jax.lax.scan(one_tick, carry, first_tick + jnp.arange(segment_ticks, dtype=jnp.int64))
 
-    flight = Flight(tick, monitors, fly_members, segments, per_segment * block, ticks, repr(("sweep segment", key)),
+    flight = Flight(tick, monitors, fly_members, segments, segment_ticks, ticks, repr(("sweep segment", key)),
                     custom_call(structure))
     _PROGRAMS[key] = flight
     return flight
@@ -725,7 +722,6 @@ class ChunkPlan:
     scenario: Scenario  # without its sweep section: a member's checks need not check the sweep again
     sweep: Sweep
     chunk: int  # members per program (the last chunk is padded to it)
-    block: int
     keep_traces: bool
     devices: int | None  # local devices to split over; None: all
     build_processes: int = 0  # processes that build a chunk's members in parts (build_chunk); 0: this one
@@ -914,7 +910,7 @@ def _spread(job: ChunkPlan) -> list:
 
 def _chunk_program(job: ChunkPlan, shape: tuple) -> Flight:
     ticks = job.scenario.ticks + 1  # rows 0 .. ticks, as a run alone has
-    return _program(shape[0], shape[1], ticks, job.block, tuple(job.scenario.expect), job.keep_traces)
+    return _program(shape[0], shape[1], ticks, tuple(job.scenario.expect), job.keep_traces)
 
 
 _EXECUTABLES: dict = {}  # (program, its arguments' shapes, device) -> the program compiled for that device
@@ -1004,7 +1000,7 @@ EXECUTORS: dict[str, Executor] = {"local": fly_locally, "ray": _ray_executor}
 
 
 def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, progress: Progress | None = None,
-        keep_traces: bool = False, block: int = DEFAULT_BLOCK, devices: int | None = None,
+        keep_traces: bool = False, devices: int | None = None,
         executor: str = "local", build_processes: int = 0) -> SweepResult:
     """Fly ``runs`` members of ``scenario``'s sweep (its ``sweep.runs`` by default), ``chunk`` at a
     time through one compiled program, split over ``devices`` local devices (default: all of
@@ -1029,8 +1025,8 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     chunk = min(chunk or default_chunk(local[0].platform, share), runs)
     chunk = -(-chunk // share) * share  # an equal share for every device
     ticks = scenario.ticks + 1
-    chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, min(block, ticks), keep_traces,
-                           devices, build_processes)
+    chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, keep_traces, devices,
+                           build_processes)
     expect = tuple(scenario.expect)
     flown, first_chunk, flight = [], 0.0, 0.0
     told = _Told(progress, runs * ticks, started)

@@ -107,7 +107,7 @@ def test_members_built_in_processes_fly_the_members_built_here(base, flown):
     that cannot fly is named from its process."""
     import dataclasses
 
-    job = sweep.ChunkPlan(dataclasses.replace(base, sweep=None), sweep.plan(base, 64), 16, sweep.DEFAULT_BLOCK, False,
+    job = sweep.ChunkPlan(dataclasses.replace(base, sweep=None), sweep.plan(base, 64), 16, False,
                           None, build_processes=3)
     builders = sweep.member_builders(3)
     try:

@@ -25,7 +25,6 @@ from hil.models.pytree import pytree
 from hil.models.quadrotor import QuadrotorState
 from hil.models.rigid_body import RigidBodyState
 from hil.tick import firmware, noise, observe, physics, sampling
-from hil.tick.air import air
 from hil.tick.params import Structure, TickParams, rest_height
 
 MOTORS = observe.MOTORS
@@ -77,8 +76,7 @@ class Tick:
         draws = noise.TickNoise(key, state.tick + 1, batched=self.batch_axis is not None)
         state = physics.physics(structure, params, state, state.command if command is None else command, draws,
                                 self.batch_axis)
-        atmosphere, _ = air(params, state.vehicle, state.wind, state.tick / structure.rate)
-        state, fresh = sampling.sample(structure, params, state, atmosphere, draws)
+        state, fresh = sampling.sample(structure, params, state, draws)
         if structure.firmware:
             state = firmware.fly(structure, params, state, fresh)
         return state, observe.observe(structure, params, state, fresh)

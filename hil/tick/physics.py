@@ -26,8 +26,9 @@ def physics(structure, params, state, command, draws, batch_axis: str | None = N
     reachable = command * fault_effects.motor_speed_scale(faults, state.tick) if faults.motors else command
 
     def anyone(near):
-        # Contact terms are exactly zero for a member clear of the ground, so computing them for
-        # the whole batch while any member is near changes no member's numbers.
+        # For a batch, whether any member needs a branch: the branches it guards (ground contact,
+        # turbulence) add exactly zero to a member that does not, so taking them for the whole
+        # batch changes no member's numbers.
         return near if batch_axis is None else jax.lax.psum(near.astype(jnp.int32), batch_axis) > 0
 
     def one(vehicle):
@@ -39,7 +40,12 @@ def physics(structure, params, state, command, draws, batch_axis: str | None = N
             vehicle = one(vehicle)
     else:
         vehicle = jax.lax.fori_loop(0, structure.substeps, lambda _, v: one(v), vehicle)
-    wind = environment.wind_step(params.wind, state.wind, dt, draws.normals(noise.WIND_STREAM, 3))
+    # Still air (no turbulence anywhere in a batch) keeps its zero turbulence without drawing:
+    # the step would add nothing to it, and the draw and its decay cost a tenth of a sweep's tick.
+    stirred = (state.tick >= 0) & anyone(jnp.any(params.wind.turbulence_intensity != 0.0))
+    wind = jax.lax.cond(stirred, lambda: environment.wind_step(params.wind, state.wind, structure.dt,
+                                                               draws.normals(noise.WIND_STREAM, 3)),
+                        lambda: state.wind)
     # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
     acceleration = jax.lax.cond(
         state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / structure.dt,

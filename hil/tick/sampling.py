@@ -19,6 +19,7 @@ from hil.models.sensors import SensorKind
 from hil.models.small import matvec_t
 from hil.scenario import SENSOR_FIELDS, Scenario
 from hil.tick import fault_effects
+from hil.tick.air import air
 
 
 def _imu_params(config, scenario) -> sensors.ImuParams:
@@ -65,22 +66,25 @@ def truth(state, atmosphere) -> sensors.Truth:
     return sensors.Truth(body.position, body.velocity, body.attitude, body.angular_rate, specific_force, atmosphere)
 
 
-def sample(structure, params, state, atmosphere, draws):
+def sample(structure, params, state, draws):
     """Sample the sensors due at ``state.tick`` (``draws``: the tick's noise, :class:`hil.tick.noise.TickNoise`);
     returns the state and a freshness flag per sensor.
 
     A sensor slower than the tick samples inside a branch taken on its ticks alone. The tick is
     one number for a whole batch (:mod:`hil.sweep`), so there the branch is a real one too, and a
-    GPS at 10 Hz costs nothing on the other 99 ticks of 100.
+    GPS at 10 Hz costs nothing on the other 99 ticks of 100. What a sensor sees is worked out
+    inside its branch: the atmosphere (a power and an exponential, one number at a time on CPU)
+    only when a sensor that reads it is due.
     """
-    seen = truth(state, atmosphere)
     channels, fresh = {}, {}
     for slot in structure.sensors:
         kind, channel = KINDS[slot.name], state.channels[slot.name]
         measure = state.tick % slot.decimation == 0
 
         def measured(kind=kind, channel=channel, name=slot.name):
-            return kind.sample(params.sensors[name], channel.model, seen, draws.normals(kind.stream, kind.normals))
+            atmosphere, _ = air(params, state.vehicle, state.wind, state.tick / structure.rate)
+            return kind.sample(params.sensors[name], channel.model, truth(state, atmosphere),
+                               draws.normals(kind.stream, kind.normals))
 
         if slot.decimation == 1:
             model, measurement = measured()
