@@ -589,7 +589,7 @@ def plot_command(path, output):
 @click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--runs", type=click.IntRange(1, 10_000_000), help="Members to fly (default: the scenario's sweep.runs).")
 @click.option("--chunk", type=click.IntRange(1, 1_000_000), help="Members flown at a time by one compiled program, "
-              "split over the devices (default 128 a CPU core, 16,384 a GPU; or all of them when fewer).")
+              "split over the devices (default 256 a CPU core, 16,384 a GPU; or all of them when fewer).")
 @click.option("--set", "changes", metavar="KEY=VALUE", multiple=True,
               help="Change a key of the scenario before sweeping it, as hil run --set (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -84,7 +84,7 @@ def test_member_i_is_the_same_on_one_device_and_on_two(base, flown):
 
 
 def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkeypatch):
-    """--chunk left out: so many members a device (128 a CPU core), the chunk that many times the
+    """--chunk left out: so many members a device (256 a CPU core), the chunk that many times the
     devices; made flown's share here (32 members over this host's devices), a sweep over every
     device and one over a single device both fly flown's members a device, so its bits."""
     import jax
