@@ -91,7 +91,7 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     devices = len(jax.local_devices())
     if 32 % devices:
         pytest.skip(f"flown's 32 members do not split evenly over {devices} devices")
-    assert sweep.default_chunk("cpu", 2) == 256 and sweep.default_chunk("gpu", 1) == sweep.MEMBERS_PER_ACCELERATOR
+    assert sweep.default_chunk("cpu", 2) == 512 and sweep.default_chunk("gpu", 1) == sweep.MEMBERS_PER_ACCELERATOR
     share = 32 // devices
     monkeypatch.setitem(sweep.MEMBERS_PER_DEVICE, "cpu", share)
     every, one = sweep.fly(base, runs=64, keep_traces=True), sweep.fly(base, runs=64, devices=1, keep_traces=True)
