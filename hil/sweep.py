@@ -462,7 +462,7 @@ def _program(structure, treedef, ticks: int, expect: tuple, keep_traces: bool) -
     One loop over ticks steps all of its members together (``vmap``) with one shared tick
     counter, so the sensors due and tick 0 are branches for the batch, not per-member selects
     (:class:`hil.tick.Tick`), and judges each tick's rows as they are made. The few ticks past
-    the end of the last segment (fewer than the segments) are flown but neither judged nor
+    the run's end (fewer than the segments), flown in the last segment, are neither judged nor
     returned."""
     key = (structure, treedef, ticks, SEGMENTS, expect, keep_traces)
     if key in _PROGRAMS:
@@ -477,9 +477,9 @@ def _program(structure, treedef, ticks: int, expect: tuple, keep_traces: bool) -
 
     def fly_members(params, carry, first_tick):
         def one_tick(carry, number):
-            # Judged as each row is made. Kept for 150 ticks and judged then, the rows (150 ticks
-            # x 512 members x 45 numbers, 28 MB) went through memory, zeroed, written and read:
-            # an eighth of a tick's time. The verdicts are the same (minima, maxima, firsts).
+            # Judged as each row is made. Kept for a block of ticks and judged then, the rows (150
+            # ticks x 512 members x 45 numbers: 28 MB) went through memory, zeroed, written and
+            # read: an eighth of a tick's time. The verdicts are the same (minima, maxima, firsts).
             state, judged, last = carry
             state, row = step(params, state)
             judged = [read(j, number[None], row[None], (number < ticks)[None]) for read, j in zip(reads, judged)]

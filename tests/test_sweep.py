@@ -20,7 +20,7 @@ from hil import runner, scenario, sweep
 from hil.expectations import Judge, Outcome
 from hil.tick.params import build
 from hil.trace import Trace
-from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 EXPECT = SPLITTING_EXPECT
 
@@ -101,6 +101,27 @@ def test_without_chunk_each_device_flies_its_platforms_share(base, flown, monkey
     assert np.array_equal(every.traces, flown.traces) and np.array_equal(one.traces, flown.traces)
 
 
+def test_a_member_in_still_air_flies_the_same_bits_beside_turbulent_members(flown):
+    """A batch steps its turbulence only while some member's wind is turbulent (hil.tick.physics):
+    a member in still air flies the same bits beside turbulent members as in a batch with none,
+    and a turbulent member's wind moves. The same chunk shape as flown's: its program."""
+    key = "environment.wind.turbulence.intensity"
+
+    def swept(intensities):
+        dispersions = [*HOVER_DISPERSIONS, {"key": key, "choice": intensities}]
+        return sweep.fly(dispersed_hover(EXPECT, runs=32, seed=5, dispersions=dispersions), chunk=32,
+                         keep_traces=True)
+
+    mixed, still = swept([[0, 0, 0], [0.8, 0.8, 0.3]]), swept([[0, 0, 0], [0, 0, 0]])
+    calm = ~np.asarray(mixed.draws[key]).any(axis=1)
+    assert calm.any() and not calm.all() and not np.asarray(still.draws[key]).any()
+    assert np.array_equal(mixed.traces[calm], still.traces[calm])
+    offset, size = mixed.layout["wind"]
+    wind = mixed.traces[:, :, offset:offset + size]
+    assert np.all(wind[calm] == wind[calm][:, :1])  # the steady wind alone, tick after tick
+    assert np.all(np.ptp(wind[~calm], axis=1).max(axis=1) > 0.05)
+
+
 def test_members_built_in_processes_fly_the_members_built_here(base, flown):
     """On a host whose cores do not fly (a GPU's), processes build each chunk's members in parts
     (hil.sweep.member_builders): the same parameters and states, so the same flight; a member
@@ -165,7 +186,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 import numpy as np
 from hil import sweep
-from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 said = []
 class Keep(logging.Handler):
@@ -204,7 +225,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 from hil import sweep
 from hil.tick import Tick
-from support import SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
 
 if sys.argv[1] == "without tracing":
     def traced(*arguments):

@@ -26,9 +26,9 @@ def physics(structure, params, state, command, draws, batch_axis: str | None = N
     reachable = command * fault_effects.motor_speed_scale(faults, state.tick) if faults.motors else command
 
     def anyone(near):
-        # For a batch, whether any member needs a branch: the branches it guards (ground contact,
-        # turbulence) add exactly zero to a member that does not, so taking them for the whole
-        # batch changes no member's numbers.
+        # For a batch, whether any member needs a branch: what it guards (ground contact, a
+        # batch's turbulence) adds exactly zero to a member that does not, so taking it for the
+        # whole batch changes no member's numbers.
         return near if batch_axis is None else jax.lax.psum(near.astype(jnp.int32), batch_axis) > 0
 
     def one(vehicle):
@@ -40,12 +40,19 @@ def physics(structure, params, state, command, draws, batch_axis: str | None = N
             vehicle = one(vehicle)
     else:
         vehicle = jax.lax.fori_loop(0, structure.substeps, lambda _, v: one(v), vehicle)
-    # Still air (no turbulence anywhere in a batch) keeps its zero turbulence without drawing:
-    # the step would add nothing to it, and the draw and its decay cost a tenth of a sweep's tick.
-    stirred = (state.tick >= 0) & anyone(jnp.any(params.wind.turbulence_intensity != 0.0))
-    wind = jax.lax.cond(stirred, lambda: environment.wind_step(params.wind, state.wind, structure.dt,
-                                                               draws.normals(noise.WIND_STREAM, 3)),
-                        lambda: state.wind)
+
+    def blown(dt):
+        return environment.wind_step(params.wind, state.wind, dt, draws.normals(noise.WIND_STREAM, 3))
+
+    if batch_axis is None:
+        wind = blown(dt)
+    else:
+        # A batch in still air (no member's wind turbulent) keeps its zero turbulence without
+        # drawing: the step adds exactly nothing to it, and its draw and decay were a tenth of a
+        # sweep's tick. The branch follows the intensities' values, so in a batch whose every
+        # intensity is zero their derivatives are zero; a run alone always steps the turbulence.
+        stirred = (state.tick >= 0) & anyone(jnp.any(params.wind.turbulence_intensity != 0.0))
+        wind = jax.lax.cond(stirred, lambda: blown(structure.dt), lambda: state.wind)
     # Tick 0 has no tick behind it to average over: its IMU reads the initial state's own acceleration.
     acceleration = jax.lax.cond(
         state.tick >= 0, lambda: (vehicle.body.velocity - state.vehicle.body.velocity) / structure.dt,
