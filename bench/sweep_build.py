@@ -42,17 +42,13 @@ def main():
     for processes in args.processes:
         job = sweep.ChunkPlan(dataclasses.replace(loaded, sweep=None), plan, args.chunk, False,
                               None, processes)
-        builders = sweep.member_builders(processes)
-        try:
+        with sweep.member_builders(processes) as builders:
             sweep.build_chunk(job, range(args.chunk), builders)  # the processes started, the draws compiled
             rates = []
             for first in (args.chunk, 2 * args.chunk):
                 started = time.perf_counter()
                 sweep.build_chunk(job, range(first, first + args.chunk), builders)
                 rates.append(round(args.chunk / (time.perf_counter() - started)))
-        finally:
-            if builders is not None:
-                builders.shutdown()
         entry = {"processes": processes, "members_per_s": rates}
         figures.append(entry)
         print(json.dumps(entry), flush=True)

@@ -17,6 +17,7 @@ chunk sizes the compiled batch shape changes how XLA fuses (FMA contraction on C
 member agrees to within 1e-12 over a short flight.
 """
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -738,7 +739,7 @@ def build_chunk(job: ChunkPlan, members: range,
         parts = [members]
         built = [_built(job, members)]
     else:
-        size = -(-len(members) // max(job.build_processes, 1))
+        size = -(-len(members) // job.build_processes)
         parts = [range(first, min(first + size, members.stop)) for first in range(members.start, members.stop, size)]
         try:
             built = list(builders.map(_built, [job] * len(parts), parts))
@@ -783,18 +784,24 @@ def _built(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
     return reference, stacked(built), stacked_states(states)
 
 
-def member_builders(processes: int) -> ProcessPoolExecutor | None:
-    """``processes`` processes that build members (:func:`build_chunk`), or None for fewer than two.
-    Each computes on its CPU alone, with hil's JAX settings: it never takes an accelerator's memory.
-    They are started afresh (``spawn``: JAX's threads make a fork unsafe), so, as with any such
-    pool, a script of your own that asks for them runs its work under ``if __name__ == "__main__":``."""
+@contextlib.contextmanager
+def member_builders(processes: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``processes`` processes that build members (:func:`build_chunk`), or None for fewer than two;
+    stopped, their queued work dropped, when the ``with`` ends. Each computes on its CPU alone, with
+    hil's JAX settings: it never takes an accelerator's memory. They are started afresh (``spawn``:
+    JAX's threads make a fork unsafe), so, as with any such pool, a script of your own that asks
+    for them runs its work under ``if __name__ == "__main__":``."""
     if processes < 2:
-        return None
+        yield None
+        return
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_builder_started)
-    for _ in range(processes):  # a pool starts its processes as work comes: start them now, to import meanwhile
-        pool.submit(os.getpid)
-    return pool
+    try:
+        for _ in range(processes):  # a pool starts its processes as work comes: start them now, to import meanwhile
+            pool.submit(os.getpid)
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _builder_started() -> None:
@@ -953,12 +960,8 @@ def _compile_ahead(job: ChunkPlan, pool: ThreadPoolExecutor) -> tuple[tuple, Fut
 
 def fly_chunk(job: ChunkPlan, members: range, flown: Callable[[int], None]) -> Chunk:
     """Build and fly one chunk: what a remote executor runs (``flown``: as :func:`fly_built`)."""
-    builders = member_builders(job.build_processes)
-    try:
+    with member_builders(job.build_processes) as builders:
         built = build_chunk(job, members, builders)
-    finally:
-        if builders is not None:
-            builders.shutdown(cancel_futures=True)
     return fly_built(job, members, *built, flown=flown)
 
 
@@ -966,26 +969,24 @@ def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None
     """The chunks in order on this host: the first chunk built on a thread while the program is
     compiled (:func:`_compile_ahead`); each next chunk built while the one before it flies."""
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
-    builders = member_builders(job.build_processes)  # started now: they import while the program is traced
     try:
-        # Tracing is Python, as building is: built while it traced, both took longer. XLA's
-        # compilation leaves Python to the build.
-        traced, compiling = _compile_ahead(job, background)
-        following = background.submit(build_chunk, job, chunks[0], builders)
-        wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
-        built = following.result()
-        compiling.result()
-        for index, members in enumerate(chunks):
-            if built[0] != traced:
-                raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
-            following = background.submit(build_chunk, job, chunks[index + 1], builders) \
-                if index + 1 < len(chunks) else None
-            yield fly_built(job, members, *built, flown=flown)
-            built = following and following.result()
+        with member_builders(job.build_processes) as builders:  # started now: they import while the program is traced
+            # Tracing is Python, as building is: built while it traced, both took longer. XLA's
+            # compilation leaves Python to the build.
+            traced, compiling = _compile_ahead(job, background)
+            following = background.submit(build_chunk, job, chunks[0], builders)
+            wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
+            built = following.result()
+            compiling.result()
+            for index, members in enumerate(chunks):
+                if built[0] != traced:
+                    raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
+                following = background.submit(build_chunk, job, chunks[index + 1], builders) \
+                    if index + 1 < len(chunks) else None
+                yield fly_built(job, members, *built, flown=flown)
+                built = following and following.result()
     finally:
         background.shutdown(wait=False, cancel_futures=True)
-        if builders is not None:
-            builders.shutdown(wait=False, cancel_futures=True)
 
 
 def _ray_executor(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None]) -> Iterator[Chunk]:

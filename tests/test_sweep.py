@@ -130,8 +130,7 @@ def test_members_built_in_processes_fly_the_members_built_here(base, flown):
 
     job = sweep.ChunkPlan(dataclasses.replace(base, sweep=None), sweep.plan(base, 64), 16, False,
                           None, build_processes=3)
-    builders = sweep.member_builders(3)
-    try:
+    with sweep.member_builders(3) as builders:
         assert builders.submit(jax_platforms).result() == "cpu"  # beside a GPU, they leave it to the flight
         apart = sweep.build_chunk(job, range(40, 51), builders)  # 11 members in parts of 4, 4, 3; 5 of padding
         here = sweep.build_chunk(job, range(40, 51))
@@ -145,8 +144,6 @@ def test_members_built_in_processes_fly_the_members_built_here(base, flown):
         failing = dataclasses.replace(job, scenario=dataclasses.replace(job.scenario, vehicle=quick))
         with pytest.raises(sweep.SweepError, match=r"^member 44 \(.*motor_time_constant: rotor speeds decay"):
             sweep.build_chunk(failing, range(44, 48), builders)
-    finally:
-        builders.shutdown()
     built_apart = sweep.fly(base, runs=64, chunk=32, keep_traces=True, build_processes=2)
     assert np.array_equal(built_apart.traces, flown.traces) and built_apart.outcomes == flown.outcomes
     cores_fly = jax.default_backend() == "cpu"  # then a thread builds; beside accelerators, every core but one
@@ -186,7 +183,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 import numpy as np
 from hil import sweep
-from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import SPLITTING_EXPECT, dispersed_hover
 
 said = []
 class Keep(logging.Handler):
@@ -225,7 +222,7 @@ from hil import jaxconfig
 jaxconfig.configure()
 from hil import sweep
 from hil.tick import Tick
-from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import SPLITTING_EXPECT, dispersed_hover
 
 if sys.argv[1] == "without tracing":
     def traced(*arguments):
