@@ -13,6 +13,9 @@ scaled alike. For each N:
   host, which the figures give too);
 - one after another: --alone of the same members flown by ``hil.runner.run`` in-process, the
   loop a process-per-run harness would run; their member-ticks/s and the ratio;
+- the kernels XLA runs a tick: in the program's loop over ticks, those run every tick, and in each
+  of its branches (a sensor due, ground contact, a batch-level value computed once), read from the
+  compiled program, whatever its platform: what bounds a GPU's ticks per second;
 - the arithmetic's limit: a bare 13-state quadrotor (rigid body, four rotor thrusts and torques,
   RK4, no sensors, firmware, air or ground), ``vmap``ped over the largest N and split over the
   same devices: vehicle-steps/s, and the sweep's ratio to it.
@@ -24,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import re
 import resource
 import sys
 import time
@@ -52,11 +56,14 @@ def main():
     full = scenario.load(ROOT / "scenarios" / "hover_sweep.yaml")
     loaded = scenario.with_changes(full, {"duration": args.duration, "expect": scaled(full, args.duration)})
     ticks = loaded.ticks + 1
-    figures = []
+    figures, censuses = [], {}
     for members in args.members:
         chunk = min(members, args.chunk)
+        compiled_before = len(sweep._EXECUTABLES)
         cold = sweep.fly(loaded, runs=members, chunk=chunk, devices=args.devices)
         warm = sweep.fly(loaded, runs=members, chunk=chunk, devices=args.devices)
+        for program in list(sweep._EXECUTABLES.values())[compiled_before:][:1]:  # a chunk's program, once
+            censuses[chunk] = kernel_census(program.as_text())
         entry = {
             "members": members, "chunk": chunk, "member_ticks": warm.member_ticks,
             "cold_seconds": round(cold.wall_seconds, 3), "first_chunk_seconds_cold": round(cold.first_chunk_seconds, 3),
@@ -64,6 +71,7 @@ def main():
             "member_ticks_per_s": round(warm.member_ticks / warm.wall_seconds),
             "member_ticks_per_s_program": round(warm.member_ticks / warm.flight_seconds),
             "host_ms_per_member": round((warm.wall_seconds - warm.flight_seconds) / members * 1e3, 3),
+            **censuses.get(chunk, {}),
         }
         figures.append(entry)
         print(json.dumps(entry), flush=True)
@@ -154,6 +162,52 @@ def bare_quadrotor(members: int, ticks: int, devices: int | None) -> dict:
     seconds = time.perf_counter() - started
     return {"members": share * len(spread), "ticks": ticks, "seconds": round(seconds, 3),
             "vehicle_steps_per_s": round(share * len(spread) * ticks / seconds)}
+
+
+# HLO instructions that launch no kernel: they name, pack or unpack buffers. Loops, branches and
+# calls are walked into.
+_NOT_KERNELS = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "opt-barrier",
+                "partition-id", "replica-id", "add-dependency"}
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = .*? ([a-z][a-z0-9\-]*)\((.*)$")
+
+
+def kernel_census(hlo: str) -> dict:
+    """The kernels of a compiled sweep program's loop over ticks (its optimised HLO text): those
+    every tick runs, the conditionals every tick evaluates, and the kernels of each branch of each
+    (a branch's own branches counted at their largest)."""
+    computations, current = {}, None
+    for line in hlo.splitlines():
+        if not line.startswith((" ", "}")) and line.rstrip().endswith("{"):
+            current = computations.setdefault(line.removeprefix("ENTRY ").lstrip("%").split(" ")[0], [])
+            if line.startswith("ENTRY"):
+                computations[""] = current
+        elif line.startswith("}"):
+            current = None
+        elif current is not None and (match := _INSTRUCTION.match(line)):
+            current.append(match.groups())
+
+    def called(operands: str, attribute: str) -> list[str]:
+        match = re.search(attribute + r"=(?:\{([^}]*)\}|([^,\s]+))", operands)
+        return [name.strip().lstrip("%") for name in (match[1] or match[2]).split(",")] if match else []
+
+    def walk(name: str) -> tuple[int, list[list[int]]]:
+        kernels, branches = 0, []
+        for opcode, operands in computations[name]:
+            if opcode == "call":
+                inner, inner_branches = walk(called(operands, "to_apply")[0])
+                kernels, branches = kernels + inner, branches + inner_branches
+            elif opcode == "conditional":
+                names = called(operands, "branch_computations") or [*called(operands, "true_computation"),
+                                                                     *called(operands, "false_computation")]
+                branches.append([inner + sum(max(b) for b in nested) for inner, nested in map(walk, names)])
+            elif opcode not in _NOT_KERNELS | {"while"}:
+                kernels += 1
+        return kernels, branches
+
+    loop = next(operands for opcode, operands in computations[""] if opcode == "while")
+    every_tick, branches = walk(called(loop, "body")[0])
+    return {"kernels_every_tick": every_tick, "conditionals_every_tick": len(branches),
+            "kernels_in_branches": branches}
 
 
 def scaled(loaded, duration: float) -> list[dict]:

@@ -19,6 +19,7 @@ from hil.scenario import ScenarioError
 from hil.targets.serial import MAX_BAUD
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+SWEEP_PLOT = "sweep.png"  # hil sweep --plot, in the out folder
 
 
 class _Group(click.Group):
@@ -648,6 +649,7 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     except sweep.SweepError as error:
         raise click.UsageError(str(error)) from None
     claimed, default_parent = out_dir is None, Path("runs") / "sweeps"
+    made = claimed or not out_dir.exists()  # removed again if the sweep stops before any result
     try:  # before flying: a sweep's results are not lost to a folder that cannot be written
         if claimed:  # a folder of its own, even for two sweeps started in the same second
             stem = f"{flightlog.file_name(loaded.name)}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -682,10 +684,10 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
 
     if build_processes is None:  # a Ray task builds its own chunk, on a machine this one cannot see
         build_processes = sweep.default_build_processes(loaded.firmware.name) if executor == "local" else 0
-    if not quiet:  # the first results come once the program is ready (seconds) and its first part flown
-        click.echo(f"  0/{plan.runs} members   preparing the compiled program...", err=True, nl=not show_progress)
-    flown = False
+    flown = interrupted = False
     try:
+        if not quiet:  # the first results come once the program is ready (seconds) and its first part flown
+            click.echo(f"  0/{plan.runs} members   preparing the compiled program...", err=True, nl=not show_progress)
         with _stages_shown(verbose, over_a_progress_line=show_progress):
             result = sweep.fly(loaded, runs, chunk, progress=None if quiet else progress, keep_traces=keep_traces,
                                devices=devices, executor=executor, build_processes=build_processes)
@@ -693,10 +695,21 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     except sweep.SweepError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not interrupt the stopping
+        interrupted = True
     finally:
-        if claimed and not flown:  # stopped before any result: no empty folder of its own left behind
+        if made and not flown:  # stopped before any result: no empty folder of its making left behind
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
+    if interrupted:
+        # The sweep's own clean-up has run (its processes and a Ray cluster it started are stopped).
+        # Threads may still be compiling the program or building members, work nobody will read,
+        # and the interpreter would wait for them at exit: seconds, or minutes for a large chunk.
+        click.echo("\ninterrupted" if show_progress else "interrupted", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     if show_progress:
         click.echo("", err=True)
     result.origin = sweep.Origin(str(scenario_path), tuple(changes))
@@ -704,20 +717,25 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
                f"({result.member_ticks / result.wall_seconds / 1e3:.1f} k member-ticks/s on {result.devices} "
                f"{result.platform.upper()} device{'s' if result.devices > 1 else ''}, first chunk of {result.chunk} "
                f"after {result.first_chunk_seconds:.1f} s, compilation included)", err=True)
-    written, option = [], "--out"
+    written, option, target = [], "--out", out_dir
     try:
         written += result.write(out_dir)
+        # The folder holds this sweep's results alone: what an earlier sweep left there that this one
+        # does not write (its traces, its plot) would pass for this one's.
+        for wanted, name in ((keep_traces, sweep.TRACES), (plot, SWEEP_PLOT)):
+            if not wanted:
+                (out_dir / name).unlink(missing_ok=True)
         if keep_traces:
             written.append(result.write_traces(out_dir / sweep.TRACES))
         if junit_path is not None:
-            option = "--junit"
+            option, target = "--junit", junit_path
             result.write_junit(junit_path)
             written.append(junit_path)
         if plot:
-            option = "--plot"
+            option, target = "--plot", out_dir / SWEEP_PLOT
             written.append(_sweep_plot(loaded, result, chunk, out_dir, quiet))
     except OSError as error:
-        click.echo(f"error: {option} {error.filename or out_dir}: cannot write: {error.strerror or error}", err=True)
+        click.echo(f"error: {option} {error.filename or target}: cannot write: {error.strerror or error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     click.echo(_sweep_table(result))
     verdict = "PASSED" if result.ok else "FAILED"
@@ -767,7 +785,7 @@ def _sweep_plot(loaded, result, chunk, out_dir: Path, quiet: bool) -> Path:
         if not quiet:
             click.echo(f"  flying members 0-{count - 1} again with their traces kept, for the plot's fan", err=True)
         fan = sweep.fly(loaded, count, chunk, keep_traces=True)
-    return plot.plot_sweep(result, fan, out_dir / "sweep.png")
+    return plot.plot_sweep(result, fan, out_dir / SWEEP_PLOT)
 
 
 def _sweep_member(scenario_path: Path, given: str):

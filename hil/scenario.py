@@ -23,6 +23,10 @@ MAX_FILE_BYTES = 1 << 20  # a scenario file; checked while reading, so /dev/zero
 MAX_TICKS = 2**32 - 1  # a tick number is 32 bits on the wire
 MAX_NAME = 100  # characters of a scenario's name, which also names its log file
 SUBSTEPS_LIMIT = 1000
+# How far from its mean (in sigma) a truncated normal's window may begin. A normal is drawn through
+# the error function, and its values near 1 are a double's steps apart: from about 7 sigma on, the
+# draws bunch onto a few values, and far out every one lands on a bound.
+TRUNCATION_REACH = 6.0
 
 
 @dataclass(frozen=True)
@@ -757,6 +761,15 @@ class Scenario:
             for key in ("min", "max"):
                 if key in flat:
                     in_bounds(getattr(normal, key), ("normal", key))
+            for key, side in (("min", "above"), ("max", "below")):
+                if key in flat:
+                    reach = [(b - m) / s if side == "above" else (m - b) / s
+                             for m, s, b in zip(flat["mean"], flat["sigma"], flat[key]) if s > 0]
+                    if reach and max(reach) > TRUNCATION_REACH:
+                        check.fail(path + ("normal", key), f"{key} {getattr(normal, key)} is {max(reach):.3g} sigma "
+                                   f"{side} the mean {normal.mean}: a truncated normal is drawn within "
+                                   f"{TRUNCATION_REACH:g} sigma of its mean (beyond, the draws pile up at the bounds); "
+                                   "give a uniform over the window, or a mean and sigma that reach it")
             low_bounded = meta.get("gt") is not None or meta.get("ge") is not None
             high_bounded = meta.get("lt") is not None or meta.get("le") is not None
             for key, bounded, side in (("min", low_bounded, "below"), ("max", high_bounded, "above")):

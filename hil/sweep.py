@@ -243,104 +243,99 @@ def describe(drawn: dict) -> str:
 
 
 def _text(value) -> str:
+    """A drawn value as a person reads it; a whole number (a seed, an index) whole, to be given again."""
+    def number(x):
+        return str(x) if isinstance(x, int) else f"{x:.6g}"
+
     value = np.asarray(value)
     if value.ndim:
-        return "[" + ", ".join(f"{x:.6g}" for x in value.tolist()) + "]"
-    return f"{value.item():.6g}"
+        return "[" + ", ".join(number(x) for x in value.tolist()) + "]"
+    return number(value.item())
 
 
 # ---- expectations on the device -------------------------------------------------------------------
 
-def _first(mask):
-    """Index of the first True of ``mask`` (0 when none)."""
-    return jnp.argmax(mask)
-
-
 class DeviceMonitor:
     """One expectation's running state inside the compiled program, as :class:`Monitor` keeps it
-    on the host: ``init()``, ``read(state, first tick, rows)``, and :meth:`monitor` to turn a
-    member's final state into a host Monitor."""
+    on the host: ``read(state, tick, row, inside)`` once a tick, the state carried :meth:`packed`
+    (every field 0 before the first row), and :meth:`monitor` to turn a member's final state into
+    a host Monitor."""
 
     def __init__(self, expectation: Expectation, layout: dict, rate_hz: float):
         self.expectation, self.layout, self.rate_hz = expectation, layout, rate_hz
         self.kind, self.check = expectation.kind(), expectation.check()
+        names = ("reached", "closest") if self.kind == "reach" else ("extreme", "bad")
+        # has_<name>: whether <name> holds a (value or distance, time) pair; within's extreme: (min, max)
+        self.fields = ("seen", *(field for name in names for field in (f"has_{name}", f"{name}_a", f"{name}_b")))
+        self.flags = tuple(field == "seen" or field.startswith("has_") for field in self.fields)
 
-    def init(self) -> dict:
-        """The state before any row."""
-        false, zero = jnp.zeros((), bool), jnp.zeros(())
-        names = (("reached", "closest") if self.kind == "reach" else ("extreme", "bad"))
-        state = {"seen": false}
-        for name in names:
-            state[f"has_{name}"] = false
-            state[f"{name}_a"] = zero  # value (distance) ...
-            state[f"{name}_b"] = zero  # ... and time; within's extreme: (min, max)
-        return state
+    def packed(self, state: dict):
+        """``state`` (traced) as one array, its fields along the last axis, flags as 0 and 1: a
+        tick writes one buffer a member, not seven."""
+        return jnp.stack([jnp.asarray(state[field], jnp.float64) for field in self.fields], axis=-1)
 
-    def read(self, state: dict, ticks, rows, inside) -> dict:
-        """Take rows of ``ticks`` into account, those where ``inside`` is true (ticks of the run)."""
-        time = ticks / self.rate_hz  # as the host computes it: the same division
+    def unpacked(self, array) -> dict:
+        """:meth:`packed`'s array (NumPy or traced) as the state."""
+        return {field: array[..., index] != 0 if flag else array[..., index]
+                for index, (field, flag) in enumerate(zip(self.fields, self.flags))}
+
+    def read(self, state: dict, tick, row, inside) -> dict:
+        """Take a member's ``row`` of ``tick`` into account where ``inside`` (a tick of the run).
+
+        One row a call, each tick as it is made: the host's minima, maxima and firsts over rows
+        become selects on one number (a reduction, an arg-extreme or a gather over one row were
+        kernels of their own, a seventh of a sweep's tick with hover_sweep's five expectations)."""
+        time = tick / self.rate_hz  # as the host computes it: the same division
         if self.kind == "reach":
-            return self._read_reach(state, time, rows, inside)
+            return self._read_reach(state, time, row, inside)
         check = self.check
         window = inside & (time >= check.after - 1e-12)
         if self.kind == "within" and check.until is not None:
             window &= time <= check.until + 1e-12
-        values = quantity(rows, self.layout, check.quantity)
-        finite = jnp.isfinite(values)
+        value = quantity(row[None], self.layout, check.quantity)[0]
+        finite = jnp.isfinite(value)
         usable = window & finite
-        any_usable = usable.any()
-        new = dict(state, seen=state["seen"] | window.any())
+        had = state["has_extreme"]
+        new = dict(state, seen=state["seen"] | window, has_extreme=had | usable)
         if self.kind == "within":
             out = ~finite
             if check.min is not None:
-                out |= values < check.min
+                out |= value < check.min
             if check.max is not None:
-                out |= values > check.max
-            low = jnp.min(jnp.where(usable, values, jnp.inf))
-            high = jnp.max(jnp.where(usable, values, -jnp.inf))
-            had = state["has_extreme"]
-            new["extreme_a"] = jnp.where(any_usable, jnp.where(had, jnp.minimum(state["extreme_a"], low), low),
+                out |= value > check.max
+            new["extreme_a"] = jnp.where(usable, jnp.where(had, jnp.minimum(state["extreme_a"], value), value),
                                          state["extreme_a"])
-            new["extreme_b"] = jnp.where(any_usable, jnp.where(had, jnp.maximum(state["extreme_b"], high), high),
+            new["extreme_b"] = jnp.where(usable, jnp.where(had, jnp.maximum(state["extreme_b"], value), value),
                                          state["extreme_b"])
         else:
             above = self.kind == "never_above"
-            out = ~finite | ((values > check.bound) if above else (values < check.bound))
-            scored = jnp.where(usable, values, -jnp.inf if above else jnp.inf)
-            worst = jnp.argmax(scored) if above else jnp.argmin(scored)
-            better = (values[worst] > state["extreme_a"]) if above else (values[worst] < state["extreme_a"])
-            take = any_usable & (~state["has_extreme"] | better)
-            new["extreme_a"] = jnp.where(take, values[worst], state["extreme_a"])
-            new["extreme_b"] = jnp.where(take, time[worst], state["extreme_b"])
-        new["has_extreme"] = state["has_extreme"] | any_usable
-        bad = window & out
-        index = _first(bad)
-        take = ~state["has_bad"] & bad.any()
-        new["bad_a"] = jnp.where(take, values[index], state["bad_a"])
-        new["bad_b"] = jnp.where(take, time[index], state["bad_b"])
-        new["has_bad"] = state["has_bad"] | bad.any()
+            out = ~finite | ((value > check.bound) if above else (value < check.bound))
+            worse = (value > state["extreme_a"]) if above else (value < state["extreme_a"])
+            take = usable & (~had | worse)
+            new["extreme_a"] = jnp.where(take, value, state["extreme_a"])
+            new["extreme_b"] = jnp.where(take, time, state["extreme_b"])
+        first_bad = ~state["has_bad"] & window & out
+        new["bad_a"] = jnp.where(first_bad, value, state["bad_a"])
+        new["bad_b"] = jnp.where(first_bad, time, state["bad_b"])
+        new["has_bad"] = state["has_bad"] | first_bad
         return new
 
-    def _read_reach(self, state, time, rows, inside):
+    def _read_reach(self, state, time, row, inside):
         check = self.check
         active = ~state["has_reached"]  # the host's Monitor stops reading once the point is reached
         window = inside & (time < check.before) & (time >= check.after - 1e-12)
-        position = column(rows, self.layout, "position")
-        distance = jnp.linalg.norm(position - jnp.asarray(check.point), axis=1)
+        position = column(row[None], self.layout, "position")
+        distance = jnp.linalg.norm(position - jnp.asarray(check.point), axis=1)[0]
         distance = jnp.where(window & jnp.isfinite(distance), distance, jnp.inf)
-        inside = distance <= check.tolerance
-        index = _first(inside)
-        reached = active & inside.any()
-        closest = jnp.argmin(distance)
-        take = active & jnp.isfinite(distance[closest]) & (~state["has_closest"] |
-                                                            (distance[closest] < state["closest_a"]))
-        return {"seen": state["seen"] | (active & window.any()),
+        reached = active & (distance <= check.tolerance)
+        take = active & jnp.isfinite(distance) & (~state["has_closest"] | (distance < state["closest_a"]))
+        return {"seen": state["seen"] | (active & window),
                 "has_reached": state["has_reached"] | reached,
-                "reached_a": jnp.where(reached, distance[index], state["reached_a"]),
-                "reached_b": jnp.where(reached, time[index], state["reached_b"]),
+                "reached_a": jnp.where(reached, distance, state["reached_a"]),
+                "reached_b": jnp.where(reached, time, state["reached_b"]),
                 "has_closest": state["has_closest"] | take,
-                "closest_a": jnp.where(take, distance[closest], state["closest_a"]),
-                "closest_b": jnp.where(take, time[closest], state["closest_b"])}
+                "closest_a": jnp.where(take, distance, state["closest_a"]),
+                "closest_b": jnp.where(take, time, state["closest_b"])}
 
     def monitor(self, state: dict, member: int) -> Monitor:
         """A host :class:`Monitor` holding member ``member``'s final device state."""
@@ -447,8 +442,7 @@ class Flight:
     def start(self, states: SimState) -> tuple:
         """The carry before tick 0 of a device's members, from their states (:func:`stacked_states`)."""
         members = len(states.command)
-        judged = [{k: np.broadcast_to(np.asarray(v), (members, *np.shape(v))).copy() for k, v in m.init().items()}
-                  for m in self.monitors]
+        judged = [np.zeros((members, len(m.fields))) for m in self.monitors]  # packed: every field starts at 0
         return states, judged, np.zeros((members, self.tick.width))
 
     def traces(self, rows: list) -> np.ndarray:
@@ -474,7 +468,7 @@ def _program(structure, treedef, ticks: int, expect: tuple, keep_traces: bool) -
     segment_ticks = -(-ticks // segments)
     shared_tick = SimState(tick=None, vehicle=0, wind=0, channels=0, firmware=0, command=0, acceleration=0)
     step = jax.vmap(tick.step, in_axes=(0, shared_tick), out_axes=(shared_tick, 0), axis_name=MEMBERS)
-    reads = [jax.vmap(m.read, in_axes=(0, None, 1, None)) for m in monitors]
+    reads = [jax.vmap(m.read, in_axes=(0, None, 0, None)) for m in monitors]
 
     def fly_members(params, carry, first_tick):
         def one_tick(carry, number):
@@ -483,7 +477,8 @@ def _program(structure, treedef, ticks: int, expect: tuple, keep_traces: bool) -
             # read: an eighth of a tick's time. The verdicts are the same (minima, maxima, firsts).
             state, judged, last = carry
             state, row = step(params, state)
-            judged = [read(j, number[None], row[None], (number < ticks)[None]) for read, j in zip(reads, judged)]
+            judged = [m.packed(read(m.unpacked(j), number, row, number < ticks))
+                      for m, read, j in zip(monitors, reads, judged)]
             last = jax.lax.cond(number == ticks - 1, lambda: row, lambda: last)
             return (state, judged, last), (row if keep_traces else None)
 
@@ -801,7 +796,13 @@ def member_builders(processes: int) -> Iterator[ProcessPoolExecutor | None]:
             pool.submit(os.getpid)
         yield pool
     finally:
+        # A process building a part goes on until the part is built (minutes for a large chunk),
+        # whoever waits for it: stopped instead. The pool names its processes only privately before
+        # Python 3.14's terminate_workers.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
 
 
 def _builder_started() -> None:
@@ -873,6 +874,7 @@ def fly_built(job: ChunkPlan, members: range, shape: tuple, stacked, states: Sim
                 ticks = min(first + flight.segment_ticks, flight.ticks) - min(first, flight.ticks)
                 flown(real[index] * ticks)
         _, judged, last = jax.device_get(carry)
+        judged = [monitor.unpacked(state) for monitor, state in zip(flight.monitors, judged)]
         return judged, last, flight.traces(rows) if job.keep_traces else None
 
     with ThreadPoolExecutor(max_workers=len(spread), thread_name_prefix="hil-sweep-device") as devices:
@@ -1026,8 +1028,10 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
     chunk = min(chunk or default_chunk(local[0].platform, share), runs)
     chunk = -(-chunk // share) * share  # an equal share for every device
     ticks = scenario.ticks + 1
+    if keep_traces:
+        _traces_fit(scenario, runs, ticks)
     chunk_plan = ChunkPlan(dataclasses.replace(scenario, sweep=None), sweep, chunk, keep_traces, devices,
-                           build_processes)
+                           min(build_processes, chunk))  # a process builds at least one member
     expect = tuple(scenario.expect)
     flown, first_chunk, flight = [], 0.0, 0.0
     told = _Told(progress, runs * ticks, started)
@@ -1057,6 +1061,31 @@ def fly(scenario: Scenario, runs: int | None = None, chunk: int | None = None, p
                        np.concatenate([c.last for c in flown]), layout,
                        np.concatenate([c.rows for c in flown]) if keep_traces else None,
                        wall, first_chunk, flight, chunk, share, local[0].platform, runs * ticks)
+
+
+def _traces_fit(scenario: Scenario, runs: int, ticks: int) -> None:
+    """Kept traces are every member's rows in this process's memory, twice while the chunks' rows
+    are joined: refuse, before anything flies, a sweep whose rows this machine cannot hold."""
+    width = Tick(build(scenario, in_process_firmware=True)[0]).width
+    size = runs * ticks * width * np.dtype(np.float64).itemsize
+    available = available_memory()
+    if available is not None and 2 * size > available:
+        raise SweepError(f"--keep-traces: {runs:,} members x {ticks:,} ticks x {width} columns are {size / 1e9:,.1f} GB "
+                         f"of rows, held twice while they are joined, and {available / 1e9:,.1f} GB of memory is "
+                         "available here: keep the traces of fewer members (--runs), or sweep without --keep-traces "
+                         "(the verdicts and measured values need no rows)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says are available to start new work (Linux); None where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class _Told:

@@ -9,6 +9,7 @@ trajectory within 1e-9.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ from hil import runner, scenario, sweep
 from hil.expectations import Judge, Outcome
 from hil.tick.params import build
 from hil.trace import Trace
-from support import HOVER_DISPERSIONS, SPLITTING_EXPECT, dispersed_hover, jax_platforms
+from support import HOVER_DISPERSIONS, SCENARIOS, SPLITTING_EXPECT, dispersed_hover, hil_command, jax_platforms
 
 EXPECT = SPLITTING_EXPECT
 
@@ -382,6 +383,12 @@ sweep:
       uniform: {low: [0, 0, 0], high: [1, 1, 1]}
     - key: faults.0.start
       uniform: {low: 3, high: 1}
+    - key: vehicle.mass
+      normal: {mean: 1.5, sigma: 0.01, min: 3.0, max: 3.1}
+    - key: environment.wind.steady
+      normal: {mean: [0, 0, 0], sigma: [1, 0.2, 1], max: [20, -1.3, 20]}
+    - key: vehicle.arm_length
+      normal: {mean: 0.2, sigma: 0.01, min: 0.25}
 """
 
 
@@ -401,6 +408,9 @@ def test_sweep_schema_errors_name_the_line_and_the_key():
         (24, "sweep.dispersions[7].key"): "is a list, not a number",
         (26, "sweep.dispersions[8].key"): "sensors.gps is not in the scenario",
         (29, "sweep.dispersions[9].uniform.low"): "low 3 is above high 1",
+        # Beyond 6 sigma a truncated normal's draws pile up at its bounds: every member at 3.1.
+        (31, "sweep.dispersions[10].normal.min"): "min 3.0 is 150 sigma above the mean 1.5",
+        (33, "sweep.dispersions[11].normal.max"): "max [20, -1.3, 20] is 6.5 sigma below the mean [0, 0, 0]",
     }
     assert set(found) == set(expected), sorted(found)
     for where, words in expected.items():
@@ -442,3 +452,33 @@ def test_the_summary_ranks_the_draws_most_associated_with_failure(base):
     assert ranked[0]["spearman"] > 0.85 and 0.1 < ranked[1]["spearman"] < 0.5
     assert all(abs(entry["spearman"]) < 0.2 for entry in ranked[2:])
     assert sweep._ranks(np.array([3.0, 1.0, 3.0, np.inf])).tolist() == [2.5, 1.0, 2.5, 4.0]
+
+
+def test_ctrl_c_while_the_program_compiles_and_members_are_built_stops_at_once(tmp_path):
+    """A first chunk of 200,000 members is minutes of building: Ctrl-C stops the sweep then, exit
+    130, nothing left behind (the folder it made, processes)."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(hil_command("sweep", str(SCENARIOS / "hover_sweep.yaml"), "--runs", "200000",
+                                           "--chunk", "200000", "--build-processes", "2", "--out", str(out)),
+                               stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache")))
+    for line in process.stderr:  # ready: the sweep has begun preparing its program and building
+        if "preparing the compiled program" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        _, rest = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not out.exists()
+
+
+def test_keep_traces_that_cannot_fit_in_memory_are_refused_before_flying(tmp_path):
+    completed = subprocess.run(hil_command("sweep", str(SCENARIOS / "hover_sweep.yaml"), "--runs", "10000000",
+                                           "--keep-traces", "--out", str(tmp_path / "out")),
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2, completed.stderr
+    assert "--keep-traces: 10,000,000 members x 20,001 ticks x 45 columns are 72,003.6 GB of rows" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "out").exists()

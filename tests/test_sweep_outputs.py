@@ -176,3 +176,16 @@ def test_plot_without_kept_traces_flies_the_fans_members_again(swept, tmp_path):
     assert "flying members 0-5 again with their traces kept" in completed.stderr
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "traces.npz").exists()
+
+
+def test_a_sweep_into_an_earlier_sweeps_folder_leaves_only_its_own_results(swept, tmp_path):
+    """The earlier sweep's traces and plot go, not passing for this one's; a --junit file that
+    cannot be written is named, not the folder."""
+    folder = tmp_path / "out"
+    shutil.copytree(swept["out"], folder)
+    assert (folder / "traces.npz").exists() and (folder / "sweep.png").exists()
+    completed = hil("sweep", swept["path"], "--runs", "4", "--out", folder, "--junit", "/dev/full")
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "error: --junit /dev/full: cannot write: No space left on device" in completed.stderr
+    assert json.loads((folder / "summary.json").read_text())["runs"] == 4
+    assert sorted(path.name for path in folder.iterdir()) == ["members.csv", "summary.json"]
