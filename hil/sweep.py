@@ -723,16 +723,17 @@ class ChunkPlan:
     build_processes: int = 0  # processes that build a chunk's members in parts (build_chunk); 0: this one
 
 
-def build_chunk(job: ChunkPlan, members: range,
-                builders: ProcessPoolExecutor | None = None) -> tuple[tuple, dict, SimState]:
+def build_chunk(job: ChunkPlan, members: range, builders: ProcessPoolExecutor | None = None,
+                stop: threading.Event | None = None) -> tuple[tuple, dict, SimState]:
     """Host work: the shape of the chunk's program, and its members' parameters and states before
     tick 0 (each as :meth:`hil.tick.Tick.init` makes it for a run alone), stacked. ``builders``
     (:func:`member_builders`): ``job.build_processes`` processes that build the members in equal
-    parts, to the same numbers."""
+    parts, to the same numbers. ``stop``: once set, a thread building the members gives up between
+    two of them (:class:`Stopped`): nobody will read them."""
     started = time.perf_counter()
     if builders is None:
         parts = [members]
-        built = [_built(job, members)]
+        built = [_built(job, members, stop)]
     else:
         size = -(-len(members) // job.build_processes)
         parts = [range(first, min(first + size, members.stop)) for first in range(members.start, members.stop, size)]
@@ -760,11 +761,17 @@ def build_chunk(job: ChunkPlan, members: range,
     return reference, params, states
 
 
-def _built(job: ChunkPlan, members: range) -> tuple[tuple, dict, SimState]:
+class Stopped(Exception):
+    """A chunk's build given up: the sweep it was for has ended."""
+
+
+def _built(job: ChunkPlan, members: range, stop: threading.Event | None = None) -> tuple[tuple, dict, SimState]:
     """:func:`build_chunk`'s work for ``members``, unpadded: NumPy, but for the draws (on the CPU)."""
     seeds, drawn = draws(job.scenario, job.sweep, np.array(members))
     built, states, reference = [], [], None
     for index, member in enumerate(members):
+        if stop is not None and stop.is_set():
+            raise Stopped(f"members {members.start}-{members.stop - 1}")
         picked = {key: values[index] for key, values in drawn.items()}
         structure, params = build(changed(job.scenario, {**picked, "seed": seeds[index]}, member),
                                   in_process_firmware=True)
@@ -971,23 +978,27 @@ def fly_locally(job: ChunkPlan, chunks: list[range], flown: Callable[[int], None
     """The chunks in order on this host: the first chunk built on a thread while the program is
     compiled (:func:`_compile_ahead`); each next chunk built while the one before it flies."""
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hil-sweep-build")
+    # Set when the sweep ends early (an error, Ctrl-C): a chunk being built for it is given up, so
+    # that the interpreter, which waits for the pool's threads at exit, is not held for minutes.
+    stopping = threading.Event()
     try:
         with member_builders(job.build_processes) as builders:  # started now: they import while the program is traced
             # Tracing is Python, as building is: built while it traced, both took longer. XLA's
             # compilation leaves Python to the build.
             traced, compiling = _compile_ahead(job, background)
-            following = background.submit(build_chunk, job, chunks[0], builders)
+            following = background.submit(build_chunk, job, chunks[0], builders, stopping)
             wait([following, compiling], return_when=FIRST_EXCEPTION)  # a member that cannot fly says so at once
             built = following.result()
             compiling.result()
             for index, members in enumerate(chunks):
                 if built[0] != traced:
                     raise _changes_the_tick(f"member {members.start}", built[0], traced, "the scenario's")
-                following = background.submit(build_chunk, job, chunks[index + 1], builders) \
+                following = background.submit(build_chunk, job, chunks[index + 1], builders, stopping) \
                     if index + 1 < len(chunks) else None
                 yield fly_built(job, members, *built, flown=flown)
                 built = following and following.result()
     finally:
+        stopping.set()
         background.shutdown(wait=False, cancel_futures=True)
 
 

@@ -482,3 +482,29 @@ def test_keep_traces_that_cannot_fit_in_memory_are_refused_before_flying(tmp_pat
     assert completed.returncode == 2, completed.stderr
     assert "--keep-traces: 10,000,000 members x 20,001 ticks x 45 columns are 72,003.6 GB of rows" in completed.stderr
     assert "Traceback" not in completed.stderr and not (tmp_path / "out").exists()
+
+
+INTERRUPTED_SCRIPT = """
+import logging, sys
+from hil import jaxconfig, scenario, sweep
+jaxconfig.configure()
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+sweep.fly(scenario.load(sys.argv[1]), runs=200_000, chunk=200_000)
+"""
+
+
+def test_a_script_interrupted_while_a_chunk_is_built_ends_without_waiting_for_the_build(tmp_path):
+    """hil.sweep.fly from a user's script: Ctrl-C while its first chunk of 200,000 members (minutes)
+    is built gives the script its KeyboardInterrupt, and the process ends; the build is given up."""
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_SCRIPT, str(SCENARIOS / "hover_sweep.yaml")],
+                               stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache")))
+    for line in process.stderr:  # ready: the program compiled while the chunk's build goes on
+        if "the sweep's program ready on" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        _, rest = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert "KeyboardInterrupt" in rest and process.returncode != 0, rest
