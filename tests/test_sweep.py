@@ -454,23 +454,31 @@ def test_the_summary_ranks_the_draws_most_associated_with_failure(base):
     assert sweep._ranks(np.array([3.0, 1.0, 3.0, np.inf])).tolist() == [2.5, 1.0, 2.5, 4.0]
 
 
-def test_ctrl_c_while_the_program_compiles_and_members_are_built_stops_at_once(tmp_path):
-    """A first chunk of 200,000 members is minutes of building: Ctrl-C stops the sweep then, exit
-    130, nothing left behind (the folder it made, processes)."""
-    out = tmp_path / "out"
-    process = subprocess.Popen(hil_command("sweep", str(SCENARIOS / "hover_sweep.yaml"), "--runs", "200000",
-                                           "--chunk", "200000", "--build-processes", "2", "--out", str(out)),
-                               stderr=subprocess.PIPE, text=True,
+def interrupted_while_building(command: list[str], tmp_path) -> tuple[int, str]:
+    """Start ``command``, a sweep whose first chunk of 200,000 members is minutes of building, with
+    hil's log shown; Ctrl-C once its program is compiled (the build going on): its exit status and
+    what it printed after. A process not ended 120 s after the signal fails the test."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache")))
-    for line in process.stderr:  # ready: the sweep has begun preparing its program and building
-        if "preparing the compiled program" in line:
+    for line in process.stderr:  # ready: the program compiled while the chunk's build goes on
+        if "the sweep's program ready on" in line:
             break
     process.send_signal(signal.SIGINT)
     try:
         _, rest = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, rest
+    return process.returncode, rest
+
+
+def test_ctrl_c_while_members_are_built_stops_at_once(tmp_path):
+    """Ctrl-C stops the sweep while a chunk is being built, in processes: exit 130, nothing left
+    behind (the folder it made, processes)."""
+    out = tmp_path / "out"
+    code, rest = interrupted_while_building(
+        hil_command("sweep", str(SCENARIOS / "hover_sweep.yaml"), "--runs", "200000", "--chunk", "200000",
+                    "--build-processes", "2", "--out", str(out), "-v"), tmp_path)
+    assert code == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest
     assert not out.exists()
 
@@ -494,17 +502,8 @@ sweep.fly(scenario.load(sys.argv[1]), runs=200_000, chunk=200_000)
 
 
 def test_a_script_interrupted_while_a_chunk_is_built_ends_without_waiting_for_the_build(tmp_path):
-    """hil.sweep.fly from a user's script: Ctrl-C while its first chunk of 200,000 members (minutes)
-    is built gives the script its KeyboardInterrupt, and the process ends; the build is given up."""
-    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_SCRIPT, str(SCENARIOS / "hover_sweep.yaml")],
-                               stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, HIL_CACHE_DIR=str(tmp_path / "cache")))
-    for line in process.stderr:  # ready: the program compiled while the chunk's build goes on
-        if "the sweep's program ready on" in line:
-            break
-    process.send_signal(signal.SIGINT)
-    try:
-        _, rest = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert "KeyboardInterrupt" in rest and process.returncode != 0, rest
+    """hil.sweep.fly from a user's script: Ctrl-C while its first chunk is built gives the script
+    its KeyboardInterrupt, and the process ends; the build is given up."""
+    code, rest = interrupted_while_building([sys.executable, "-c", INTERRUPTED_SCRIPT,
+                                             str(SCENARIOS / "hover_sweep.yaml")], tmp_path)
+    assert "KeyboardInterrupt" in rest and code != 0, rest
