@@ -703,9 +703,9 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
     if interrupted:
-        # The sweep's own clean-up has run (its processes and a Ray cluster it started are stopped).
-        # Threads may still be compiling the program or building members, work nobody will read,
-        # and the interpreter would wait for them at exit: seconds, or minutes for a large chunk.
+        # The sweep's own clean-up has run: its processes and a Ray cluster it started are stopped,
+        # and a chunk being built is given up. XLA may still be compiling the program on a thread,
+        # work nobody will read, and the interpreter would wait for it at exit (seconds).
         click.echo("\ninterrupted" if show_progress else "interrupted", err=True)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -283,8 +283,7 @@ class DeviceMonitor:
         """Take a member's ``row`` of ``tick`` into account where ``inside`` (a tick of the run).
 
         One row a call, each tick as it is made: the host's minima, maxima and firsts over rows
-        become selects on one number (a reduction, an arg-extreme or a gather over one row were
-        kernels of their own, a seventh of a sweep's tick with hover_sweep's five expectations)."""
+        are selects on one number, with no reduction, arg-extreme or gather over a row of one."""
         time = tick / self.rate_hz  # as the host computes it: the same division
         if self.kind == "reach":
             return self._read_reach(state, time, row, inside)
@@ -1079,7 +1078,7 @@ def _traces_fit(scenario: Scenario, runs: int, ticks: int) -> None:
     are joined: refuse, before anything flies, a sweep whose rows this machine cannot hold."""
     width = Tick(build(scenario, in_process_firmware=True)[0]).width
     size = runs * ticks * width * np.dtype(np.float64).itemsize
-    available = available_memory()
+    available = _available_memory()
     if available is not None and 2 * size > available:
         raise SweepError(f"--keep-traces: {runs:,} members x {ticks:,} ticks x {width} columns are {size / 1e9:,.1f} GB "
                          f"of rows, held twice while they are joined, and {available / 1e9:,.1f} GB of memory is "
@@ -1087,7 +1086,7 @@ def _traces_fit(scenario: Scenario, runs: int, ticks: int) -> None:
                          "(the verdicts and measured values need no rows)")
 
 
-def available_memory() -> int | None:
+def _available_memory() -> int | None:
     """Bytes of memory the kernel says are available to start new work (Linux); None where it does not say."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
