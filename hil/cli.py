@@ -666,6 +666,8 @@ def sweep_command(scenario_path, runs, chunk, changes, out_dir, junit_path, keep
     click.echo(f"hil {__version__}: sweep of {loaded.name} from {scenario_path}: {plan.runs} members of "
                f"{loaded.duration:g} s at {loaded.physics.rate_hz} Hz, sweep seed {plan.seed}, dispersed: "
                f"{', '.join(d.key for d in plan.dispersions) or 'the seed alone'}", err=True)
+    if (note := sweep.grid_note(plan)) is not None:
+        click.echo(note, err=True)
 
     first_told, last_line = [], [0.0]  # (member-ticks, seconds) at the first report: the rate leaves compilation out
 

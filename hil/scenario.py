@@ -748,6 +748,15 @@ class Scenario:
                 check.fail(problem.path, f"{dispersion.key}: {problem.message}")
 
         meta = next(f.metadata for f in dataclasses.fields(owner) if f.name == name)
+        fault_start = where[0] == "faults" and where[-1] == "start"
+
+        def before_end(value, at, side="", reached=True) -> None:
+            """A fault's start drawn up to ``value`` (``reached``: the value itself may be drawn) falls within
+            the run, as _check_fault asks of the scenario's own start."""
+            if fault_start and (value >= self.duration if reached else value > self.duration):
+                check.fail(path + at, f"{side}{value} s is {'not before' if reached else 'past'} the end of the run "
+                           f"({self.duration:g} s): a member's fault would never start")
+
         if kind == "normal":
             normal = dispersion.normal
             given = [(key, getattr(normal, key)) for key in ("mean", "sigma", "min", "max") if getattr(normal, key) is not None]
@@ -772,10 +781,12 @@ class Scenario:
                                    "give a uniform over the window, or a mean and sigma that reach it")
             low_bounded = meta.get("gt") is not None or meta.get("ge") is not None
             high_bounded = meta.get("lt") is not None or meta.get("le") is not None
-            for key, bounded, side in (("min", low_bounded, "below"), ("max", high_bounded, "above")):
+            for key, bounded, side in (("min", low_bounded, "below"), ("max", high_bounded or fault_start, "above")):
                 if bounded and key not in flat and any(s > 0 for s in flat["sigma"]):
                     check.fail(path + ("normal",), f"{dispersion.key} has a bound a normal draw can cross "
                                f"{side}; give `{key}` to truncate the draws")
+            if "max" in flat:
+                before_end(normal.max, ("normal", "max"), "max ", reached=False)
         elif kind == "uniform":
             uniform = dispersion.uniform
             if number(uniform.low, ("uniform", "low")) and number(uniform.high, ("uniform", "high")):
@@ -784,6 +795,8 @@ class Scenario:
                     check.fail(path + ("uniform", "low"), f"low {uniform.low} is above high {uniform.high}")
                 in_bounds(uniform.low, ("uniform", "low"))
                 in_bounds(uniform.high, ("uniform", "high"))
+                before_end(uniform.low, ("uniform", "low"), "low ")
+                before_end(uniform.high, ("uniform", "high"), "high ", reached=False)  # draws are below high
         else:
             values = getattr(dispersion, kind)
             if not values:
@@ -791,6 +804,7 @@ class Scenario:
             for index, value in enumerate(values):
                 if number(value, (kind, index)):
                     in_bounds(value, (kind, index))
+                    before_end(value, (kind, index))
 
     def _check_fault(self, check, path, fault: Fault) -> None:
         if fault.start >= self.duration:

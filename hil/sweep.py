@@ -84,6 +84,18 @@ def plan(scenario: Scenario, runs: int | None = None) -> Sweep:
     return sweep
 
 
+def grid_note(sweep: Sweep) -> str | None:
+    """What a person should know when the grids' product does not divide the members: some of its
+    combinations are flown once more than the others. None when it divides them, or there is no grid."""
+    combinations = math.prod(len(d.grid) for d in sweep.dispersions if d.kind() == "grid")
+    left = sweep.runs % combinations
+    if combinations == 1 or left == 0:
+        return None
+    return (f"note: the grids form {combinations:,} combinations, which {sweep.runs:,} members do not divide: "
+            f"the first {left:,} {'is' if left == 1 else 'are'} flown {sweep.runs // combinations + 1:,} times, the others "
+            f"{sweep.runs // combinations:,}; give --runs a multiple of {combinations:,} for a balanced grid")
+
+
 def draws(scenario: Scenario, sweep: Sweep, members) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The seeds and drawn values of ``members`` (indices): ``(seeds, {key: (members, ...) array})``,
     drawn on the CPU whatever the default device, so the same wherever a member is built."""

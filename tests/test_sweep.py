@@ -389,7 +389,25 @@ sweep:
       normal: {mean: [0, 0, 0], sigma: [1, 0.2, 1], max: [20, -1.3, 20]}
     - key: vehicle.arm_length
       normal: {mean: 0.2, sigma: 0.01, min: 0.25}
+    - key: faults.0.start
+      choice: [2, 5]
+    - key: faults.0.start
+      normal: {mean: 3, sigma: 0.5, min: 1}
+    - key: faults.0.start
+      uniform: {low: 1, high: 6}
+    - key: faults.0.start
+      uniform: {low: 1, high: 5}
 """
+
+
+def test_a_grid_whose_combinations_do_not_divide_the_members_is_told():
+    grids = [scenario.Dispersion("vehicle.mass", grid=[1.4, 1.5, 1.6]),
+             scenario.Dispersion("firmware.gains.rate", grid=[[30, 30, 10], [40, 40, 12]]),
+             scenario.Dispersion("environment.wind.steady", normal=scenario.Normal([0, 0, 0], [1, 1, 1]))]
+    assert sweep.grid_note(scenario.Sweep(runs=12, dispersions=grids)) is None
+    assert sweep.grid_note(scenario.Sweep(runs=100, dispersions=grids[2:])) is None
+    note = sweep.grid_note(scenario.Sweep(runs=100, dispersions=grids))
+    assert "6 combinations, which 100 members do not divide: the first 4 are flown 17 times, the others 16" in note
 
 
 def test_sweep_schema_errors_name_the_line_and_the_key():
@@ -411,6 +429,11 @@ def test_sweep_schema_errors_name_the_line_and_the_key():
         # Beyond 6 sigma a truncated normal's draws pile up at its bounds: every member at 3.1.
         (31, "sweep.dispersions[10].normal.min"): "min 3.0 is 150 sigma above the mean 1.5",
         (33, "sweep.dispersions[11].normal.max"): "max [20, -1.3, 20] is 6.5 sigma below the mean [0, 0, 0]",
+        # A fault's start drawn at or past the end would never start: refused at the draw's line, not
+        # when the member that draws it is built. A uniform's draws stay below its high.
+        (37, "sweep.dispersions[13].choice[1]"): "5 s is not before the end of the run (5 s)",
+        (39, "sweep.dispersions[14].normal"): "give `max` to truncate the draws",
+        (41, "sweep.dispersions[15].uniform.high"): "high 6 s is past the end of the run (5 s)",
     }
     assert set(found) == set(expected), sorted(found)
     for where, words in expected.items():
