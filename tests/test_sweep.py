@@ -6,6 +6,7 @@ at a time; otherwise they agree within 1e-12; flown alone (``hil.runner.run``, i
 trajectory within 1e-9.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -176,6 +177,20 @@ def test_on_a_gpu_host_the_jax_controller_flies_on_the_gpus_and_the_c_one_on_the
     monkeypatch.setattr(jax, "local_devices", lambda backend=None: gpus if backend in (None, "gpu") else every(backend=backend))
     assert sweep.flight_devices("quad_pid") == gpus and sweep.flight_devices("open_loop") == gpus
     assert sweep.flight_devices("quad_pid_c") == cores and len(cores) == len(os.sched_getaffinity(0))
+
+
+def test_the_sweeps_program_lowers_for_a_gpu_with_nothing_only_a_cpu_runs(base):
+    """No GPU here, but JAX lowers a program for a platform it does not have: the sweep's program of
+    the JAX controller, exported for CUDA, calls no custom target (no C library routine, no host
+    callback), so a GPU host compiles the very program the CPU cores fly."""
+    job = sweep.ChunkPlan(dataclasses.replace(base, sweep=None), base.sweep, 4, False, 1, 0)
+    shape, params, states = sweep.build_chunk(job, range(4))
+    flight = sweep._chunk_program(job, shape)
+    lowered = jax.export.export(jax.jit(flight.segment), platforms=("cuda",))(params, flight.start(states),
+                                                                              np.int64(0))
+    assert lowered.platforms == ("cuda",) and flight.custom_call is None
+    module = lowered.mlir_module()
+    assert "stablehlo.while" in module and "custom_call" not in module
 
 
 _COMPILES_ONCE = """
