@@ -787,6 +787,8 @@ class Scenario:
                                f"{side}; give `{key}` to truncate the draws")
             if "max" in flat:
                 before_end(normal.max, ("normal", "max"), "max ", reached=False)
+            elif not any(s > 0 for s in flat["sigma"]):  # every member draws the mean
+                before_end(normal.mean, ("normal", "mean"), "mean ")
         elif kind == "uniform":
             uniform = dispersion.uniform
             if number(uniform.low, ("uniform", "low")) and number(uniform.high, ("uniform", "high")):

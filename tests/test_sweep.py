@@ -412,6 +412,8 @@ sweep:
       uniform: {low: 1, high: 6}
     - key: faults.0.start
       uniform: {low: 1, high: 5}
+    - key: faults.0.start
+      normal: {mean: 5, sigma: 0}
 """
 
 
@@ -449,6 +451,7 @@ def test_sweep_schema_errors_name_the_line_and_the_key():
         (37, "sweep.dispersions[13].choice[1]"): "5 s is not before the end of the run (5 s)",
         (39, "sweep.dispersions[14].normal"): "give `max` to truncate the draws",
         (41, "sweep.dispersions[15].uniform.high"): "high 6 s is past the end of the run (5 s)",
+        (45, "sweep.dispersions[17].normal.mean"): "mean 5 s is not before the end of the run (5 s)",
     }
     assert set(found) == set(expected), sorted(found)
     for where, words in expected.items():
