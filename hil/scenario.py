@@ -748,7 +748,7 @@ class Scenario:
                 check.fail(problem.path, f"{dispersion.key}: {problem.message}")
 
         meta = next(f.metadata for f in dataclasses.fields(owner) if f.name == name)
-        fault_start = where[0] == "faults" and where[-1] == "start"
+        fault_start = owner is Fault and name == "start"
 
         def before_end(value, at, side="", reached=True) -> None:
             """A fault's start drawn up to ``value`` (``reached``: the value itself may be drawn) falls within

@@ -89,7 +89,7 @@ def grid_note(sweep: Sweep) -> str | None:
     combinations are flown once more than the others. None when it divides them, or there is no grid."""
     combinations = math.prod(len(d.grid) for d in sweep.dispersions if d.kind() == "grid")
     left = sweep.runs % combinations
-    if combinations == 1 or left == 0:
+    if left == 0:  # no grid: one combination
         return None
     return (f"note: the grids form {combinations:,} combinations, which {sweep.runs:,} members do not divide: "
             f"the first {left:,} {'is' if left == 1 else 'are'} flown {sweep.runs // combinations + 1:,} times, the others "
